@@ -1,0 +1,82 @@
+# amlr: setup, run, test, check, bench.
+#
+#   make run    set everything up, run examples/hello on the local backend
+#   make test   set everything up, run every test (pytest + testthat, both bridges)
+#
+# Setup is idempotent: Debian's R packages (apt, only when missing), a Python
+# venv under .venv from pinned requirements, and the R package installed into
+# the repo-local library .rlib.
+
+SHELL := /bin/bash
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+VPY := $(VENV)/bin/python
+RLIB := $(ROOT)/.rlib
+PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v /usr/bin/python3 || command -v python3)
+REQS := inst/python/requirements-azureml.txt inst/python/requirements-azureml_v2.txt inst/python/requirements-dev.txt
+R_DEBS := r-base-core r-base-dev r-cran-testthat r-cran-jsonlite r-cran-cli r-cran-rlang r-cran-processx \
+	r-cran-reticulate r-cran-rsqlite r-cran-dbi r-cran-rstudioapi r-cran-withr r-cran-roxygen2 r-cran-yaml
+R_PKGS := testthat jsonlite cli rlang reticulate rstudioapi withr roxygen2
+R_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
+
+export R_LIBS := $(RLIB)
+export R_LIBS_USER := $(RLIB)
+export AMLR_PYTHON := $(VPY)
+export RETICULATE_PYTHON := $(VPY)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup r-deps run test test-python test-r test-r-system2 test-r-reticulate check bench docs lint-docker clean
+
+setup: $(RLIB)/amlr/DESCRIPTION $(VENV)/.installed
+
+# R from Debian (CRAN is not reachable here); only when something is missing.
+$(ROOT)/.rlib/.r-deps:
+	@if ! command -v Rscript >/dev/null 2>&1 || ! Rscript -e 'q(status = !all(vapply(commandArgs(TRUE), requireNamespace, NA, quietly = TRUE)))' $(R_PKGS) >/dev/null 2>&1; then \
+		echo "Installing R from Debian packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(R_DEBS); \
+	fi
+	@mkdir -p $(RLIB) && touch $@
+
+r-deps: $(ROOT)/.rlib/.r-deps
+
+# rpy2 builds against R, so R comes first.
+$(VENV)/.installed: $(REQS) $(ROOT)/.rlib/.r-deps
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q $(addprefix -r ,$(REQS))
+	@touch $@
+
+$(RLIB)/amlr/DESCRIPTION: $(R_SOURCES) $(ROOT)/.rlib/.r-deps
+	@mkdir -p $(RLIB)
+	R CMD INSTALL --no-multiarch --no-test-load --library=$(RLIB) . >/dev/null 2>$(RLIB)/install.log || (cat $(RLIB)/install.log; exit 1)
+	@touch $@
+
+run: setup
+	Rscript examples/hello/run.R
+
+test: setup test-python test-r
+
+test-python: setup
+	$(VPY) -m pytest tests/python -q -p no:cacheprovider
+
+test-r: test-r-system2 test-r-reticulate
+
+test-r-system2: setup
+	AMLR_TEST_BRIDGE=system2 Rscript -e 'testthat::test_local(".", reporter = testthat::ProgressReporter$$new(show_praise = FALSE), stop_on_failure = TRUE, load_package = "installed")'
+
+test-r-reticulate: setup
+	AMLR_TEST_BRIDGE=reticulate Rscript -e 'testthat::test_local(".", reporter = testthat::ProgressReporter$$new(show_praise = FALSE), stop_on_failure = TRUE, load_package = "installed")'
+
+docs: $(ROOT)/.rlib/.r-deps
+	Rscript -e 'roxygen2::roxygenise(load_code = roxygen2::load_source)'
+
+check: setup
+	rm -rf build && mkdir -p build
+	cd build && R CMD build --no-build-vignettes $(ROOT) >/dev/null && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual amlr_*.tar.gz
+
+bench: setup
+	Rscript bench/run.R
+
+clean:
+	rm -rf $(VENV) $(RLIB) build

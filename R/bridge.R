@@ -1,0 +1,122 @@
+# The bridge: one JSON request in, one JSON response out.
+#
+# Two transports carry the same request to the same Python function
+# (`amlr.api.handle_json`): `system2` to `python -m amlr call` (the default; a
+# fresh process keeps the heavy Azure SDKs out of the R session) and
+# reticulate (`options(amlr.bridge = "reticulate")`; one embedded Python
+# session, so repeated calls cost well under a millisecond).
+
+amlr_python_path <- function() {
+  system.file("python", package = "amlr", mustWork = TRUE)
+}
+
+amlr_bridge <- function() {
+  bridge <- getOption("amlr.bridge", Sys.getenv("AMLR_BRIDGE", "system2"))
+  if (!identical(bridge, "") && !bridge %in% c("system2", "reticulate")) {
+    amlr_abort(c(
+      "Unknown bridge {.val {bridge}}.",
+      i = "Set {.code options(amlr.bridge = \"system2\")} (default) or {.val reticulate}."
+    ), "bad_option")
+  }
+  if (identical(bridge, "")) "system2" else bridge
+}
+
+# The params every request carries: where the registry lives.
+amlr_home <- function() {
+  home <- Sys.getenv("AMLR_HOME", "")
+  if (nzchar(home)) return(path.expand(home))
+  tools::R_user_dir("amlr", "data")
+}
+
+amlr_call <- function(method, params = list(), call = rlang::caller_env()) {
+  params$home <- params$home %||% amlr_home()
+  request <- jsonlite::toJSON(
+    list(method = method, params = params),
+    auto_unbox = TRUE, null = "null", na = "null", digits = NA
+  )
+  text <- switch(amlr_bridge(),
+    system2 = bridge_system2(request, call = call),
+    reticulate = bridge_reticulate(request, call = call)
+  )
+  response <- tryCatch(
+    jsonlite::fromJSON(text, simplifyVector = TRUE, simplifyDataFrame = FALSE, simplifyMatrix = FALSE),
+    error = function(e) {
+      amlr_abort(c(
+        "amlr's Python side answered with something that is not JSON.",
+        i = "First characters: {.val {substr(paste(text, collapse = ' '), 1, 200)}}",
+        i = "Run {.run amlr::amlr_doctor()} to check the Python set-up."
+      ), "bridge", call = call)
+    }
+  )
+  if (!is.null(response$error)) bridge_abort(response$error, call = call)
+  response$result
+}
+
+bridge_system2 <- function(request, call = rlang::caller_env()) {
+  python <- amlr_python_or_abort(call = call)
+  req_file <- tempfile("amlr-req-", fileext = ".json")
+  err_file <- tempfile("amlr-err-", fileext = ".txt")
+  on.exit(unlink(c(req_file, err_file)), add = TRUE)
+  writeBin(charToRaw(enc2utf8(request)), req_file)
+  old <- Sys.getenv(c("PYTHONPATH", "PYTHONIOENCODING"), unset = NA)
+  on.exit(restore_env(old), add = TRUE)
+  path <- amlr_python_path()
+  pythonpath <- if (is.na(old[["PYTHONPATH"]]) || !nzchar(old[["PYTHONPATH"]])) {
+    path
+  } else {
+    paste(path, old[["PYTHONPATH"]], sep = .Platform$path.sep)
+  }
+  Sys.setenv(PYTHONPATH = pythonpath, PYTHONIOENCODING = "utf-8")
+  out <- suppressWarnings(system2(
+    python, c("-m", "amlr", "call"),
+    stdin = req_file, stdout = TRUE, stderr = err_file
+  ))
+  status <- attr(out, "status") %||% 0L
+  if (!identical(as.integer(status), 0L) || length(out) == 0L) {
+    err <- if (file.exists(err_file)) readLines(err_file, warn = FALSE) else character()
+    amlr_abort(c(
+      "amlr's Python side failed (exit status {status}) before it could answer.",
+      i = "Python: {.path {python}}",
+      if (length(err)) c(x = "{utils::tail(err, 5)}"),
+      i = "Run {.run amlr::amlr_doctor()} to check the set-up."
+    ), "bridge", call = call)
+  }
+  paste(out, collapse = "\n")
+}
+
+restore_env <- function(old) {
+  for (name in names(old)) {
+    if (is.na(old[[name]])) Sys.unsetenv(name) else do.call(Sys.setenv, stats::setNames(list(old[[name]]), name))
+  }
+}
+
+bridge_env <- new.env(parent = emptyenv())
+
+bridge_reticulate <- function(request, call = rlang::caller_env()) {
+  if (!requireNamespace("reticulate", quietly = TRUE)) {
+    amlr_abort(c(
+      "The reticulate bridge needs the {.pkg reticulate} package.",
+      i = "Install it, or use the default bridge: {.code options(amlr.bridge = \"system2\")}."
+    ), "bridge", call = call)
+  }
+  if (is.null(bridge_env$api)) {
+    if (!reticulate::py_available(initialize = FALSE)) {
+      python <- amlr_python_or_abort(call = call)
+      reticulate::use_python(python, required = TRUE)
+    }
+    bridge_env$api <- reticulate::import_from_path("amlr.api", path = amlr_python_path(), convert = TRUE)
+  }
+  sync_python_environ()
+  bridge_env$api$handle_json(enc2utf8(as.character(request)))
+}
+
+# An embedded Python copies the environment once, at start-up; variables that
+# R sets later (AMLR_*, AZURE_* credentials) must be handed over explicitly.
+# They travel in the environment, never in a request, so no secret is written
+# to a request file.
+sync_python_environ <- function() {
+  vars <- Sys.getenv()
+  keep <- grepl("^(AMLR_|AZURE_|MLFLOW_)", names(vars))
+  bridge_env$api$sync_environ(as.list(vars[keep]))
+  invisible()
+}

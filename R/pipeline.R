@@ -1,0 +1,270 @@
+#' Describe one step of an R pipeline
+#'
+#' A step runs one R script, from a snapshot of its `source_dir`, with
+#' `Rscript`. Its inputs are local paths, datastore URIs or outputs of other
+#' steps ([output_of()]); inside the script, [step_input()] and
+#' [step_output()] give their paths.
+#'
+#' @param script Path to the R script.
+#' @param name Step name: lower-case letters, digits and `_` (Azure ML's rule).
+#'   Defaults to the script's file name without extension.
+#' @param args Character vector of arguments for the script (`commandArgs(TRUE)`).
+#' @param inputs Named list: each element a local path, a URI
+#'   (`azureml://...`, `https://...`) or `output_of(step, output)`.
+#' @param outputs Character vector of output names; each becomes a folder.
+#' @param environment The job environment, from [r_environment()]; `NULL`
+#'   uses the pipeline's (or the backend's default).
+#' @param compute Compute target name on Azure ML; ignored locally.
+#' @param allow_reuse Reuse the results of an identical earlier step.
+#' @param source_dir Folder packaged with the step; `script` must be inside it.
+#' @param step_type `"command"` (default); `"estimator"` reproduces the classic
+#'   `EstimatorStep` on the `"azureml"` backend.
+#' @return An `amlr_step`.
+#' @family pipeline builders
+#' @export
+#' @examples
+#' script <- system.file("examples", "hello", "hello.R", package = "amlr")
+#' r_step(script, args = c("--greeting", "hi"))
+r_step <- function(script, name = NULL, args = character(), inputs = list(), outputs = character(),
+                   environment = NULL, compute = NULL, allow_reuse = TRUE, source_dir = dirname(script),
+                   step_type = c("command", "estimator")) {
+  check_string(script, "script")
+  step_type <- match.arg(step_type)
+  force(source_dir)
+  check_string(source_dir, "source_dir")
+  if (!dir.exists(source_dir)) {
+    amlr_abort(c("{.arg source_dir} {.path {source_dir}} is not a folder.",
+                 i = "Give the folder that holds the script and the files it needs."), "invalid_spec")
+  }
+  source_dir <- normalizePath(source_dir, winslash = "/", mustWork = TRUE)
+  script_abs <- if (is_absolute_path(script)) script else file.path(getwd(), script)
+  if (!file.exists(script_abs)) {
+    amlr_abort(c("Script {.path {script}} does not exist.",
+                 i = "Give the path of an R script, relative to the working directory {.path {getwd()}} or absolute."),
+               "invalid_spec")
+  }
+  script_abs <- normalizePath(script_abs, winslash = "/", mustWork = TRUE)
+  rel <- relative_to(script_abs, source_dir)
+  if (is.null(rel)) {
+    amlr_abort(c("Script {.path {script}} is outside its {.arg source_dir} {.path {source_dir}}.",
+                 i = "Move the script into that folder or pass a wider {.arg source_dir}."), "invalid_spec")
+  }
+  name <- name %||% default_step_name(script)
+  check_string(name, "name")
+  if (!is.list(inputs)) {
+    amlr_abort("{.arg inputs} must be a named list of paths, URIs or {.fn output_of} references.", "invalid_spec")
+  }
+  if (length(inputs) && (is.null(names(inputs)) || any(!nzchar(names(inputs))))) {
+    amlr_abort("Every element of {.arg inputs} needs a name, e.g. {.code inputs = list(data = \"data.csv\")}.",
+               "invalid_spec")
+  }
+  structure(
+    list(
+      name = name,
+      script = rel,
+      source_dir = source_dir,
+      args = as.character(args),
+      inputs = lapply(inputs, normalize_input),
+      outputs = as.character(outputs),
+      environment = environment,
+      compute = compute,
+      allow_reuse = isTRUE(allow_reuse),
+      step_type = step_type
+    ),
+    class = "amlr_step"
+  )
+}
+
+#' Use one step's output as another step's input
+#'
+#' @param step An [r_step()] or a step name.
+#' @param output The output's name, as listed in that step's `outputs`.
+#' @return An `amlr_output_ref`, for the `inputs` of [r_step()].
+#' @family pipeline builders
+#' @export
+#' @examples
+#' dir <- system.file("examples", "pipeline", package = "amlr")
+#' prepare <- r_step(file.path(dir, "prepare.R"), outputs = "data")
+#' train <- r_step(file.path(dir, "train.R"), inputs = list(data = output_of(prepare, "data")))
+#' train$inputs$data
+output_of <- function(step, output) {
+  name <- if (inherits(step, "amlr_step")) step$name else step
+  check_string(name, "step")
+  check_string(output, "output")
+  if (inherits(step, "amlr_step") && !output %in% step$outputs) {
+    amlr_abort(c("Step {.val {name}} has no output {.val {output}}.",
+                 i = "Its outputs: {.val {step$outputs}}. Add {.val {output}} to its {.arg outputs}."),
+               "invalid_spec")
+  }
+  structure(list(type = "step_output", step = name, output = output), class = "amlr_output_ref")
+}
+
+#' Put steps together into a pipeline
+#'
+#' The steps run in the order their [output_of()] links impose; independent
+#' steps may run in parallel. The pipeline is checked at once by amlr's one
+#' validator (in Python, shared by every backend): duplicate names, unknown
+#' steps or outputs, cycles, invalid names and missing paths are classed errors
+#' (`amlr_error_invalid_spec`) that name the field.
+#'
+#' @param ... [r_step()] objects (or lists of them).
+#' @param name Pipeline name; defaults to the name of the first step's folder.
+#' @param description Free text shown on Azure ML.
+#' @param environment Default [r_environment()] for steps that set none.
+#' @param compute Default compute target for steps that set none.
+#' @return An `amlr_pipeline`.
+#' @family pipeline builders
+#' @export
+#' @examples
+#' hello <- r_step(system.file("examples", "hello", "hello.R", package = "amlr"))
+#' r_pipeline(hello, name = "hello")
+r_pipeline <- function(..., name = NULL, description = NULL, environment = NULL, compute = NULL) {
+  steps <- flatten_steps(list(...))
+  if (!length(steps)) {
+    amlr_abort("A pipeline needs at least one {.fn r_step}.", "invalid_spec")
+  }
+  name <- name %||% default_pipeline_name(steps[[1]])
+  p <- structure(
+    list(name = name, description = description, steps = unname(steps),
+         environment = environment, compute = compute),
+    class = "amlr_pipeline"
+  )
+  checked <- amlr_call("validate", list(spec = pipeline_spec(p)))
+  p$order <- vapply(checked$steps, function(s) s$name, character(1))
+  p
+}
+
+flatten_steps <- function(x) {
+  out <- list()
+  for (el in x) {
+    if (inherits(el, "amlr_step")) {
+      out[[length(out) + 1]] <- el
+    } else if (inherits(el, "amlr_pipeline")) {
+      out <- c(out, el$steps)
+    } else if (is.list(el)) {
+      out <- c(out, flatten_steps(el))
+    } else {
+      amlr_abort(c("{.fn r_pipeline} takes {.fn r_step} objects, not {.cls {class(el)}}.",
+                   i = "Wrap scripts with {.code r_step(\"script.R\")}."), "invalid_spec")
+    }
+  }
+  out
+}
+
+as_pipeline <- function(x, call = rlang::caller_env()) {
+  if (inherits(x, "amlr_pipeline")) return(x)
+  if (inherits(x, "amlr_step")) return(r_pipeline(x, name = x$name))
+  if (is.character(x) && length(x) == 1L) return(r_pipeline(r_step(x), name = default_step_name(x)))
+  amlr_abort(c("{.arg pipeline} must be a path to an R script, an {.fn r_step} or an {.fn r_pipeline}.",
+               x = "Got {.cls {class(x)}}."), "invalid_spec", call = call)
+}
+
+# The JSON shape that the Python validator reads.
+pipeline_spec <- function(p) {
+  list(
+    name = p$name,
+    description = p$description,
+    environment = env_spec(p$environment),
+    compute = p$compute,
+    steps = lapply(p$steps, step_spec)
+  )
+}
+
+step_spec <- function(s) {
+  list(
+    name = s$name,
+    script = s$script,
+    source_dir = s$source_dir,
+    args = I(s$args),
+    inputs = if (length(s$inputs)) lapply(s$inputs, unclass) else structure(list(), names = character()),
+    outputs = I(s$outputs),
+    environment = env_spec(s$environment),
+    compute = s$compute,
+    allow_reuse = s$allow_reuse,
+    step_type = s$step_type
+  )
+}
+
+env_spec <- function(env) {
+  if (is.null(env)) return(NULL)
+  if (is.function(env_spec_hook <- getOption("amlr.env_spec"))) return(env_spec_hook(env))
+  if (!is.null(env$spec)) return(env$spec)
+  unclass(env)
+}
+
+normalize_input <- function(x) {
+  if (inherits(x, "amlr_output_ref")) return(x)
+  if (inherits(x, "amlr_step")) {
+    amlr_abort(c("An input is a whole step; name one of its outputs.",
+                 i = "Use {.code output_of(step, \"{x$outputs[1] %||% 'output'}\")}."), "invalid_spec")
+  }
+  check_string(x, "inputs")
+  if (grepl("^(azureml|https?|wasbs?|abfss?|adl)://", x, ignore.case = TRUE)) {
+    return(structure(list(type = "uri", uri = x), class = "amlr_input"))
+  }
+  structure(list(type = "path", path = normalizePath(x, winslash = "/", mustWork = FALSE)), class = "amlr_input")
+}
+
+default_step_name <- function(script) {
+  base <- sub("\\.[Rr]$", "", basename(script))
+  name <- gsub("[^a-z0-9_]", "_", tolower(base))
+  if (!grepl("^[a-z_]", name)) name <- paste0("step_", name)
+  name
+}
+
+default_pipeline_name <- function(step) {
+  name <- gsub("[^A-Za-z0-9_.-]", "_", basename(step$source_dir))
+  if (!grepl("^[A-Za-z0-9]", name)) name <- step$name
+  name
+}
+
+#' @export
+print.amlr_step <- function(x, ...) {
+  cli::cli_text("{.cls amlr_step} {.strong {x$name}}: {.file {x$script}} in {.path {x$source_dir}}")
+  if (length(x$args)) cli::cli_text("  args: {.val {x$args}}")
+  for (nm in names(x$inputs)) cli::cli_text("  input {.field {nm}} <- {format_input(x$inputs[[nm]])}")
+  if (length(x$outputs)) cli::cli_text("  outputs: {.field {x$outputs}}")
+  invisible(x)
+}
+
+format_input <- function(i) {
+  switch(i$type,
+    step_output = paste0(i$step, "$", i$output),
+    uri = i$uri,
+    path = i$path
+  )
+}
+
+#' @export
+print.amlr_pipeline <- function(x, ...) {
+  order <- x$order %||% vapply(x$steps, `[[`, "", "name")
+  by_name <- stats::setNames(x$steps, vapply(x$steps, `[[`, "", "name"))
+  cli::cli_text("{.cls amlr_pipeline} {.strong {x$name}}: {length(order)} step{?s}")
+  if (!is.null(x$description)) cli::cli_text("{.emph {x$description}}")
+  for (i in seq_along(order)) {
+    s <- by_name[[order[i]]]
+    links <- vapply(names(s$inputs), function(nm) paste0(nm, " <- ", format_input(s$inputs[[nm]])), "")
+    outs <- if (length(s$outputs)) paste0(" -> ", paste(s$outputs, collapse = ", ")) else ""
+    cli::cli_text("{i}. {.strong {s$name}} ({.file {s$script}}){outs}")
+    for (l in links) cli::cli_text("   {l}")
+  }
+  invisible(x)
+}
+
+check_string <- function(x, arg, call = rlang::caller_env()) {
+  if (!is.character(x) || length(x) != 1L || is.na(x) || !nzchar(x)) {
+    amlr_abort("{.arg {arg}} must be a single non-empty string.", "invalid_spec", call = call)
+  }
+  invisible(x)
+}
+
+is_absolute_path <- function(path) {
+  grepl("^(/|~|[A-Za-z]:[/\\\\]|\\\\\\\\)", path)
+}
+
+relative_to <- function(path, root) {
+  path <- gsub("\\\\", "/", path)
+  root <- sub("/+$", "", gsub("\\\\", "/", root))
+  if (!startsWith(path, paste0(root, "/"))) return(NULL)
+  substring(path, nchar(root) + 2L)
+}

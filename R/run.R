@@ -1,0 +1,293 @@
+run_statuses <- c("NotStarted", "Queued", "Running", "Completed", "Failed", "Canceled")
+terminal_statuses <- c("Completed", "Failed", "Canceled")
+
+new_amlr_run <- function(x) {
+  fields <- c("id", "backend", "experiment", "pipeline", "status", "created", "started", "ended",
+              "run_dir", "portal_url", "remote_id", "error", "n_steps")
+  out <- lapply(stats::setNames(fields, fields), function(f) x[[f]])
+  structure(out, class = "amlr_run")
+}
+
+# A run id from an amlr_run, an id or "latest".
+run_ref <- function(run, call = rlang::caller_env()) {
+  if (inherits(run, "amlr_run")) return(run$id)
+  if (is.character(run) && length(run) == 1L && !is.na(run) && nzchar(run)) return(run)
+  amlr_abort(c("{.arg run} must be an {.cls amlr_run}, a run id or {.val latest}.",
+               x = "Got {.cls {class(run)}}."), "bad_request", call = call)
+}
+
+as_time <- function(x) {
+  x <- as.numeric(x %||% NA_real_)
+  x[is.na(x)] <- NA_real_
+  as.POSIXct(x, origin = "1970-01-01")
+}
+
+run_duration <- function(started, ended) {
+  started <- as.numeric(started %||% NA)
+  ended <- as.numeric(ended %||% NA)
+  if (is.na(started)) return(NA_real_)
+  if (is.na(ended)) ended <- as.numeric(Sys.time())
+  ended - started
+}
+
+format_duration <- function(secs) {
+  if (is.na(secs)) return("-")
+  if (secs < 60) return(sprintf("%.1fs", secs))
+  if (secs < 3600) return(sprintf("%dm %02ds", secs %/% 60, round(secs %% 60)))
+  sprintf("%dh %02dm", secs %/% 3600, round((secs %% 3600) / 60))
+}
+
+#' @export
+print.amlr_run <- function(x, ...) {
+  status_fn <- switch(x$status %||% "",
+    Completed = cli::col_green, Failed = cli::col_red, Canceled = cli::col_yellow, cli::col_blue)
+  cli::cli_text("{.cls amlr_run} {.strong {x$id}}")
+  cli::cli_text("  backend:    {x$backend}")
+  cli::cli_text("  experiment: {x$experiment}")
+  cli::cli_text("  pipeline:   {x$pipeline}")
+  cli::cli_text("  status:     {status_fn(x$status)}")
+  cli::cli_text("  duration:   {format_duration(run_duration(x$started, x$ended))}")
+  if (!is.null(x$error) && !identical(x$status, "Completed")) cli::cli_text("  reason:     {x$error}")
+  if (!is.null(x$run_dir)) cli::cli_text("  logs:       {.path {file.path(x$run_dir, 'logs')}}")
+  if (!is.null(x$portal_url)) cli::cli_text("  portal:     {.url {x$portal_url}}")
+  invisible(x)
+}
+
+#' Status of a run
+#'
+#' @param run An `amlr_run`, a run id, or `"latest"` (the newest run this
+#'   machine submitted, on any backend).
+#' @return One of `"NotStarted"`, `"Queued"`, `"Running"`, `"Completed"`,
+#'   `"Failed"`, `"Canceled"`.
+#' @family runs
+#' @export
+#' @examples
+#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' script <- tempfile(fileext = ".R")
+#' writeLines('cat("hi\\n")', script)
+#' submit_r_pipeline(script, quiet = TRUE)
+#' run_status()
+#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+run_status <- function(run = "latest") {
+  run_info(run)$status
+}
+
+run_info <- function(run = "latest", call = rlang::caller_env()) {
+  new_amlr_run(amlr_call("status", list(run = run_ref(run, call)), call = call))
+}
+
+#' Steps of a run
+#'
+#' @inheritParams run_status
+#' @return A data frame with one row per step, in run order: `step`,
+#'   `status`, `reused` (the step's results came from an earlier run),
+#'   `reused_from`, `exit_code`, `started`, `ended`, `duration` (seconds).
+#' @family runs
+#' @export
+#' @examples
+#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' script <- tempfile(fileext = ".R")
+#' writeLines('cat("hi\\n")', script)
+#' submit_r_pipeline(script, quiet = TRUE)
+#' run_steps()
+#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+run_steps <- function(run = "latest") {
+  steps_frame(amlr_call("steps", list(run = run_ref(run))))
+}
+
+steps_frame <- function(rows) {
+  col <- function(name, default) {
+    vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
+  }
+  started <- col("started", NA_real_)
+  ended <- col("ended", NA_real_)
+  df <- data.frame(
+    step = col("name", NA_character_),
+    status = col("status", NA_character_),
+    reused = col("reused", NA),
+    reused_from = col("reused_from", NA_character_),
+    exit_code = col("exit_code", NA_integer_),
+    started = as_time(started),
+    ended = as_time(ended),
+    duration = mapply(run_duration, started, ended, USE.NAMES = FALSE),
+    stringsAsFactors = FALSE
+  )
+  if (!length(rows)) df$duration <- numeric()
+  class(df) <- c("amlr_steps", "data.frame")
+  df
+}
+
+#' @export
+print.amlr_steps <- function(x, ...) {
+  out <- as.data.frame(unclass(x), stringsAsFactors = FALSE)
+  out$duration <- vapply(x$duration, format_duration, "")
+  out$started <- format(x$started, "%H:%M:%S")
+  out$ended <- format(x$ended, "%H:%M:%S")
+  print.data.frame(out, row.names = FALSE)
+  invisible(x)
+}
+
+#' Logs of a run
+#'
+#' @inheritParams run_status
+#' @param step A step name, or `NULL` for every step.
+#' @return The log lines (stdout and stderr of R, in order) as a character
+#'   vector of class `amlr_logs`; attribute `step` says which step each line
+#'   came from.
+#' @family runs
+#' @export
+#' @examples
+#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' script <- tempfile(fileext = ".R")
+#' writeLines('cat("hi\\n")', script)
+#' submit_r_pipeline(script, quiet = TRUE)
+#' run_logs()
+#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+run_logs <- function(run = "latest", step = NULL) {
+  res <- amlr_call("logs", list(run = run_ref(run), step = step))
+  lines <- unlist(lapply(res, function(x) as.character(unlist(x))), use.names = FALSE)
+  steps <- rep(names(res), vapply(res, length, integer(1)))
+  structure(lines %||% character(), step = steps, class = "amlr_logs")
+}
+
+#' @export
+print.amlr_logs <- function(x, ...) {
+  steps <- attr(x, "step")
+  if (!length(x)) {
+    cli::cli_text("{.emph (no log lines)}")
+    return(invisible(x))
+  }
+  for (s in unique(steps)) {
+    if (length(unique(steps)) > 1L) cli::cli_rule(left = s)
+    cat(unclass(x)[steps == s], sep = "\n")
+  }
+  invisible(x)
+}
+
+#' @export
+`[.amlr_logs` <- function(x, i) {
+  structure(unclass(x)[i], step = attr(x, "step")[i], class = "amlr_logs")
+}
+
+#' @export
+tail.amlr_logs <- function(x, n = 6L, ...) {
+  keep <- utils::tail(seq_along(x), n)
+  x[keep]
+}
+
+#' List runs
+#'
+#' @param experiment Only runs of this experiment; `NULL` for all.
+#' @param limit At most this many runs, newest first.
+#' @return A data frame: `id`, `experiment`, `pipeline`, `backend`, `status`,
+#'   `created`, `duration` (seconds), newest first.
+#' @family runs
+#' @export
+#' @examples
+#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' run_list()
+#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+run_list <- function(experiment = NULL, limit = 20) {
+  rows <- amlr_call("list", list(experiment = experiment, limit = limit))
+  col <- function(name, default) {
+    vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
+  }
+  started <- col("started", NA_real_)
+  ended <- col("ended", NA_real_)
+  df <- data.frame(
+    id = col("id", NA_character_),
+    experiment = col("experiment", NA_character_),
+    pipeline = col("pipeline", NA_character_),
+    backend = col("backend", NA_character_),
+    status = col("status", NA_character_),
+    created = as_time(col("created", NA_real_)),
+    duration = if (length(rows)) mapply(run_duration, started, ended, USE.NAMES = FALSE) else numeric(),
+    stringsAsFactors = FALSE
+  )
+  df
+}
+
+#' Metrics a run logged
+#'
+#' Values that steps recorded with [log_metric()]; repeated names form a
+#' series (`index` 0, 1, ...).
+#'
+#' @inheritParams run_status
+#' @return A data frame: `step`, `name`, `value` (numeric when every value is
+#'   numeric, else character), `index`, `time`.
+#' @family runs
+#' @export
+#' @examples
+#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' script <- tempfile(fileext = ".R")
+#' writeLines('amlr::log_metric("rmse", 0.25)', script)
+#' submit_r_pipeline(script, quiet = TRUE)
+#' run_metrics()
+#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+run_metrics <- function(run = "latest") {
+  rows <- amlr_call("metrics", list(run = run_ref(run)))
+  col <- function(name, default) {
+    vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
+  }
+  num <- col("value_num", NA_real_)
+  txt <- col("value_str", NA_character_)
+  value <- if (all(is.na(txt))) num else ifelse(is.na(txt), format(num), txt)
+  data.frame(
+    step = col("step", NA_character_),
+    name = col("name", NA_character_),
+    value = value,
+    index = col("idx", NA_integer_),
+    time = col("time", NA_character_),
+    stringsAsFactors = FALSE
+  )
+}
+
+#' Cancel a run
+#'
+#' Stops every step process of the run (R and whatever it started); steps
+#' that had not finished end `Canceled`.
+#'
+#' @inheritParams run_status
+#' @return The `amlr_run`, invisibly.
+#' @family runs
+#' @export
+#' @examples
+#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' script <- tempfile(fileext = ".R")
+#' writeLines("Sys.sleep(30)", script)
+#' run <- submit_r_pipeline(script, wait = FALSE, quiet = TRUE)
+#' run_cancel(run)
+#' run_status(run)
+#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+run_cancel <- function(run = "latest") {
+  out <- new_amlr_run(amlr_call("cancel", list(run = run_ref(run))))
+  cli::cli_alert_success("Run {.val {out$id}} is {out$status}.")
+  invisible(out)
+}
+
+#' Copy a run's outputs and logs out of the run folder
+#'
+#' @inheritParams run_status
+#' @param step A step name, or `NULL` for every step.
+#' @param output An output name, or `NULL` for every output (and the logs).
+#' @param dest Folder to copy into; files land in `dest/<step>/<output>/`.
+#' @param overwrite Replace what is already there. Without it, nothing is
+#'   copied when any target exists.
+#' @return The paths written, invisibly.
+#' @family runs
+#' @export
+#' @examples
+#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' dir <- tempfile("step"); dir.create(dir)
+#' writeLines('writeLines("hi", file.path(amlr::step_output("out"), "hi.txt"))', file.path(dir, "s.R"))
+#' submit_r_pipeline(r_step(file.path(dir, "s.R"), outputs = "out"), quiet = TRUE)
+#' run_download(dest = tempfile("dl"))
+#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+run_download <- function(run = "latest", step = NULL, output = NULL, dest = ".", overwrite = FALSE) {
+  dest <- normalizePath(dest, winslash = "/", mustWork = FALSE)
+  written <- amlr_call("download", list(run = run_ref(run), step = step, output = output, dest = dest,
+                                        overwrite = isTRUE(overwrite)))
+  written <- as.character(unlist(written))
+  cli::cli_alert_success("Copied {length(written)} item{?s} to {.path {dest}}.")
+  invisible(written)
+}

@@ -1,0 +1,153 @@
+#' Run an R script or an R pipeline, locally or on Azure ML
+#'
+#' Packages each step's `source_dir` with amlr's bootstrapper and runs the
+#' steps in dependency order. The local backend (the default) needs no cloud:
+#' each step is a process on this machine, the run is recorded in a SQLite
+#' registry under `AMLR_HOME` (default `tools::R_user_dir("amlr", "data")`).
+#'
+#' With `wait = TRUE` the step logs stream to the console until the run ends;
+#' a run that ends `Failed` then signals an `amlr_run_failed` error (which
+#' carries the run in `$run`). Pressing Esc / Ctrl+C while waiting detaches
+#' without cancelling; [run_wait()] reattaches.
+#'
+#' @param pipeline A path to an R script, an [r_step()] or an [r_pipeline()].
+#'   With no argument: the active RStudio document, or the file `Rscript` is
+#'   running.
+#' @param experiment Experiment name to file the run under; defaults to the
+#'   pipeline's name.
+#' @param backend `"local"` (default), `"azureml"` (classic SDK) or
+#'   `"azureml_v2"` (azure-ai-ml pipeline job).
+#' @param workspace An [aml_workspace()] for the Azure ML backends.
+#' @param wait Follow the run until it ends.
+#' @param ... Backend options: `max_parallel` (local: steps at once, default
+#'   the number of cores), `quiet` (do not stream logs), and the Azure ML
+#'   backends' options.
+#' @return An `amlr_run` (invisibly when `wait = TRUE`).
+#' @export
+#' @examples
+#' \dontshow{old <- Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' script <- tempfile(fileext = ".R")
+#' writeLines('cat("Hello from", R.version.string, "\\n")', script)
+#' run <- submit_r_pipeline(script)
+#' run
+#' run_logs(run)
+#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("local", "azureml", "azureml_v2"),
+                              workspace = NULL, wait = TRUE, ...) {
+  backend <- match.arg(backend)
+  options <- list(...)
+  quiet <- isTRUE(options$quiet)
+  options$quiet <- NULL
+  if (is.null(pipeline)) pipeline <- current_script()
+  pipeline <- as_pipeline(pipeline)
+  if (backend != "local" && is.null(workspace)) workspace <- aml_workspace_default(backend)
+  if (!is.null(workspace)) options$workspace <- workspace_spec(workspace)
+  res <- amlr_call("submit", list(
+    spec = pipeline_spec(pipeline),
+    backend = backend,
+    experiment = experiment,
+    options = options
+  ))
+  for (w in res$warnings %||% character()) cli::cli_warn(w)
+  run <- new_amlr_run(res)
+  if (!quiet) {
+    cli::cli_alert_info("Submitted run {.val {run$id}} ({run$backend}) of {.val {run$pipeline}}.")
+    if (!is.null(run$portal_url)) cli::cli_alert_info("Follow it on Azure ML: {.url {run$portal_url}}")
+  }
+  if (!isTRUE(wait)) return(run)
+  run <- run_wait(run, quiet = quiet)
+  if (identical(run$status, "Failed")) signal_run_failed(run)
+  invisible(run)
+}
+
+# Defaults that backends refine; overridden by the workspace code when present.
+aml_workspace_default <- function(backend) {
+  aml_workspace()
+}
+
+workspace_spec <- function(workspace) {
+  if (inherits(workspace, "amlr_workspace")) return(unclass(workspace)[setdiff(names(workspace), "secret")])
+  workspace
+}
+
+signal_run_failed <- function(run, call = rlang::caller_env()) {
+  steps <- run_steps(run)
+  failed <- steps[steps$status == "Failed", , drop = FALSE]
+  bullets <- c("Run {.val {run$id}} failed.")
+  tail_lines <- character()
+  if (nrow(failed)) {
+    step <- failed$step[1]
+    code <- failed$exit_code[1]
+    bullets <- c(bullets, x = "Step {.val {step}} exited with code {code}.")
+    tail_lines <- utils::tail(run_logs(run, step = step), 10)
+  } else if (!is.null(run$error)) {
+    bullets <- c(bullets, x = "{run$error}")
+  }
+  if (length(tail_lines)) {
+    bullets <- c(bullets, i = "Last lines of its log:", stats::setNames(tail_lines, rep(" ", length(tail_lines))))
+  }
+  bullets <- c(bullets, i = "The run stays in the registry: {.code run_logs(\"{run$id}\")}.")
+  amlr_abort(bullets, "run_failed", run = run, class = "amlr_run_failed", call = call)
+}
+
+#' The script to submit when none is given
+#'
+#' The active RStudio document when RStudio is running, else the file that
+#' `Rscript` is running.
+#' @noRd
+current_script <- function(call = rlang::caller_env()) {
+  doc <- rstudio_document()
+  if (!is.null(doc)) {
+    if (!nzchar(doc$path)) {
+      amlr_abort(c("The active RStudio document has never been saved.",
+                   i = "Save it to a file first, then submit again."), "no_script", call = call)
+    }
+    if (isTRUE(doc$modified)) {
+      cli::cli_warn(c("{.path {doc$path}} has unsaved changes; the saved version is submitted.",
+                      i = "Save it first (Ctrl+S) to include them."))
+    }
+    return(doc$path)
+  }
+  file <- rscript_file()
+  if (!is.null(file)) return(file)
+  amlr_abort(c("There is no current script to submit.",
+               i = "Pass a path: {.code submit_r_pipeline(\"analysis.R\")}, or an {.fn r_pipeline}."),
+             "no_script", call = call)
+}
+
+# The file given to `Rscript file.R` (`--file=` on R's command line).
+rscript_file <- function(args = commandArgs(trailingOnly = FALSE)) {
+  file <- grep("^--file=", args, value = TRUE)
+  if (!length(file)) return(NULL)
+  path <- sub("^--file=", "", file[1])
+  path <- gsub("~+~", " ", path, fixed = TRUE)
+  if (!file.exists(path)) return(NULL)
+  normalizePath(path, winslash = "/")
+}
+
+# The active RStudio source document, or NULL outside RStudio. Kept apart so
+# tests can fake the RStudio API at this boundary.
+rstudio_document <- function(api = rstudio_api()) {
+  if (is.null(api)) return(NULL)
+  ctx <- api$getSourceEditorContext()
+  if (is.null(ctx)) return(NULL)
+  path <- ctx$path %||% ""
+  modified <- FALSE
+  if (nzchar(path) && file.exists(path)) {
+    saved <- readLines(path, warn = FALSE, encoding = "UTF-8")
+    modified <- !identical(sub("\n$", "", paste(saved, collapse = "\n")), sub("\n$", "", paste(ctx$contents, collapse = "\n")))
+  }
+  list(path = if (nzchar(path)) normalizePath(path, winslash = "/", mustWork = FALSE) else "", id = ctx$id,
+       modified = modified)
+}
+
+rstudio_api <- function() {
+  fake <- getOption("amlr.rstudioapi")
+  if (!is.null(fake)) return(fake)
+  if (!requireNamespace("rstudioapi", quietly = TRUE) || !rstudioapi::isAvailable()) return(NULL)
+  list(
+    getSourceEditorContext = rstudioapi::getSourceEditorContext,
+    documentSave = rstudioapi::documentSave,
+    showQuestion = rstudioapi::showQuestion
+  )
+}

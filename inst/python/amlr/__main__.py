@@ -1,0 +1,51 @@
+"""``python -m amlr``: the bridge endpoint and the detached local runner."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m amlr",
+        description="amlr's Python side: run R pipelines locally or on Azure Machine Learning. "
+        "R calls it; you rarely need to.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("call", help="read one JSON request on stdin, write one JSON response on stdout")
+    runner = sub.add_parser("runner", help="run a submitted local run to its end (started by submit)")
+    runner.add_argument("--home", required=True, help="the amlr home holding the registry")
+    runner.add_argument("--max-parallel", type=int, default=1, help="steps run at the same time")
+    runner.add_argument("run_id")
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if args.command == "call":
+        from .api import handle_json
+
+        text = sys.stdin.buffer.read().decode("utf-8")
+        # Only the response may reach stdout: SDKs that print go to stderr.
+        real_stdout, sys.stdout = sys.stdout, sys.stderr
+        try:
+            response = handle_json(text)
+        finally:
+            sys.stdout = real_stdout
+        sys.stdout.write(response)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return 0
+    if args.command == "runner":
+        from .backends.local import run_runner
+
+        return run_runner(args.home, args.run_id, args.max_parallel)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Backends share one interface; each is imported only when asked for.
+
+A backend module provides ``submit(reg, pipeline, experiment, run_id, options)``,
+``refresh(reg, run)``, ``steps``, ``logs``, ``follow``, ``cancel``, ``download``
+and ``metrics`` (see :mod:`amlr.backends.local` for the reference shapes).
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ..errors import BackendUnavailable, BadRequest
+
+BACKENDS = {
+    "local": ("amlr.backends.local", None),
+    "azureml": ("amlr.backends.azureml", "requirements-azureml.txt"),
+    "azureml_v2": ("amlr.backends.azureml_v2", "requirements-azureml_v2.txt"),
+}
+
+
+def get_backend(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise BadRequest(f"Unknown backend `{name}`; use one of: {', '.join(BACKENDS)}.")
+    module, requirements = BACKENDS[name]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise BackendUnavailable(f"The `{name}` backend is not part of this amlr build.") from exc
+        raise BackendUnavailable(
+            f"The `{name}` backend needs the Python package `{exc.name}`, which this interpreter lacks. "
+            f"Run amlr::install_amlr_python(backends = \"{name}\") (it installs {requirements})."
+        ) from exc

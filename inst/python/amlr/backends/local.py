@@ -1,0 +1,469 @@
+"""The local backend: every step a process on this machine, in DAG order.
+
+``submit`` packages the snapshots, records the run and starts a detached
+runner (``python -m amlr runner``); the runner schedules the steps, runs each
+through the bootstrapper, and writes status, logs and metrics to the run
+folder and the registry. Readers never trust a "Running" row blindly: if the
+runner is gone, the run is marked Failed with the reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Optional
+
+from .. import procs, snapshot
+from ..jobspec import BOOTSTRAPPER_IN_SNAPSHOT, bootstrapper_args
+from ..errors import AmlrError, FileExists, RunNotActive
+from ..registry import ACTIVE, TERMINAL, Registry
+from ..spec import Pipeline, Step, validate
+
+BOOTSTRAPPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bootstrapper.py")
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CANCEL_GRACE = 5.0
+
+
+# -- submit -------------------------------------------------------------------
+
+
+def _fingerprint(step: Step, snapshot_hash: str, upstream: dict[str, str], input_hashes: dict[str, str]) -> str:
+    inputs: dict[str, str] = {}
+    for name, inp in sorted(step.inputs.items()):
+        if inp.kind == "step_output":
+            inputs[name] = f"step:{upstream[inp.step or '']}:{inp.output}"
+        elif inp.kind == "path":
+            inputs[name] = f"path:{input_hashes[inp.path or '']}"
+        else:
+            inputs[name] = f"uri:{inp.uri}"
+    payload = {
+        "snapshot": snapshot_hash,
+        "script": step.script,
+        "args": step.args,
+        "inputs": inputs,
+        "outputs": sorted(step.outputs),
+        "environment": step.environment,
+        "step_type": step.step_type,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[str, Any]:
+    """Snapshots and fingerprints for every step, written to ``spec.json``."""
+    run_dir = reg.run_dir(run_id)
+    os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+    snapshots: dict[str, snapshot.Snapshot] = {}
+    by_source: dict[str, snapshot.Snapshot] = {}
+    for step in pipeline.steps:
+        src = os.path.realpath(step.source_dir)
+        if src not in by_source:
+            staging = os.path.join(run_dir, "snapshots", f"tmp{len(by_source)}")
+            snap = snapshot.build_snapshot(src, staging, bootstrapper_path=BOOTSTRAPPER, warn=warn)
+            final = os.path.join(run_dir, "snapshots", snap.hash[:12])
+            if os.path.exists(final):
+                shutil.rmtree(staging)
+            else:
+                os.replace(staging, final)
+            snap.path = final
+            by_source[src] = snap
+        snapshots[step.name] = by_source[src]
+    input_hashes: dict[str, str] = {}
+    for step in pipeline.steps:
+        for inp in step.inputs.values():
+            if inp.kind == "path" and inp.path not in input_hashes:
+                input_hashes[inp.path or ""] = snapshot.hash_path(inp.path or "")
+    fingerprints: dict[str, str] = {}
+    for step in pipeline.steps:  # run order: upstream fingerprints exist already
+        fingerprints[step.name] = _fingerprint(step, snapshots[step.name].hash, fingerprints, input_hashes)
+    plan = {
+        "pipeline": pipeline.to_json(),
+        "steps": {
+            s.name: {
+                "snapshot": snapshots[s.name].path,
+                "snapshot_hash": snapshots[s.name].hash,
+                "fingerprint": fingerprints[s.name],
+                "log": os.path.join(run_dir, "logs", f"{s.name}.log"),
+                "outputs": {o: os.path.join(run_dir, "outputs", s.name, o) for o in s.outputs},
+                "metrics": os.path.join(run_dir, "metrics", f"{s.name}.jsonl"),
+            }
+            for s in pipeline.steps
+        },
+    }
+    with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as fh:
+        json.dump(plan, fh, indent=2, sort_keys=True)
+    return plan
+
+
+def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    warnings: list[str] = []
+    plan = prepare(reg, pipeline, run_id, warn=warnings.append)
+    run_dir = reg.run_dir(run_id)
+    reg.insert_run(
+        {
+            "id": run_id,
+            "experiment": experiment,
+            "pipeline": pipeline.name,
+            "backend": "local",
+            "status": "Queued",
+            "run_dir": run_dir,
+        },
+        [
+            {
+                "name": s.name,
+                "fingerprint": plan["steps"][s.name]["fingerprint"],
+                "allow_reuse": s.allow_reuse,
+                "log_path": plan["steps"][s.name]["log"],
+                "outputs": plan["steps"][s.name]["outputs"],
+            }
+            for s in pipeline.steps
+        ],
+    )
+    max_parallel = int(options.get("max_parallel") or os.cpu_count() or 1)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = procs.spawn_detached(
+        [procs.python_executable(), "-m", "amlr", "runner", "--home", reg.home, "--max-parallel", str(max_parallel), run_id],
+        cwd=run_dir,
+        log_path=os.path.join(run_dir, "runner.log"),
+        env=env,
+    )
+    # Record the runner at once, so a reader can tell a dead runner from a slow start.
+    reg.update_run(run_id, runner_pid=proc.pid, runner_identity=procs.process_identity(proc.pid))
+    # Let the runner outlive us without Python warning about an unreaped child.
+    proc.returncode = 0
+    out = reg.get_run(run_id)
+    out["warnings"] = warnings
+    return out
+
+
+# -- the runner -----------------------------------------------------------------
+
+
+class Runner:
+    """Runs one local run to its end; lives in its own detached process."""
+
+    def __init__(self, reg: Registry, run_id: str, max_parallel: int):
+        self.reg = reg
+        self.run_id = run_id
+        self.max_parallel = max(1, max_parallel)
+        self.run_dir = reg.run_dir(run_id)
+        with open(os.path.join(self.run_dir, "spec.json"), encoding="utf-8") as fh:
+            self.plan = json.load(fh)
+        self.pipeline = validate(self.plan["pipeline"], check_paths=False)
+        self.cancelled = threading.Event()
+        self.lock = threading.Lock()
+        self.children: dict[str, subprocess.Popen] = {}
+        self.outputs: dict[str, dict[str, str]] = {}
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.cancelled.set()
+        with self.lock:
+            children = list(self.children.values())
+        for child in children:
+            try:
+                os.killpg(child.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def run(self) -> str:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        self.reg.update_run(
+            self.run_id,
+            status="Running",
+            started=time.time(),
+            runner_pid=os.getpid(),
+            runner_identity=procs.process_identity(os.getpid()),
+        )
+        status = "Failed"
+        error: Optional[str] = None
+        try:
+            status, error = self._schedule()
+        except Exception as exc:  # the run must end in a terminal state whatever happens
+            error = f"amlr runner crashed: {type(exc).__name__}: {exc}"
+            for s in self.reg.get_steps(self.run_id):
+                if s["status"] in ACTIVE:
+                    self.reg.update_step(self.run_id, s["name"], status="Failed", error=error, ended=time.time())
+            raise
+        finally:
+            self.reg.update_run(self.run_id, status=status, ended=time.time(), error=error)
+        return status
+
+    def _schedule(self) -> tuple[str, Optional[str]]:
+        steps = {s.name: s for s in self.pipeline.steps}
+        pending = [s.name for s in self.pipeline.steps]
+        state: dict[str, str] = {}
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+            while pending or running:
+                if self.cancelled.is_set() or self.reg.get_run(self.run_id)["cancel_requested"]:
+                    self.cancelled.set()
+                    self.on_signal(signal.SIGTERM, None)
+                for name in list(pending):
+                    ups = steps[name].upstream()
+                    bad = [u for u in ups if state.get(u) in ("Failed", "Canceled")]
+                    if self.cancelled.is_set() or bad:
+                        reason = (
+                            "the run was canceled" if self.cancelled.is_set()
+                            else f"upstream step `{bad[0]}` ended {state[bad[0]]}"
+                        )
+                        state[name] = "Canceled"
+                        self.reg.update_step(self.run_id, name, status="Canceled", error=reason)
+                        pending.remove(name)
+                    elif all(state.get(u) == "Completed" for u in ups) and len(running) < self.max_parallel:
+                        pending.remove(name)
+                        self.reg.update_step(self.run_id, name, status="Queued")
+                        running[pool.submit(self._run_step, steps[name])] = name
+                if not running:
+                    continue
+                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = running.pop(fut)
+                    state[name] = fut.result()
+        failed = [n for n in state if state[n] == "Failed"]
+        if self.cancelled.is_set():
+            return "Canceled", "canceled by run_cancel()"
+        if failed:
+            return "Failed", f"step `{failed[0]}` failed"
+        return "Completed", None
+
+    def _log(self, path: str, text: str) -> None:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text.rstrip("\n") + "\n")
+
+    def _inputs(self, step: Step) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, inp in step.inputs.items():
+            if inp.kind == "step_output":
+                out[name] = self.outputs[inp.step or ""][inp.output or ""]
+            elif inp.kind == "path":
+                out[name] = os.path.abspath(inp.path or "")
+            else:
+                out[name] = inp.uri or ""
+        return out
+
+    def _run_step(self, step: Step) -> str:
+        info = self.plan["steps"][step.name]
+        log_path = info["log"]
+        if step.allow_reuse:
+            prior = self.reg.find_reusable(info["fingerprint"], self.run_id)
+            if prior is not None:
+                with self.lock:
+                    self.outputs[step.name] = prior["outputs"]
+                now = time.time()
+                self._log(log_path, f"amlr: reused step `{step.name}` of run {prior['run_id']} (same fingerprint {info['fingerprint'][:12]}); outputs not copied.")
+                self.reg.update_step(
+                    self.run_id, step.name, status="Completed", reused=1, reused_from=prior["run_id"],
+                    exit_code=prior["exit_code"], started=now, ended=now, outputs=prior["outputs"],
+                )
+                self.reg.add_metrics(self.run_id, step.name, [
+                    {"name": m["name"], "value": m["value_num"] if m["value_num"] is not None else m["value_str"], "time": m["time"]}
+                    for m in self.reg.get_metrics(prior["run_id"]) if m["step"] == prior["name"]
+                ])
+                return "Completed"
+        for path in info["outputs"].values():
+            os.makedirs(path, exist_ok=True)
+        os.makedirs(os.path.dirname(info["metrics"]), exist_ok=True)
+        argv = [
+            procs.python_executable(),
+            os.path.join(info["snapshot"], BOOTSTRAPPER_IN_SNAPSHOT),
+            *bootstrapper_args(step, self._inputs(step), info["outputs"], metrics_sink="none"),
+        ]
+        env = dict(os.environ)
+        env.update({
+            "AMLR_METRICS_FILE": info["metrics"],
+            "AMLR_RUN_ID": self.run_id,
+            "AMLR_STEP_NAME": step.name,
+            "PYTHONUNBUFFERED": "1",
+        })
+        with self.lock:
+            if self.cancelled.is_set():
+                self.reg.update_step(self.run_id, step.name, status="Canceled", error="the run was canceled")
+                return "Canceled"
+            with open(log_path, "ab") as log:
+                child = subprocess.Popen(
+                    argv, cwd=info["snapshot"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=env, start_new_session=True,
+                )
+            self.children[step.name] = child
+        self.reg.update_step(self.run_id, step.name, status="Running", started=time.time(), pid=child.pid)
+        code = child.wait()
+        with self.lock:
+            self.children.pop(step.name, None)
+        # R may have left children of its own (system(), parallel): the step owns its group.
+        procs.terminate_group(child.pid, grace=1.0)
+        self._ingest_metrics(step.name, info["metrics"])
+        if self.cancelled.is_set():
+            status, error = "Canceled", "the run was canceled"
+        elif code == 0:
+            status, error = "Completed", None
+            with self.lock:
+                self.outputs[step.name] = info["outputs"]
+        else:
+            status, error = "Failed", f"exit code {code}"
+        self.reg.update_step(self.run_id, step.name, status=status, exit_code=code, ended=time.time(), error=error)
+        return status
+
+    def _ingest_metrics(self, step: str, path: str) -> None:
+        if not os.path.exists(path):
+            return
+        records = []
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and "name" in rec:
+                    records.append(rec)
+        self.reg.add_metrics(self.run_id, step, records)
+
+
+def run_runner(home: str, run_id: str, max_parallel: int) -> int:
+    status = Runner(Registry(home), run_id, max_parallel).run()
+    return 0 if status == "Completed" else 1
+
+
+# -- readers --------------------------------------------------------------------
+
+
+def refresh(reg: Registry, run: dict[str, Any]) -> dict[str, Any]:
+    """Mark a run whose runner died as Failed, and clean up after it."""
+    if run["status"] in TERMINAL:
+        return run
+    if run.get("runner_pid") and procs.same_process(run["runner_pid"], run.get("runner_identity")):
+        return run
+    # Look again: the runner may have finished between the two reads.
+    run = reg.get_run(run["id"])
+    if run["status"] in TERMINAL:
+        return run
+    if not run.get("runner_pid") and time.time() - run["created"] < 30:
+        return run
+    reason = (
+        f"the amlr runner process (pid {run.get('runner_pid')}) ended before the run did "
+        "(killed, or the machine restarted)"
+    )
+    for s in reg.get_steps(run["id"]):
+        if s["status"] in ACTIVE:
+            if s.get("pid"):
+                procs.terminate_group(s["pid"], grace=1.0)
+            reg.update_step(run["id"], s["name"], status="Failed" if s["status"] == "Running" else "Canceled",
+                            error=reason, ended=time.time())
+    reg.update_run(run["id"], status="Failed", error=reason, ended=time.time())
+    return reg.get_run(run["id"])
+
+
+def steps(reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
+    return reg.get_steps(run["id"])
+
+
+def _read_lines(path: Optional[str]) -> list[str]:
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, "rb") as fh:
+        return fh.read().decode("utf-8", "replace").splitlines()
+
+
+def logs(reg: Registry, run: dict[str, Any], step: Optional[str]) -> dict[str, list[str]]:
+    chosen = [reg.get_step(run["id"], step)] if step else reg.get_steps(run["id"])
+    return {s["name"]: _read_lines(s.get("log_path")) for s in chosen}
+
+
+def follow(reg: Registry, run: dict[str, Any], cursor: dict[str, int]) -> dict[str, Any]:
+    """New complete log lines since ``cursor`` (step -> byte offset)."""
+    finished = run["status"] in TERMINAL
+    out: list[dict[str, str]] = []
+    new_cursor = dict(cursor)
+    for s in reg.get_steps(run["id"]):
+        path = s.get("log_path")
+        if not path or not os.path.exists(path):
+            continue
+        offset = int(cursor.get(s["name"], 0))
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read(4 * 1024 * 1024)
+        step_done = finished or s["status"] in TERMINAL
+        if not step_done:
+            cut = chunk.rfind(b"\n")
+            chunk = chunk[: cut + 1] if cut >= 0 else b""
+        if not chunk:
+            continue
+        new_cursor[s["name"]] = offset + len(chunk)
+        for line in chunk.decode("utf-8", "replace").splitlines():
+            out.append({"step": s["name"], "line": line})
+    return {"lines": out, "cursor": new_cursor}
+
+
+def cancel(reg: Registry, run: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    if run["status"] in TERMINAL:
+        raise RunNotActive(f"Run `{run['id']}` has already ended ({run['status']}); there is nothing to cancel.")
+    reg.update_run(run["id"], cancel_requested=1)
+    pid = run.get("runner_pid")
+    if pid and procs.same_process(pid, run.get("runner_identity")):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and procs.pid_alive(pid):
+            time.sleep(0.05)
+    # Whatever the runner managed, no step process may survive a cancel.
+    for s in reg.get_steps(run["id"]):
+        if s.get("pid"):
+            procs.terminate_group(s["pid"], grace=1.0)
+        if s["status"] in ACTIVE:
+            reg.update_step(run["id"], s["name"], status="Canceled", error="canceled by run_cancel()", ended=time.time())
+    run = reg.get_run(run["id"])
+    if run["status"] not in TERMINAL:
+        reg.update_run(run["id"], status="Canceled", ended=time.time(), error="canceled by run_cancel()")
+    return reg.get_run(run["id"])
+
+
+def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Optional[str], dest: str,
+             overwrite: bool) -> list[str]:
+    chosen = [reg.get_step(run["id"], step)] if step else reg.get_steps(run["id"])
+    copies: list[tuple[str, str]] = []
+    for s in chosen:
+        outs = s["outputs"] or {}
+        if output is not None:
+            if output not in outs:
+                raise AmlrError(f"Step `{s['name']}` has no output `{output}` (its outputs: {', '.join(outs) or 'none'}).")
+            outs = {output: outs[output]}
+        for name, path in outs.items():
+            copies.append((path, os.path.join(dest, s["name"], name)))
+        if output is None and s.get("log_path") and os.path.exists(s["log_path"]):
+            copies.append((s["log_path"], os.path.join(dest, s["name"], "logs", os.path.basename(s["log_path"]))))
+    clashes = [target for _, target in copies if os.path.exists(target)]
+    if clashes and not overwrite:
+        raise FileExists(
+            f"{len(clashes)} target(s) already exist, first `{clashes[0]}`; nothing was copied. "
+            "Choose another `dest` or pass overwrite = TRUE."
+        )
+    written = []
+    for src, target in copies:
+        if not os.path.exists(src):
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.isdir(src):
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            shutil.copytree(src, target)
+        else:
+            shutil.copy2(src, target)
+        written.append(target)
+    return written
+
+
+def metrics(reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
+    return reg.get_metrics(run["id"])

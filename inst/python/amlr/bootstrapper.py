@@ -1,0 +1,673 @@
+"""Start one R pipeline step: the only Python code that runs inside a job.
+
+This file is copied alone into every job snapshot and runs on whatever Python
+the job image has, so it uses the standard library only (Python >= 3.8) and
+imports nothing from the rest of the ``amlr`` package.
+
+Usage::
+
+    python bootstrapper.py [--input NAME=PATH]... [--output NAME=PATH]...
+                           [--metrics-sink {auto,none,azureml,mlflow}]
+                           [--] SCRIPT [ARGS...]
+
+It runs ``Rscript --no-site-file --no-environ --no-restore SCRIPT ARGS...``
+(``$AMLR_RSCRIPT`` if set, else ``Rscript`` from PATH) with no shell, lets R
+write straight to the inherited stdout/stderr, forwards SIGTERM/SIGINT to R,
+forwards the metrics that ``log_metric()`` appends to ``$AMLR_METRICS_FILE``
+to the run, and exits with R's exit code (128+N when R dies of signal N).
+
+The last line it writes to stderr is always ``Pipeline step execution returned
+N`` or ``Pipeline step execution was terminated by signal N`` (``--help``
+excepted), also when the step could not start at all, so that log readers have
+one marker to look for.
+
+Exit codes of its own: 2 for a bad command line, a missing SCRIPT or an output
+folder that cannot be created; 127 when Rscript cannot be found; 126 when it
+cannot be executed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+
+PREFIX = "amlr bootstrapper: "
+RSCRIPT_FLAGS = ["--no-site-file", "--no-environ", "--no-restore"]
+SINKS = ("auto", "none", "azureml", "mlflow")
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+POLL_INTERVAL = 1.0
+# A hung metrics service must not hold a finished step hostage forever.
+FLUSH_TIMEOUT = 60.0
+
+EXIT_USAGE = 2
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+USAGE = (
+    "usage: python bootstrapper.py [--input NAME=PATH]... [--output NAME=PATH]...\n"
+    "                              [--metrics-sink {auto,none,azureml,mlflow}]\n"
+    "                              [--] SCRIPT [ARGS...]\n"
+)
+
+HELP = USAGE + (
+    "\n"
+    "Run SCRIPT with Rscript as one amlr pipeline step.\n"
+    "\n"
+    "  --input NAME=PATH     set AMLR_INPUT_<NAME>=PATH for R (repeatable)\n"
+    "  --output NAME=PATH    set AMLR_OUTPUT_<NAME>=PATH and create the folder (repeatable)\n"
+    "  --metrics-sink SINK   where log_metric() values go: auto (default), none, azureml, mlflow\n"
+    "\n"
+    "Everything after SCRIPT (or after --) is passed to R unchanged.\n"
+    "Rscript is $AMLR_RSCRIPT if set, else Rscript on PATH.\n"
+)
+
+
+class BootstrapError(Exception):
+    """A step that cannot start: reported as one line, never as a traceback."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Options(NamedTuple):
+    script: str
+    args: List[str]
+    inputs: Dict[str, str]
+    outputs: Dict[str, str]
+    metrics_sink: str = "auto"
+    help: bool = False
+
+
+class Metric(NamedTuple):
+    name: str
+    value: Union[int, float, str]
+    time: Optional[str]
+    # 0-based count of earlier values with the same name: MLflow's `step`.
+    index: int
+
+
+Sink = Callable[[Metric], None]
+Warn = Callable[[str], None]
+
+
+def warn(message: str) -> None:
+    """Write one prefixed line to stderr at once, so it does not split R's lines."""
+    try:
+        sys.stderr.write(PREFIX + message + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+def _name_path(option: str, value: str) -> "tuple[str, str]":
+    name, sep, path = value.partition("=")
+    if not sep:
+        raise BootstrapError(f"{option} expects NAME=PATH, got {value!r}", EXIT_USAGE)
+    if not NAME_RE.match(name):
+        raise BootstrapError(
+            f"{option} name {name!r} is not valid: use letters, digits and _, not starting with a digit",
+            EXIT_USAGE,
+        )
+    if not path:
+        raise BootstrapError(f"{option} {name}= has an empty path", EXIT_USAGE)
+    return name, path
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    """Parse by hand rather than with argparse.
+
+    argparse would claim option-like words meant for R (``--foo`` after the
+    script) and prints multi-line usage on errors; here the first word that
+    is not one of our options is SCRIPT and everything after it belongs to R.
+    """
+    inputs: Dict[str, str] = {}
+    outputs: Dict[str, str] = {}
+    sink = "auto"
+    i = 0
+    n = len(argv)
+    while i < n:
+        word = argv[i]
+        if word == "--":
+            i += 1
+            break
+        if word in ("-h", "--help"):
+            return Options("", [], inputs, outputs, sink, help=True)
+        if not word.startswith("-") or word == "-":
+            break
+        option, eq, value = word.partition("=")
+        if option not in ("--input", "--output", "--metrics-sink"):
+            raise BootstrapError(
+                f"unknown option {word!r} before the script (put -- before a script whose name starts with -)",
+                EXIT_USAGE,
+            )
+        if not eq:
+            if i + 1 >= n:
+                raise BootstrapError(f"{option} needs a value", EXIT_USAGE)
+            value = argv[i + 1]
+            i += 1
+        i += 1
+        if option == "--metrics-sink":
+            if value not in SINKS:
+                raise BootstrapError(
+                    f"--metrics-sink must be one of {', '.join(SINKS)}, got {value!r}", EXIT_USAGE
+                )
+            sink = value
+            continue
+        name, path = _name_path(option, value)
+        target = inputs if option == "--input" else outputs
+        if name in target:
+            raise BootstrapError(f"{option} {name} is given twice", EXIT_USAGE)
+        target[name] = path
+    if i >= n:
+        raise BootstrapError("no R script given", EXIT_USAGE)
+    return Options(argv[i], list(argv[i + 1:]), inputs, outputs, sink)
+
+
+# --------------------------------------------------------------------------
+# Environment and Rscript
+# --------------------------------------------------------------------------
+
+def build_env(
+    base: Mapping[str, str],
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+    metrics_file: str,
+) -> Dict[str, str]:
+    """The child's environment: the caller's plus the step contract.
+
+    Inherited AMLR_INPUT_*/AMLR_OUTPUT_* are kept, so a backend may also pass
+    them as plain environment variables; the command line wins on a clash.
+    """
+    env = dict(base)
+    for name, path in inputs.items():
+        env["AMLR_INPUT_" + name] = path
+    for name, path in outputs.items():
+        env["AMLR_OUTPUT_" + name] = path
+    env["AMLR_IN_STEP"] = "1"
+    env["AMLR_METRICS_FILE"] = metrics_file
+    return env
+
+
+def find_rscript(env: Mapping[str, str]) -> str:
+    """Resolve Rscript before starting it, to say which setting is wrong."""
+    configured = env.get("AMLR_RSCRIPT", "")
+    if configured:
+        if os.path.dirname(configured):
+            if not os.path.isfile(configured):
+                raise BootstrapError(
+                    f"AMLR_RSCRIPT={configured} does not exist; install R or fix AMLR_RSCRIPT", EXIT_NOT_FOUND
+                )
+            return configured
+        found = shutil.which(configured, path=env.get("PATH"))
+        if found is None:
+            raise BootstrapError(
+                f"AMLR_RSCRIPT={configured} is not on PATH; install R or fix AMLR_RSCRIPT", EXIT_NOT_FOUND
+            )
+        return found
+    found = shutil.which("Rscript", path=env.get("PATH"))
+    if found is None:
+        raise BootstrapError("Rscript not found on PATH; install R or set AMLR_RSCRIPT", EXIT_NOT_FOUND)
+    return found
+
+
+def make_output_dirs(outputs: Mapping[str, str]) -> None:
+    """Create output folders up front: R code expects to write into them."""
+    for name, path in outputs.items():
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise BootstrapError(
+                f"cannot create the folder of output {name} ({path}): {exc.strerror or exc}", EXIT_USAGE
+            ) from None
+
+
+# --------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------
+
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|CONN", re.IGNORECASE)
+
+
+def redact(text: str, env: Optional[Mapping[str, str]] = None) -> str:
+    """Keep SDK error messages useful without leaking credentials into logs.
+
+    SDK exceptions may quote a tracking URI with user:password@ in it or a
+    token from the environment; both are masked, and the message is capped.
+    """
+    env = os.environ if env is None else env
+    text = _URL_USERINFO.sub("***@", text)
+    for key, value in env.items():
+        if value and len(value) >= 4 and _SECRET_NAME.search(key):
+            text = text.replace(value, "***")
+    text = " ".join(text.split())
+    return text[:300]
+
+
+def _module_available(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_sink(choice: str, env: Optional[Mapping[str, str]] = None) -> str:
+    """Turn ``auto`` into a concrete sink without importing the heavy SDKs."""
+    if choice != "auto":
+        return choice
+    env = os.environ if env is None else env
+    if env.get("AZUREML_RUN_ID") and _module_available("azureml.core"):
+        return "azureml"
+    if env.get("MLFLOW_TRACKING_URI") and _module_available("mlflow"):
+        return "mlflow"
+    return "none"
+
+
+def _timestamp_ms(time: Optional[str]) -> Optional[int]:
+    if not time:
+        return None
+    text = time.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+class AzureMLSink:
+    """AML run history (the classic ``azureml`` backend).
+
+    The SDK is imported on the first metric, so a step that logs nothing never
+    pays for (or fails on) the import.
+    """
+
+    def __init__(self) -> None:
+        self._run = None
+
+    def __call__(self, metric: Metric) -> None:
+        if self._run is None:
+            from azureml.core import Run  # type: ignore
+
+            self._run = Run.get_context()
+        self._run.log(metric.name, metric.value)
+
+    def close(self) -> None:
+        # Run history batches in the background; flush before the job ends.
+        flush = getattr(self._run, "flush", None)
+        if callable(flush):
+            flush()
+
+
+class MLflowSink:
+    """MLflow (the ``azureml_v2`` backend, or any MLFLOW_TRACKING_URI).
+
+    MLflow metrics must be numbers, so string values become tags.
+    """
+
+    def __init__(self) -> None:
+        self._mlflow = None
+
+    def __call__(self, metric: Metric) -> None:
+        if self._mlflow is None:
+            import mlflow  # type: ignore
+
+            self._mlflow = mlflow
+        if isinstance(metric.value, str):
+            self._mlflow.set_tag(metric.name, metric.value)
+            return
+        ts = _timestamp_ms(metric.time)
+        if ts is None:
+            self._mlflow.log_metric(metric.name, metric.value, step=metric.index)
+        else:
+            self._mlflow.log_metric(metric.name, metric.value, step=metric.index, timestamp=ts)
+
+
+def make_sink(name: str) -> Optional[Sink]:
+    if name == "azureml":
+        return AzureMLSink()
+    if name == "mlflow":
+        return MLflowSink()
+    return None
+
+
+def parse_metric_line(line: bytes) -> "tuple[str, Union[int, float, str], Optional[str]]":
+    """Validate one JSON line; raise ValueError with a reason that quotes no data."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    name = record.get("name")
+    value = record.get("value")
+    time = record.get("time")
+    if not isinstance(name, str) or not name:
+        raise ValueError('"name" is missing or not a non-empty string')
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f'"value" of metric {name!r} is not a number or a string')
+    if time is not None and not isinstance(time, str):
+        raise ValueError(f'"time" of metric {name!r} is not a string')
+    return name, value, time
+
+
+class MetricsForwarder:
+    """Tail the metrics file and hand each new complete line to a sink.
+
+    R appends whole lines; a line without its newline yet is left for the next
+    poll, except at the final drain, when R has exited and nothing more comes.
+    Every failure is one warning line and never affects the step: a bad line
+    is skipped (only the first is reported), a failing sink is disabled.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        sink: Sink,
+        warn: Warn = warn,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.path = path
+        self.sink: Optional[Sink] = sink
+        self.warn = warn
+        self.poll_interval = poll_interval
+        self.forwarded = 0
+        self.skipped = 0
+        self._offset = 0
+        self._partial = b""
+        self._line_no = 0
+        self._counts: Dict[str, int] = {}
+        self._quiet = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _warn(self, message: str) -> None:
+        if not self._quiet:
+            self.warn(message)
+
+    def _read_new(self) -> bytes:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                if size < self._offset:  # truncated or replaced: start over
+                    self._offset = 0
+                    self._partial = b""
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            if self.sink is not None:
+                self._warn(f"cannot read the metrics file {self.path}: {exc.strerror or exc}; metrics are not forwarded")
+                self.sink = None
+            return b""
+        self._offset += len(data)
+        return data
+
+    def _forward(self, line: bytes) -> None:
+        self._line_no += 1
+        if not line.strip() or self.sink is None:
+            return
+        try:
+            name, value, time = parse_metric_line(line)
+        except ValueError as exc:
+            self.skipped += 1
+            if self.skipped == 1:
+                self._warn(
+                    f"skipped metric line {self._line_no} of {self.path}: {exc} "
+                    "(further bad lines are skipped silently)"
+                )
+            return
+        index = self._counts.get(name, 0)
+        self._counts[name] = index + 1
+        try:
+            self.sink(Metric(name, value, time, index))
+        except Exception as exc:  # noqa: BLE001 - any SDK failure must not end the step
+            self.sink = None
+            detail = redact(str(exc))
+            self._warn(
+                f"forwarding metrics failed ({type(exc).__name__}{': ' + detail if detail else ''}); "
+                "further metrics of this step are not forwarded"
+            )
+            return
+        self.forwarded += 1
+
+    def poll(self, final: bool = False) -> None:
+        """Forward the complete lines written since the last call."""
+        with self._lock:
+            if self.sink is None:
+                return
+            data = self._partial + self._read_new()
+            lines = data.split(b"\n")
+            self._partial = lines.pop()
+            if final and self._partial:
+                lines.append(self._partial)
+                self._partial = b""
+            for line in lines:
+                self._forward(line)
+
+    def close(self) -> None:
+        """Final drain, then let the sink flush what it batched."""
+        self.poll(final=True)
+        close = getattr(self.sink, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001
+                self._warn(f"flushing metrics failed ({type(exc).__name__}: {redact(str(exc))})")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            self.poll()
+        self.close()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="amlr-metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Drain and flush; give up after `timeout` so a hung service cannot block the step."""
+        self._stop.set()
+        if self._thread is None:
+            self.close()
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._warn(f"metrics were still being forwarded after {timeout:g} s; some may be missing")
+            self._quiet = True  # nothing may follow the final line
+            return False
+        return True
+
+
+# --------------------------------------------------------------------------
+# Running R
+# --------------------------------------------------------------------------
+
+FORWARDED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT") if hasattr(signal, name)
+)
+
+
+class _SignalForwarder:
+    """Pass SIGTERM/SIGINT on to R and keep waiting for it.
+
+    AML (and the local runner) stop a step by signalling the bootstrapper; R
+    must get the chance to stop too, and its exit status is what we report.
+    A signal that arrives before R exists is delivered right after it starts.
+    """
+
+    def __init__(self) -> None:
+        self.child: Optional[subprocess.Popen] = None
+        self.pending: List[int] = []
+        self._previous: Dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        child = self.child
+        if child is None:
+            self.pending.append(signum)
+            return
+        try:
+            child.send_signal(signum)
+        except (ProcessLookupError, OSError):
+            pass
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in FORWARDED_SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except (OSError, ValueError):
+                pass
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            try:
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+            except (OSError, ValueError, TypeError):
+                pass
+        self._previous.clear()
+
+    def attach(self, child: subprocess.Popen) -> None:
+        self.child = child
+        while self.pending:
+            self._handle(self.pending.pop(0), None)
+
+
+def _flush_std() -> None:
+    """Our buffered output must land before R's, which bypasses Python."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def run(rscript: str, script: str, args: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run R and return its exit code, or -N when it died of signal N.
+
+    R inherits our stdout/stderr file descriptors: no pipe, no copying thread,
+    so its output is as unbuffered and as ordered as R itself makes it.
+    """
+    argv = [rscript, *RSCRIPT_FLAGS, script, *args]
+    forwarder = _SignalForwarder()
+    forwarder.install()
+    try:
+        _flush_std()
+        try:
+            child = subprocess.Popen(argv, env=dict(env), close_fds=True)
+        except FileNotFoundError:
+            raise BootstrapError(f"cannot run {rscript}: file not found", EXIT_NOT_FOUND) from None
+        except PermissionError:
+            raise BootstrapError(f"cannot run {rscript}: permission denied", EXIT_NOT_EXECUTABLE) from None
+        except OSError as exc:
+            raise BootstrapError(f"cannot run {rscript}: {exc.strerror or exc}", EXIT_NOT_EXECUTABLE) from None
+        forwarder.attach(child)
+        return child.wait()
+    finally:
+        forwarder.restore()
+
+
+def final_line(returncode: int) -> "tuple[str, int]":
+    """The marker line and our exit code, following the shell's 128+N rule."""
+    if returncode < 0:
+        signum = -returncode
+        return f"Pipeline step execution was terminated by signal {signum}", 128 + signum
+    return f"Pipeline step execution returned {returncode}", returncode
+
+
+def _metrics_file(env: Dict[str, str]) -> "tuple[str, Optional[str]]":
+    """Use the caller's metrics file, or a private one that is removed afterwards."""
+    path = env.get("AMLR_METRICS_FILE", "")
+    if path:
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            warn(f"cannot create the folder of AMLR_METRICS_FILE ({parent}): {exc.strerror or exc}")
+        return path, None
+    tmpdir = tempfile.mkdtemp(prefix="amlr-metrics-")
+    return os.path.join(tmpdir, "metrics.jsonl"), tmpdir
+
+
+def _start_metrics(choice: str, path: str) -> Optional[MetricsForwarder]:
+    try:
+        sink = make_sink(resolve_sink(choice))
+    except Exception as exc:  # noqa: BLE001 - metrics never stop a step
+        warn(f"metrics are not forwarded ({type(exc).__name__}: {redact(str(exc))})")
+        return None
+    if sink is None:
+        return None
+    forwarder = MetricsForwarder(path, sink)
+    forwarder.start()
+    return forwarder
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one step; always end stderr with the marker line (except --help)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    returncode = 0
+    tmpdir: Optional[str] = None
+    try:
+        options = parse_args(argv)
+        if options.help:
+            sys.stdout.write(HELP)
+            sys.stdout.flush()
+            return 0
+        if not os.path.isfile(options.script):
+            where = "" if os.path.isabs(options.script) else f" (working directory {os.getcwd()})"
+            raise BootstrapError(f"R script not found: {options.script}{where}", EXIT_USAGE)
+        rscript = find_rscript(os.environ)
+        make_output_dirs(options.outputs)
+        metrics_path, tmpdir = _metrics_file(dict(os.environ))
+        env = build_env(os.environ, options.inputs, options.outputs, metrics_path)
+        metrics = _start_metrics(options.metrics_sink, metrics_path)
+        try:
+            returncode = run(rscript, options.script, options.args, env)
+        finally:
+            if metrics is not None:
+                metrics.stop()
+    except BootstrapError as exc:
+        warn(str(exc))
+        returncode = exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before R started: report it like R's own death
+        returncode = -int(signal.SIGINT)
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    line, code = final_line(returncode)
+    _flush_std()
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

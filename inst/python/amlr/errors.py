@@ -1,0 +1,67 @@
+"""Errors that cross the bridge.
+
+Every error amlr raises on purpose is an ``AmlrError``; its ``kind`` becomes the
+R condition class ``amlr_error_<kind>`` so R code can catch one kind of failure
+without parsing messages.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+class AmlrError(Exception):
+    kind = "error"
+
+    def __init__(self, message: str, *, field: Optional[str] = None, data: Optional[dict] = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.data = data or {}
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"class": self.kind, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        if self.data:
+            out["data"] = self.data
+        return out
+
+
+class BadRequest(AmlrError):
+    kind = "bad_request"
+
+
+class InvalidSpec(AmlrError):
+    """A pipeline spec that no backend can run; ``field`` names the culprit."""
+
+    kind = "invalid_spec"
+
+
+class RunNotFound(AmlrError):
+    kind = "run_not_found"
+
+
+class StepNotFound(AmlrError):
+    kind = "step_not_found"
+
+
+class BackendUnavailable(AmlrError):
+    """The backend's SDK is not installed in this interpreter."""
+
+    kind = "backend_unavailable"
+
+
+class WorkspaceConfig(AmlrError):
+    kind = "workspace_config"
+
+
+class Credentials(AmlrError):
+    kind = "credentials"
+
+
+class FileExists(AmlrError):
+    kind = "file_exists"
+
+
+class RunNotActive(AmlrError):
+    kind = "run_not_active"

@@ -1,0 +1,337 @@
+"""Job snapshots: the files of a step's ``source_dir`` plus the bootstrapper.
+
+What goes in: every file under ``source_dir`` except
+
+* what the per-folder ``.amlignore`` (else ``.gitignore``) files exclude
+  (gitignore semantics, see :mod:`amlr.ignore`);
+* always, whatever the ignore files say: ``.git`` (at any depth, folder or
+  file), the root's ``.Rproj.user/`` and ``renv/library/``, and files named
+  ``.Rhistory``, ``.RData``, ``.Renviron`` or ``.env`` at any depth;
+* the ignore files themselves (``.amlignore``/``.gitignore``, any depth): their
+  work is done when the snapshot is made, and Azure ML must not re-filter.
+
+Symlinked files are included by content; symlinked folders are followed only
+inside the tree. The bootstrapper goes to the reserved ``_amlr/bootstrapper.py``
+and a comment-only ``.amlignore`` is written at the snapshot root.
+
+A snapshot's hash is a sha256 over the sorted (relative path, sha256 of the
+content, executable bit) of its files, so it does not depend on file order,
+mtimes or where the folder lives.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from .errors import AmlrError
+from .ignore import IGNORE_FILE_NAMES, walk_included
+
+RESERVED_DIR = "_amlr"
+BOOTSTRAPPER_PATH = RESERVED_DIR + "/bootstrapper.py"
+"""Where the bootstrapper lands inside every snapshot."""
+SNAPSHOT_AMLIGNORE = "# written by amlr: exclusions were applied when this snapshot was made\n"
+
+ALWAYS_EXCLUDED_ROOT_DIRS: Tuple[str, ...] = (".Rproj.user", "renv/library")
+ALWAYS_EXCLUDED_NAMES: Tuple[str, ...] = (".Rhistory", ".RData", ".Renviron", ".env")
+
+MB = 1024 * 1024
+DEFAULT_WARN_MB = 100.0
+DEFAULT_MAX_MB = 300.0
+"""Azure ML refuses snapshots above 300 MB."""
+WARN_ENV = "AMLR_SNAPSHOT_WARN_MB"
+MAX_ENV = "AMLR_SNAPSHOT_MAX_MB"
+LARGEST_COUNT = 5
+
+_HASH_HEADER = b"amlr-snapshot-v1\0"
+_CHUNK = 1024 * 1024
+
+
+class SnapshotTooLarge(AmlrError):
+    kind = "snapshot_too_large"
+
+    def __init__(self, message: str, *, total_bytes: int = 0, limit_bytes: int = 0,
+                 largest: Optional[List[Tuple[str, int]]] = None):
+        super().__init__(message)
+        self.total_bytes = total_bytes
+        self.limit_bytes = limit_bytes
+        self.largest = list(largest or [])
+        self.data = {"total_bytes": total_bytes, "limit_bytes": limit_bytes,
+                     "largest": [list(x) for x in self.largest]}
+
+
+class SnapshotReservedName(AmlrError):
+    kind = "snapshot_reserved_name"
+
+
+class SnapshotSourceMissing(AmlrError):
+    kind = "snapshot_source_missing"
+
+
+class SnapshotLimitInvalid(AmlrError):
+    kind = "snapshot_limit_invalid"
+
+
+class SnapshotDestinationNotEmpty(AmlrError):
+    kind = "snapshot_destination_not_empty"
+
+
+@dataclass
+class Snapshot:
+    """A built snapshot. ``files``/``total_bytes``/``largest`` describe the
+    files taken from ``source_dir`` (not the bootstrapper)."""
+
+    path: str
+    hash: str
+    files: int
+    total_bytes: int
+    largest: List[Tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rel: str
+    abspath: str
+    size: int
+    executable: bool
+
+
+Record = Tuple[str, str, bool]
+"""(relative path, sha256 hex of the content, executable bit)."""
+
+
+# --------------------------------------------------------------------------
+# what goes in
+
+
+def is_always_excluded(relpath: str, is_dir: bool) -> bool:
+    """The built-in exclusions, which ignore files cannot re-include."""
+    name = relpath.rsplit("/", 1)[-1]
+    if name == ".git":
+        return True
+    if is_dir:
+        return relpath in ALWAYS_EXCLUDED_ROOT_DIRS
+    return name in ALWAYS_EXCLUDED_NAMES or name in IGNORE_FILE_NAMES
+
+
+def list_files(source_dir: str) -> List[str]:
+    """Sorted POSIX paths, relative to ``source_dir``, of the files that go in."""
+    _require_dir(source_dir)
+    return walk_included(source_dir, skip=is_always_excluded)
+
+
+def _require_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        what = "is not a folder" if os.path.exists(path) else "does not exist"
+        raise SnapshotSourceMissing(
+            f"The source folder '{path}' {what}. Check the step's source_dir "
+            "(by default the folder of its script)."
+        )
+
+
+def _entries(root: str, rels: Iterable[str]) -> List[_Entry]:
+    out = []
+    for rel in rels:
+        path = os.path.join(root, *rel.split("/"))
+        st = os.stat(path)
+        out.append(_Entry(rel, path, st.st_size, _is_executable(st.st_mode)))
+    return out
+
+
+def _is_executable(mode: int) -> bool:
+    return os.name != "nt" and bool(mode & stat.S_IXUSR)
+
+
+# --------------------------------------------------------------------------
+# hashing
+
+
+def file_digest(path: str) -> str:
+    """sha256 hex of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(records: Iterable[Record]) -> str:
+    """sha256 hex over records sorted by path; unambiguous (paths hold no NUL)."""
+    h = hashlib.sha256(_HASH_HEADER)
+    for rel, digest, executable in sorted(records):
+        h.update(rel.encode("utf-8", "surrogateescape"))
+        h.update(b"\0" + digest.encode("ascii") + b"\0" + (b"x" if executable else b"-") + b"\n")
+    return h.hexdigest()
+
+
+def _extra_records(extra: Optional[Mapping[str, bytes]]) -> List[Record]:
+    return [(name, hashlib.sha256(data).hexdigest(), False) for name, data in (extra or {}).items()]
+
+
+def _check_reserved(source_dir: str, rels: Iterable[str], extra_names: Iterable[str]) -> None:
+    """Extra entries own their top folder: no source file may live there."""
+    tops = {name.split("/", 1)[0] for name in extra_names}
+    for rel in rels:
+        top = rel.split("/", 1)[0]
+        if top in tops:
+            raise SnapshotReservedName(
+                f"'{source_dir}' contains '{top}', a name amlr reserves inside the job "
+                f"snapshot (for its bootstrapper, {BOOTSTRAPPER_PATH}). Rename that "
+                "folder, or exclude it in .amlignore."
+            )
+
+
+def content_hash(source_dir: str, extra: Optional[Mapping[str, bytes]] = None) -> str:
+    """Hash of what :func:`list_files` includes plus ``extra`` (name -> bytes)."""
+    rels = list_files(source_dir)
+    _check_reserved(source_dir, rels, (extra or {}).keys())
+    records = [(e.rel, file_digest(e.abspath), e.executable) for e in _entries(source_dir, rels)]
+    return fingerprint(records + _extra_records(extra))
+
+
+def hash_path(path: str) -> str:
+    """Content fingerprint of a file or a folder (every file, no exclusions).
+
+    A folder hashes like a snapshot of it; a file hashes as a single entry
+    named ``.``, so only its content and executable bit count, not its name.
+    """
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return fingerprint([(".", file_digest(path), _is_executable(st.st_mode))])
+    if not os.path.isdir(path):
+        raise SnapshotSourceMissing(f"The path '{path}' does not exist.")
+    rels = walk_included(path, use_ignore_files=False)
+    return fingerprint((e.rel, file_digest(e.abspath), e.executable) for e in _entries(path, rels))
+
+
+# --------------------------------------------------------------------------
+# size guard
+
+
+def human_size(n: float) -> str:
+    """``1536`` -> ``'1.5 KB'`` (binary units, as Azure ML counts)."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def resolve_limit(explicit: Optional[float], env_name: str, default_mb: float) -> float:
+    """Bytes: the argument if given, else ``$env_name`` (in MB), else the default."""
+    if explicit is not None:
+        return float(explicit)
+    raw = os.environ.get(env_name, "").strip()
+    if not raw:
+        return default_mb * MB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SnapshotLimitInvalid(
+            f"{env_name}='{raw}' is not a size in MB. Set it to a number such as 250, or unset it."
+        )
+    return value * MB
+
+
+def _largest(entries: List[_Entry]) -> List[Tuple[str, int]]:
+    ranked = sorted(entries, key=lambda e: (-e.size, e.rel))
+    return [(e.rel, e.size) for e in ranked[:LARGEST_COUNT]]
+
+
+def _describe_largest(largest: List[Tuple[str, int]]) -> str:
+    return ", ".join(f"{rel} ({human_size(size)})" for rel, size in largest)
+
+
+def _check_size(source_dir: str, total: int, largest: List[Tuple[str, int]],
+                warn_bytes: float, max_bytes: float, warn: Callable[[str], None]) -> None:
+    advice = ("Add them to .amlignore in that folder, or move the data to a datastore "
+              "and pass it to the step as an input.")
+    if total > max_bytes:
+        raise SnapshotTooLarge(
+            f"The snapshot of '{source_dir}' is {human_size(total)}, over the limit of "
+            f"{human_size(max_bytes)} (Azure ML refuses snapshots above 300 MB; "
+            f"{MAX_ENV} sets amlr's limit). Largest files: {_describe_largest(largest)}. {advice}",
+            total_bytes=total, limit_bytes=int(max_bytes), largest=largest,
+        )
+    if total > warn_bytes:
+        warn(
+            f"The snapshot of '{source_dir}' is {human_size(total)} (warning above "
+            f"{human_size(warn_bytes)}; {WARN_ENV} changes this). Largest files: "
+            f"{_describe_largest(largest)}. {advice}"
+        )
+
+
+def _default_warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+# --------------------------------------------------------------------------
+# building
+
+
+def _prepare_dest(dest_dir: str) -> None:
+    if os.path.isdir(dest_dir) and os.listdir(dest_dir):
+        raise SnapshotDestinationNotEmpty(
+            f"The snapshot folder '{dest_dir}' is not empty; amlr builds snapshots into a new folder."
+        )
+    os.makedirs(dest_dir, exist_ok=True)
+
+
+def _copy_with_digest(src: str, dst: str) -> str:
+    """Copy content (following symlinks) and metadata; sha256 of what was copied."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    h = hashlib.sha256()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        for chunk in iter(lambda: fin.read(_CHUNK), b""):
+            h.update(chunk)
+            fout.write(chunk)
+    shutil.copystat(src, dst)
+    return h.hexdigest()
+
+
+def _dest_path(dest_dir: str, rel: str) -> str:
+    return os.path.join(dest_dir, *rel.split("/"))
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
+                   warn_bytes: Optional[float] = None, max_bytes: Optional[float] = None,
+                   warn: Optional[Callable[[str], None]] = None) -> Snapshot:
+    """Copy the included files of ``source_dir`` and the bootstrapper to ``dest_dir``.
+
+    ``dest_dir`` must be absent or empty. The size is checked before anything is
+    copied: above ``warn_bytes`` (default ``$AMLR_SNAPSHOT_WARN_MB`` or 100 MB)
+    ``warn`` is called (default :func:`warnings.warn`); above ``max_bytes``
+    (default ``$AMLR_SNAPSHOT_MAX_MB`` or 300 MB) :class:`SnapshotTooLarge` is
+    raised. The result's hash equals ``content_hash(source_dir, extra=
+    {BOOTSTRAPPER_PATH: <bootstrapper bytes>})``.
+    """
+    rels = list_files(source_dir)
+    with open(bootstrapper_path, "rb") as fh:
+        extra = {BOOTSTRAPPER_PATH: fh.read()}
+    _check_reserved(source_dir, rels, extra)
+    entries = _entries(source_dir, rels)
+    total = sum(e.size for e in entries)
+    largest = _largest(entries)
+    _check_size(source_dir, total, largest, resolve_limit(warn_bytes, WARN_ENV, DEFAULT_WARN_MB),
+                resolve_limit(max_bytes, MAX_ENV, DEFAULT_MAX_MB), warn or _default_warn)
+    _prepare_dest(dest_dir)
+    records = [(e.rel, _copy_with_digest(e.abspath, _dest_path(dest_dir, e.rel)), e.executable)
+               for e in entries]
+    for name, data in extra.items():
+        _write_bytes(_dest_path(dest_dir, name), data)
+    _write_bytes(os.path.join(dest_dir, ".amlignore"), SNAPSHOT_AMLIGNORE.encode("utf-8"))
+    return Snapshot(path=os.path.abspath(dest_dir), hash=fingerprint(records + _extra_records(extra)),
+                    files=len(entries), total_bytes=total, largest=largest)

@@ -1,0 +1,497 @@
+"""Tests of inst/python/amlr/bootstrapper.py.
+
+The bootstrapper runs as a real subprocess against real R scripts; the metrics
+forwarder is exercised in-process with a fake sink.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOTSTRAPPER = ROOT / "inst" / "python" / "amlr" / "bootstrapper.py"
+HAS_R = shutil.which("Rscript") is not None
+needs_r = pytest.mark.skipif(not HAS_R, reason="Rscript is not installed on this machine")
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+
+
+def load_module():
+    spec = importlib.util.spec_from_file_location("amlr_bootstrapper_under_test", BOOTSTRAPPER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bs = load_module()
+
+
+def run_bs(args, cwd, env=None, **kw):
+    full_env = dict(os.environ)
+    full_env.pop("AMLR_METRICS_FILE", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(BOOTSTRAPPER), *args],
+        cwd=str(cwd), env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        timeout=30, **kw,
+    )
+
+
+def last_line(data: bytes) -> str:
+    return data.decode("utf-8", "replace").rstrip("\n").split("\n")[-1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------
+# Running R
+# --------------------------------------------------------------------------
+
+@needs_r
+def test_seed_form(tmp_path):
+    write(tmp_path / "hello.r", 'cat("hello from R\\n")\n')
+    res = run_bs(["hello.r"], tmp_path)
+    assert res.returncode == 0
+    assert res.stdout.decode() == "hello from R\n"
+    assert last_line(res.stderr) == "Pipeline step execution returned 0"
+    assert b"Traceback" not in res.stderr
+
+
+@needs_r
+def test_exit_code_is_r_exit_code(tmp_path):
+    write(tmp_path / "fail.R", "quit(status = 3)\n")
+    res = run_bs(["fail.R"], tmp_path)
+    assert res.returncode == 3
+    assert last_line(res.stderr) == "Pipeline step execution returned 3"
+
+
+@needs_r
+def test_r_error_exits_1_and_final_line_is_last(tmp_path):
+    write(tmp_path / "err.R", 'stop("boom")\n')
+    res = run_bs(["err.R"], tmp_path)
+    assert res.returncode == 1
+    err = res.stderr.decode()
+    assert "boom" in err
+    assert last_line(res.stderr) == "Pipeline step execution returned 1"
+
+
+@needs_r
+def test_stdout_stderr_order_on_one_pipe(tmp_path):
+    write(tmp_path / "il.R", 'for (i in 1:5) { cat("out", i, "\\n", sep = ""); message("err", i) }\n')
+    res = subprocess.run(
+        [sys.executable, str(BOOTSTRAPPER), "il.R"], cwd=str(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
+    )
+    lines = res.stdout.decode().splitlines()
+    expected = [x for i in range(1, 6) for x in (f"out{i}", f"err{i}")]
+    assert lines == expected + ["Pipeline step execution returned 0"]
+
+
+@needs_r
+def test_arguments_are_passed_verbatim(tmp_path):
+    write(
+        tmp_path / "args.R",
+        'a <- commandArgs(trailingOnly = TRUE)\n'
+        'writeLines(paste0("[", length(a), "]"), "n.txt")\n'
+        'con <- file("args.txt", open = "wb"); writeBin(charToRaw(paste(a, collapse = "\\x01")), con); close(con)\n',
+    )
+    args = ["two words", 'quo"te', "it's", "naïve ✓", "", "--foo", "--input", "x=y", "-", "--"]
+    res = run_bs(["args.R", *args], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "n.txt").read_text().strip() == f"[{len(args)}]"
+    got = (tmp_path / "args.txt").read_bytes().decode("utf-8").split("\x01")
+    assert got == args
+
+
+@needs_r
+def test_double_dash_separates_script_starting_with_dash(tmp_path):
+    write(tmp_path / "-odd.R", 'cat(commandArgs(trailingOnly = TRUE), sep = "|")\n')
+    res = run_bs(["--", "-odd.R", "--flag", "a b"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.decode() == "--flag|a b"
+
+
+@needs_r
+def test_inputs_outputs_and_step_env(tmp_path):
+    write(
+        tmp_path / "env.R",
+        'v <- c("AMLR_INPUT_raw", "AMLR_INPUT_Other_2", "AMLR_OUTPUT_model", "AMLR_IN_STEP", "AMLR_METRICS_FILE")\n'
+        'for (n in v) cat(n, "=", Sys.getenv(n), "\\n", sep = "")\n'
+        'cat("dir=", dir.exists(Sys.getenv("AMLR_OUTPUT_model")), "\\n", sep = "")\n',
+    )
+    out_dir = tmp_path / "deep" / "er" / "model"
+    res = run_bs(
+        ["--input", "raw=/data/in put", "--input=Other_2=rel/path", "--output", f"model={out_dir}", "env.R"],
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    got = dict(line.split("=", 1) for line in res.stdout.decode().splitlines())
+    assert got["AMLR_INPUT_raw"] == "/data/in put"
+    assert got["AMLR_INPUT_Other_2"] == "rel/path"
+    assert got["AMLR_OUTPUT_model"] == str(out_dir)
+    assert got["AMLR_IN_STEP"] == "1"
+    assert got["AMLR_METRICS_FILE"]  # a private temp file when the caller gives none
+    assert got["dir"] == "TRUE"
+    assert out_dir.is_dir()
+    assert not os.path.exists(os.path.dirname(got["AMLR_METRICS_FILE"]))  # cleaned up
+
+
+@needs_r
+def test_metrics_file_from_caller_is_kept(tmp_path):
+    metrics = tmp_path / "m" / "metrics.jsonl"
+    write(
+        tmp_path / "m.R",
+        'f <- Sys.getenv("AMLR_METRICS_FILE")\n'
+        'cat(\'{"name": "acc", "value": 0.9, "time": "2024-01-01T00:00:00Z"}\\n\', file = f, append = TRUE)\n',
+    )
+    res = run_bs(["--metrics-sink", "none", "m.R"], tmp_path, env={"AMLR_METRICS_FILE": str(metrics)})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(metrics.read_text())["value"] == 0.9
+
+
+@needs_r
+@posix_only
+def test_sigterm_is_forwarded_to_r(tmp_path):
+    pid_file = tmp_path / "pid"
+    write(
+        tmp_path / "sleep.R",
+        'writeLines(as.character(Sys.getpid()), "pid.tmp"); file.rename("pid.tmp", "pid")\n'
+        "Sys.sleep(30)\n",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(BOOTSTRAPPER), "sleep.R"], cwd=str(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not pid_file.exists():
+            assert time.monotonic() < deadline, "R did not start"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        r_pid = int(pid_file.read_text().strip())
+        proc.send_signal(signal.SIGTERM)  # the bootstrapper only, not its group
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143
+    assert last_line(err) == "Pipeline step execution was terminated by signal 15"
+    with pytest.raises(ProcessLookupError):
+        os.kill(r_pid, 0)
+
+
+@needs_r
+@posix_only
+def test_r_killed_by_signal(tmp_path):
+    write(tmp_path / "kill.R", "tools::pskill(Sys.getpid(), tools::SIGKILL)\nSys.sleep(5)\n")
+    res = run_bs(["kill.R"], tmp_path)
+    assert res.returncode == 137
+    assert last_line(res.stderr) == "Pipeline step execution was terminated by signal 9"
+
+
+# --------------------------------------------------------------------------
+# Failing before R starts
+# --------------------------------------------------------------------------
+
+def test_missing_rscript_env(tmp_path):
+    write(tmp_path / "hello.r", 'cat("hi\\n")\n')
+    res = run_bs(["hello.r"], tmp_path, env={"AMLR_RSCRIPT": "/nonexistent/Rscript"})
+    assert res.returncode == 127
+    lines = res.stderr.decode().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("amlr bootstrapper: ") and "AMLR_RSCRIPT" in lines[0]
+    assert lines[1] == "Pipeline step execution returned 127"
+    assert b"Traceback" not in res.stderr
+    assert res.stdout == b""
+
+
+def test_missing_rscript_on_path(tmp_path):
+    write(tmp_path / "hello.r", 'cat("hi\\n")\n')
+    env = {"PATH": str(tmp_path / "empty-bin"), "AMLR_RSCRIPT": ""}
+    res = run_bs(["hello.r"], tmp_path, env=env)
+    assert res.returncode == 127
+    lines = res.stderr.decode().splitlines()
+    assert lines == [
+        "amlr bootstrapper: Rscript not found on PATH; install R or set AMLR_RSCRIPT",
+        "Pipeline step execution returned 127",
+    ]
+
+
+def test_rscript_not_executable(tmp_path):
+    write(tmp_path / "hello.r", 'cat("hi\\n")\n')
+    fake = write(tmp_path / "Rscript", "not a program\n")
+    fake.chmod(0o644)
+    res = run_bs(["hello.r"], tmp_path, env={"AMLR_RSCRIPT": str(fake)})
+    assert res.returncode == 126
+    assert b"Traceback" not in res.stderr
+    assert last_line(res.stderr) == "Pipeline step execution returned 126"
+
+
+def test_missing_script(tmp_path):
+    res = run_bs(["nope.R"], tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.decode().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("amlr bootstrapper: R script not found: nope.R")
+    assert lines[1] == "Pipeline step execution returned 2"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--input", "1bad=/x", "s.R"],
+        ["--output", "has-dash=/x", "s.R"],
+        ["--input", "=/x", "s.R"],
+        ["--input", "name=", "s.R"],
+        ["--input", "noequals", "s.R"],
+        ["--input"],
+        ["--metrics-sink", "bogus", "s.R"],
+        ["--unknown", "s.R"],
+        ["--input", "a=1", "--input", "a=2", "s.R"],
+        [],
+    ],
+)
+def test_bad_command_line(tmp_path, args):
+    write(tmp_path / "s.R", "quit(status = 5)\n")
+    res = run_bs(args, tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.decode().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("amlr bootstrapper: ")
+    assert lines[1] == "Pipeline step execution returned 2"
+    assert not (tmp_path / "x").exists()
+
+
+def test_help(tmp_path):
+    res = run_bs(["--help"], tmp_path)
+    assert res.returncode == 0
+    assert res.stdout.decode().startswith("usage: python bootstrapper.py")
+    assert res.stderr == b""
+
+
+# --------------------------------------------------------------------------
+# Pieces, in-process
+# --------------------------------------------------------------------------
+
+def test_parse_args_keeps_r_arguments():
+    opts = bs.parse_args(["--input", "a=/p", "--output=out=o", "--metrics-sink=mlflow", "s.R", "--input", "b=c", "--"])
+    assert opts.script == "s.R"
+    assert opts.args == ["--input", "b=c", "--"]
+    assert opts.inputs == {"a": "/p"}
+    assert opts.outputs == {"out": "o"}
+    assert opts.metrics_sink == "mlflow"
+    assert bs.parse_args(["--", "--x.R", "-y"]).script == "--x.R"
+    assert bs.parse_args(["s.R"]).metrics_sink == "auto"
+
+
+def test_build_env():
+    env = bs.build_env({"PATH": "/bin", "AMLR_IN_STEP": "0"}, {"Raw": "/i"}, {"out": "/o"}, "/m.jsonl")
+    assert env == {
+        "PATH": "/bin", "AMLR_INPUT_Raw": "/i", "AMLR_OUTPUT_out": "/o",
+        "AMLR_IN_STEP": "1", "AMLR_METRICS_FILE": "/m.jsonl",
+    }
+
+
+def test_final_line():
+    assert bs.final_line(0) == ("Pipeline step execution returned 0", 0)
+    assert bs.final_line(-15) == ("Pipeline step execution was terminated by signal 15", 143)
+
+
+def test_resolve_sink(monkeypatch):
+    assert bs.resolve_sink("none", {}) == "none"
+    assert bs.resolve_sink("mlflow", {}) == "mlflow"
+    assert bs.resolve_sink("auto", {}) == "none"
+    monkeypatch.setattr(bs, "_module_available", lambda name: name == "mlflow")
+    assert bs.resolve_sink("auto", {"AZUREML_RUN_ID": "r", "MLFLOW_TRACKING_URI": "u"}) == "mlflow"
+    monkeypatch.setattr(bs, "_module_available", lambda name: True)
+    assert bs.resolve_sink("auto", {"AZUREML_RUN_ID": "r", "MLFLOW_TRACKING_URI": "u"}) == "azureml"
+    assert bs.resolve_sink("auto", {"AZUREML_RUN_ID": ""}) == "none"
+
+
+def _line(name, value, t="2024-05-01T12:00:00Z"):
+    return json.dumps({"name": name, "value": value, "time": t}) + "\n"
+
+
+def test_forwarder_tails_complete_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    got, warnings = [], []
+    fwd = bs.MetricsForwarder(str(path), got.append, warn=warnings.append)
+    fwd.poll()  # no file yet: nothing, no warning
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(_line("loss", 1.5) + _line("loss", 1) + _line("label", "best"))
+        fh.write('{"name": "loss", "val')  # R is mid-write
+    fwd.poll()
+    assert [(m.name, m.value, m.index) for m in got] == [("loss", 1.5, 0), ("loss", 1, 1), ("label", "best", 0)]
+    assert got[0].time == "2024-05-01T12:00:00Z"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('ue": 0.5, "time": "2024-05-01T12:00:01Z"}\n')
+    fwd.poll()
+    assert [(m.name, m.value, m.index) for m in got][-1] == ("loss", 0.5, 2)
+    assert warnings == []
+    assert fwd.forwarded == 4
+
+
+def test_forwarder_bad_lines_warn_once(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        "not json secret-ish\n" + _line("a", 1) + '{"name": "b", "value": null}\n' + "[1]\n\n" + _line("a", 2),
+        encoding="utf-8",
+    )
+    got, warnings = [], []
+    fwd = bs.MetricsForwarder(str(path), got.append, warn=warnings.append)
+    fwd.close()
+    assert [(m.name, m.value, m.index) for m in got] == [("a", 1, 0), ("a", 2, 1)]
+    assert len(warnings) == 1
+    assert "line 1" in warnings[0] and "not valid JSON" in warnings[0]
+    assert "secret-ish" not in warnings[0]
+    assert fwd.skipped == 3
+
+
+def test_forwarder_final_drain_takes_unterminated_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(_line("a", 1).rstrip("\n"), encoding="utf-8")
+    got = []
+    fwd = bs.MetricsForwarder(str(path), got.append, warn=lambda m: None)
+    fwd.poll()
+    assert got == []
+    fwd.close()
+    assert [m.value for m in got] == [1]
+
+
+def test_forwarder_failing_sink_warns_once_and_redacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_API_TOKEN", "s3cr3t-value")
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(_line("a", 1) + _line("a", 2), encoding="utf-8")
+    calls, warnings = [], []
+
+    def sink(metric):
+        calls.append(metric)
+        raise RuntimeError("POST https://user:hunter2@host/x failed with token s3cr3t-value")
+
+    fwd = bs.MetricsForwarder(str(path), sink, warn=warnings.append)
+    fwd.close()
+    assert len(calls) == 1
+    assert len(warnings) == 1
+    assert "RuntimeError" in warnings[0]
+    assert "hunter2" not in warnings[0] and "s3cr3t-value" not in warnings[0]
+
+
+def test_forwarder_thread_and_stop(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    got = []
+    fwd = bs.MetricsForwarder(str(path), got.append, warn=lambda m: None, poll_interval=0.05)
+    fwd.start()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(_line("a", 1))
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [m.value for m in got] == [1]  # forwarded while "R" still runs
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(_line("a", 2))
+    assert fwd.stop(timeout=5)
+    assert [m.value for m in got] == [1, 2]
+
+
+def test_mlflow_sink_uses_steps_and_tags(monkeypatch):
+    calls = []
+
+    class FakeMlflow:
+        @staticmethod
+        def log_metric(name, value, step=None, timestamp=None):
+            calls.append(("metric", name, value, step, timestamp))
+
+        @staticmethod
+        def set_tag(name, value):
+            calls.append(("tag", name, value))
+
+    monkeypatch.setitem(sys.modules, "mlflow", FakeMlflow)
+    sink = bs.MLflowSink()
+    sink(bs.Metric("loss", 0.5, "1970-01-01T00:00:01Z", 3))
+    sink(bs.Metric("note", "ok", None, 0))
+    sink(bs.Metric("loss", 1, None, 4))
+    assert calls == [
+        ("metric", "loss", 0.5, 3, 1000),
+        ("tag", "note", "ok"),
+        ("metric", "loss", 1, 4, None),
+    ]
+
+
+def test_azureml_sink_logs_to_run_context(monkeypatch):
+    import types
+
+    logged = []
+
+    class FakeRun:
+        @staticmethod
+        def get_context():
+            return FakeRun()
+
+        def log(self, name, value):
+            logged.append((name, value))
+
+        def flush(self):
+            logged.append("flushed")
+
+    core = types.ModuleType("azureml.core")
+    core.Run = FakeRun
+    monkeypatch.setitem(sys.modules, "azureml", types.ModuleType("azureml"))
+    monkeypatch.setitem(sys.modules, "azureml.core", core)
+    sink = bs.AzureMLSink()
+    sink(bs.Metric("acc", 0.75, None, 0))
+    sink(bs.Metric("model", "glm", None, 0))
+    sink.close()
+    assert logged == [("acc", 0.75), ("model", "glm"), "flushed"]
+
+
+@needs_r
+def test_r_written_metrics_reach_the_sink(tmp_path):
+    """R appends JSON lines with cat(append = TRUE); the forwarder reads them all."""
+    metrics = tmp_path / "metrics.jsonl"
+    write(
+        tmp_path / "log.R",
+        'f <- Sys.getenv("AMLR_METRICS_FILE")\n'
+        'for (i in 1:3) cat(sprintf(\'{"name": "loss", "value": %s, "time": "%s"}\\n\', 1 / i,\n'
+        '  format(Sys.time(), "%Y-%m-%dT%H:%M:%SZ", tz = "UTC")), file = f, append = TRUE)\n'
+        'cat(\'{"name": "model", "value": "glm \\\\u00e9", "time": "2024-01-01T00:00:00Z"}\\n\', file = f, append = TRUE)\n',
+    )
+    res = run_bs(["--metrics-sink", "none", "log.R"], tmp_path, env={"AMLR_METRICS_FILE": str(metrics)})
+    assert res.returncode == 0, res.stderr
+    got, warnings = [], []
+    fwd = bs.MetricsForwarder(str(metrics), got.append, warn=warnings.append)
+    fwd.close()
+    assert warnings == []
+    assert [(m.name, m.index) for m in got] == [("loss", 0), ("loss", 1), ("loss", 2), ("model", 0)]
+    assert got[1].value == 0.5
+    assert got[3].value == "glm \u00e9"
+
+
+@needs_r
+def test_sink_failure_does_not_change_exit_code(tmp_path):
+    """mlflow is forced but (in a clean PYTHONPATH) may be missing: one warning, R's code kept."""
+    write(
+        tmp_path / "m.R",
+        'cat(\'{"name": "a", "value": 1, "time": "2024-01-01T00:00:00Z"}\\n\', file = Sys.getenv("AMLR_METRICS_FILE"), append = TRUE)\n'
+        "quit(status = 4)\n",
+    )
+    fake = tmp_path / "fakemods"
+    fake.mkdir()
+    write(fake / "mlflow.py", 'def log_metric(*a, **k):\n    raise RuntimeError("tracking server down")\n')
+    res = run_bs(["--metrics-sink", "mlflow", "m.R"], tmp_path, env={"PYTHONPATH": str(fake)})
+    assert res.returncode == 4
+    lines = res.stderr.decode().splitlines()
+    warnings = [x for x in lines if x.startswith("amlr bootstrapper: ")]
+    assert len(warnings) == 1 and "tracking server down" in warnings[0]
+    assert lines[-1] == "Pipeline step execution returned 4"
+    assert b"Traceback" not in res.stderr
