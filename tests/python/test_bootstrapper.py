@@ -159,34 +159,60 @@ def test_metrics_file_from_caller_is_kept(tmp_path):
     assert json.loads(metrics.read_text())["value"] == 0.9
 
 
-@needs_r
-@posix_only
-def test_sigterm_is_forwarded_to_r(tmp_path):
-    pid_file = tmp_path / "pid"
+def _start_sleeping_step(tmp_path):
     write(
         tmp_path / "sleep.R",
-        'writeLines(as.character(Sys.getpid()), "pid.tmp"); file.rename("pid.tmp", "pid")\n'
+        'writeLines(as.character(Sys.getpid()), "pid.tmp"); invisible(file.rename("pid.tmp", "pid"))\n'
         "Sys.sleep(30)\n",
     )
     proc = subprocess.Popen(
         [sys.executable, str(BOOTSTRAPPER), "sleep.R"], cwd=str(tmp_path),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
+    pid_file = tmp_path / "pid"
+    deadline = time.monotonic() + 15
+    while not pid_file.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"R did not start: {proc.communicate()}")
+        time.sleep(0.05)
+    return proc, int(pid_file.read_text().strip())
+
+
+def _signal_step(proc, signum):
     try:
-        deadline = time.monotonic() + 15
-        while not pid_file.exists():
-            assert time.monotonic() < deadline, "R did not start"
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        r_pid = int(pid_file.read_text().strip())
-        proc.send_signal(signal.SIGTERM)  # the bootstrapper only, not its group
+        proc.send_signal(signum)  # the bootstrapper only, not its group
         _, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    return err
+
+
+@needs_r
+@posix_only
+def test_sigterm_is_forwarded_to_r(tmp_path):
+    proc, r_pid = _start_sleeping_step(tmp_path)
+    err = _signal_step(proc, signal.SIGTERM)
     assert proc.returncode == 143
     assert last_line(err) == "Pipeline step execution was terminated by signal 15"
+    with pytest.raises(ProcessLookupError):
+        os.kill(r_pid, 0)
+
+
+@needs_r
+@posix_only
+def test_sigint_is_forwarded_to_r(tmp_path):
+    """Non-interactive R turns an interrupt into an error: it halts with status 1."""
+    proc, r_pid = _start_sleeping_step(tmp_path)
+    err = _signal_step(proc, signal.SIGINT)
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
+    expected = "Pipeline step execution was terminated by signal 2" if proc.returncode == 130 else (
+        f"Pipeline step execution returned {proc.returncode}"
+    )
+    assert proc.returncode != 0
+    assert last_line(err) == expected
     with pytest.raises(ProcessLookupError):
         os.kill(r_pid, 0)
 

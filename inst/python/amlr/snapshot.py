@@ -26,7 +26,7 @@ import shutil
 import stat
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Callable, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import AmlrError
 from .ignore import IGNORE_FILE_NAMES, walk_included

@@ -1,0 +1,530 @@
+"""Snapshots and ignore rules, on real folders (and cross-checked against git)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Union
+
+import pytest
+
+_PYROOT = str(Path(__file__).resolve().parents[2] / "inst" / "python")
+if _PYROOT not in sys.path:
+    sys.path.insert(0, _PYROOT)
+
+from amlr import snapshot  # noqa: E402
+from amlr.errors import AmlrError  # noqa: E402
+from amlr.ignore import IgnoreRules, walk_included  # noqa: E402
+from amlr.snapshot import (  # noqa: E402
+    BOOTSTRAPPER_PATH,
+    SNAPSHOT_AMLIGNORE,
+    SnapshotDestinationNotEmpty,
+    SnapshotLimitInvalid,
+    SnapshotReservedName,
+    SnapshotSourceMissing,
+    SnapshotTooLarge,
+    build_snapshot,
+    content_hash,
+    hash_path,
+    list_files,
+)
+
+Tree = Dict[str, Union[str, bytes]]
+POSIX = os.name == "posix"
+
+
+def make_tree(root: Path, files: Tree, order: List[str] = None) -> Path:
+    for rel in order or list(files):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = files[rel]
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return root
+
+
+def included(root: Path, files: Tree) -> List[str]:
+    return list_files(str(make_tree(root, files)))
+
+
+@pytest.fixture
+def boot(tmp_path: Path) -> Path:
+    path = tmp_path / "bootstrapper.py"
+    path.write_text("print('boot')\n")
+    return path
+
+
+# --------------------------------------------------------------------------
+# built-in exclusions
+
+
+def test_builtin_exclusions(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        "main.R": "1",
+        ".git/HEAD": "ref",
+        "vendored/.git/config": "x",
+        "vendored/code.R": "x",
+        ".Rproj.user/shared/x": "x",
+        "renv/library/R-4.3/pkg/DESCRIPTION": "x",
+        "renv/activate.R": "x",
+        "renv.lock": "{}",
+        "sub/renv/library/kept.txt": "x",  # only the root's renv/library is special
+        ".Rhistory": "x", ".RData": "x", ".Renviron": "x", ".env": "x",
+        "deep/er/.Rhistory": "x", "deep/er/.RData": "x", "deep/er/.Renviron": "x", "deep/er/.env": "x",
+        "deep/er/.env.example": "x",
+        "deep/er/data.RData.bak": "x",
+    })
+    assert got == [
+        "deep/er/.env.example", "deep/er/data.RData.bak", "main.R", "renv.lock",
+        "renv/activate.R", "sub/renv/library/kept.txt", "vendored/code.R",
+    ]
+
+
+def test_builtin_exclusions_cannot_be_reincluded(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "!.env\n!.git/\n!.Rproj.user/\n!renv/library/\n!.RData\n",
+        ".env": "x", ".RData": "x", ".git/HEAD": "x", ".Rproj.user/x": "x",
+        "renv/library/x": "x", "a.R": "x",
+    })
+    assert got == ["a.R"]
+
+
+def test_ignore_files_are_not_part_of_the_snapshot(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "*.csv\n", ".gitignore": "*.txt\n", "sub/.gitignore": "x\n",
+        "a.R": "", "a.csv": "", "a.txt": "",
+    })
+    assert got == ["a.R", "a.txt"]
+
+
+def test_missing_source(tmp_path: Path, boot: Path) -> None:
+    for call in (lambda p: list_files(p), lambda p: content_hash(p),
+                 lambda p: build_snapshot(p, str(tmp_path / "d"), bootstrapper_path=str(boot))):
+        with pytest.raises(SnapshotSourceMissing) as err:
+            call(str(tmp_path / "nope"))
+        assert err.value.kind == "snapshot_source_missing"
+        assert isinstance(err.value, AmlrError)
+        assert "nope" in str(err.value)
+    with pytest.raises(SnapshotSourceMissing, match="not a folder"):
+        list_files(str(boot))
+
+
+# --------------------------------------------------------------------------
+# ignore files
+
+
+def test_amlignore_preferred_over_gitignore(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "*.csv\n",
+        ".gitignore": "*.R\n",          # not read: the folder has an .amlignore
+        "a.R": "", "a.csv": "",
+        "sub/.gitignore": "*.txt\n",    # used: sub has no .amlignore
+        "sub/b.txt": "", "sub/b.R": "", "sub/b.csv": "",
+    })
+    assert got == ["a.R", "sub/b.R"]
+
+
+def test_nested_ignore_files_relative_and_deeper_wins(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "*.csv\n/top.txt\nsub/anchored.txt\n",
+        "top.txt": "", "sub/top.txt": "", "anchored.txt": "", "sub/anchored.txt": "",
+        "sub/.amlignore": "!keep.csv\n/local.txt\n",
+        "sub/keep.csv": "", "sub/drop.csv": "", "sub/local.txt": "", "local.txt": "",
+        "sub/inner/local.txt": "", "sub/inner/keep.csv": "",
+        "other/keep.csv": "",
+    })
+    assert got == ["anchored.txt", "local.txt", "sub/inner/keep.csv", "sub/inner/local.txt",
+                   "sub/keep.csv", "sub/top.txt"]
+
+
+def test_negation_and_last_match_wins(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "*.log\n!important.log\n*.tmp\n!*.tmp\n*.tmp\n",
+        "a.log": "", "important.log": "", "x/important.log": "", "a.tmp": "", "a.R": "",
+    })
+    assert got == ["a.R", "important.log", "x/important.log"]
+
+
+def test_directory_only_patterns(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "out/\ncache/\n",
+        "out/x.rds": "", "sub/out/y.rds": "", "docs/out": "a file named out",
+        "cache": "file", "a.R": "",
+    })
+    assert got == ["a.R", "cache", "docs/out"]
+
+
+def test_anchored_patterns(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "/root.txt\ndoc/frotz/\nany.txt\n",
+        "root.txt": "", "sub/root.txt": "",
+        "doc/frotz/a": "", "a/doc/frotz/b": "",
+        "any.txt": "", "deep/x/any.txt": "",
+    })
+    assert got == ["a/doc/frotz/b", "sub/root.txt"]
+
+
+def test_double_star(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "**/tmp\nabc/**\na/**/z.txt\n**/logs/*.log\nfoo**bar\n",
+        "tmp": "", "x/tmp/f": "", "x/y/tmp": "",
+        "abc/1": "", "abc/d/2": "", "xabc/3": "",
+        "a/z.txt": "", "a/b/z.txt": "", "a/b/c/z.txt": "", "b/a/z.txt": "",
+        "logs/a.log": "", "q/logs/b.log": "", "logs/sub/c.log": "",
+        "fooXbar": "", "foo/bar": "", "keep.R": "",
+    })
+    assert got == ["b/a/z.txt", "foo/bar", "keep.R", "logs/sub/c.log", "xabc/3"]
+
+
+def test_cannot_reinclude_under_excluded_dir(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "data/\n!data/keep.csv\nstuff/**\n!stuff/ok.txt\n",
+        "data/keep.csv": "", "data/drop.csv": "",
+        "stuff/ok.txt": "", "stuff/no.txt": "", "stuff/d/ok.txt": "",
+        # a deeper ignore file inside an excluded folder is never read either
+        "data/.amlignore": "!*\n",
+    })
+    assert got == ["stuff/ok.txt"]
+
+
+def test_reinclude_files_with_star_dirs(tmp_path: Path) -> None:
+    got = included(tmp_path / "src", {
+        ".amlignore": "*\n!*/\n!*.R\n",
+        "a.R": "", "a.csv": "", "x/b.R": "", "x/y/c.R": "", "x/y/c.txt": "",
+    })
+    assert got == ["a.R", "x/b.R", "x/y/c.R"]
+
+
+@pytest.mark.parametrize("line, path, is_dir, expected", [
+    ("# comment", "# comment", False, None),
+    ("\\#hash", "#hash", False, True),
+    ("\\!bang", "!bang", False, True),
+    ("trail   ", "trail", False, True),
+    ("trail\\ ", "trail ", False, True),
+    ("trail\\ ", "trail", False, None),
+    ("a?c", "abc", False, True),
+    ("a?c", "a/c", False, None),
+    ("file[0-9].txt", "file7.txt", False, True),
+    ("file[!0-9].txt", "file7.txt", False, None),
+    ("file[^0-9].txt", "fileA.txt", False, True),
+    ("[]]x", "]x", False, True),
+    ("[[:digit:]]x", "5x", False, True),
+    ("[[:upper:]]*", "Readme", False, True),
+    ("[[:upper:]]*", "readme", False, None),
+    ("x[a-c", "x[a-c", False, None),  # unclosed class: git never matches
+    ("back\\", "back\\", False, None),  # dangling backslash: never matches
+    ("*.txt", "a/b/c.txt", False, True),
+    ("a/*.txt", "a/b/c.txt", False, None),
+    ("!*.txt", "c.txt", False, False),
+    ("dir/", "dir", False, None),
+    ("dir/", "dir", True, True),
+    ("/", "x", True, None),
+    ("crlf\r", "crlf", False, True),
+])
+def test_pattern_lines(line: str, path: str, is_dir: bool, expected) -> None:
+    assert IgnoreRules.from_text(line).match(path, is_dir) is expected
+
+
+def test_bom_is_skipped() -> None:
+    assert IgnoreRules.from_text("\ufeff*.csv\n").is_ignored("a.csv", False)
+
+
+# --------------------------------------------------------------------------
+# cross-check with git
+
+
+GIT_CASES = {
+    "basics": {
+        ".gitignore": "# comment\n\n*.log\n!important.log\n/build/\ndoc/frotz/\n"
+                      "\\#lit\n\\!bang\ntrail\\ \n*.bak   \nfile[0-9].txt\nfile[!0-9].md\n?.q\n",
+        "a.log": "", "important.log": "", "x/important.log": "", "x/y.log": "",
+        "build/out": "", "src/build/out": "", "doc/frotz/a": "", "a/doc/frotz/b": "",
+        "#lit": "", "!bang": "", "trail ": "", "trail": "", "x.bak": "", "x.bak   ": "",
+        "file1.txt": "", "filex.txt": "", "file1.md": "", "filex.md": "",
+        "a.q": "", "ab.q": "", "keep.R": "",
+    },
+    "double_star": {
+        ".gitignore": "**/tmp\nabc/**\na/**/z\n**/logs/*.log\nfoo**bar\n**/deep/**/leaf\n",
+        "tmp": "", "x/tmp/f": "", "x/y/tmp": "", "abc/1": "", "abc/d/2": "", "xabc/3": "",
+        "a/z": "", "a/b/z": "", "a/b/c/z": "", "b/a/z": "",
+        "logs/a.log": "", "q/logs/b.log": "", "logs/sub/c.log": "",
+        "fooXbar": "", "foo/bar": "", "deep/leaf": "", "p/deep/q/r/leaf": "", "deep/leaf2": "",
+    },
+    "negation_and_dirs": {
+        ".gitignore": "data/\n!data/keep.csv\nstuff/**\n!stuff/ok.txt\n*\n!*/\n!*.R\n!*.txt\n"
+                      "!.gitignore\nsub/x/\n",
+        "data/keep.csv": "", "data/a.R": "", "stuff/ok.txt": "", "stuff/no.txt": "",
+        "stuff/d/ok.txt": "", "a.R": "", "a.csv": "", "sub/x/b.R": "", "x/b.R": "", "x/y.csv": "",
+    },
+    "nested": {
+        ".gitignore": "*.csv\n/top.txt\nsub/anchored.txt\nlocal/\n",
+        "top.txt": "", "sub/top.txt": "", "anchored.txt": "", "sub/anchored.txt": "",
+        "sub/.gitignore": "!keep.csv\n/local.txt\n!local/\n*.rds\n",
+        "sub/keep.csv": "", "sub/drop.csv": "", "sub/local.txt": "", "local.txt": "",
+        "sub/inner/local.txt": "", "sub/inner/keep.csv": "", "sub/local/f": "", "local/f": "",
+        "sub/inner/.gitignore": "!*.rds\n", "sub/inner/m.rds": "", "sub/m.rds": "",
+        "classes.R": "", "[x].R": "", "sub/[[:alpha:]]": "",
+    },
+    "no_reinclude": {
+        ".gitignore": "data/\n!data/keep.csv\nstuff/**\n!stuff/ok.txt\nbuild\n!build/x\n"
+                      "gen/*\n!gen/keep/\ngen/keep/*.o\n",
+        "data/keep.csv": "", "data/drop.csv": "", "stuff/ok.txt": "", "stuff/no.txt": "",
+        "stuff/d/ok.txt": "", "build/x": "", "gen/a": "", "gen/keep/b.c": "", "gen/keep/b.o": "",
+        "gen/other/c": "",
+    },
+    "classes": {
+        ".gitignore": "[[:upper:]]*\n[a-c]?.dat\n[]]b\n[!a-z]x\nq[[:digit:][:space:]]\n"
+                      "r[z-a]\ns[a-]\n",
+        "Readme": "", "readme": "", "ax.dat": "", "dx.dat": "", "]b": "", "1x": "", "ax": "",
+        "q1": "", "q ": "", "qa": "", "rz": "", "s-": "", "sa": "", "sb": "",
+    },
+}
+
+
+def _git_env(tmp_path: Path) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+               GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
+    return env
+
+
+def _git_untracked(repo: Path, env: Dict[str, str]) -> List[str]:
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    out = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--others", "--exclude-standard"],
+                         check=True, env=env, capture_output=True).stdout
+    return sorted(p for p in out.decode().split("\0") if p)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+@pytest.mark.parametrize("case", sorted(GIT_CASES))
+def test_matches_git(tmp_path: Path, case: str) -> None:
+    repo = make_tree(tmp_path / "repo", GIT_CASES[case])
+    expected = _git_untracked(repo, _git_env(tmp_path))
+    ours = walk_included(str(repo), skip=lambda rel, is_dir: rel == ".git")
+    assert ours == expected
+    # list_files drops the ignore files themselves, nothing else
+    assert list_files(str(repo)) == [p for p in expected if not p.endswith(".gitignore")]
+
+
+# --------------------------------------------------------------------------
+# symlinks
+
+
+@pytest.mark.skipif(not POSIX, reason="symlinks")
+def test_symlinks(tmp_path: Path) -> None:
+    outside = make_tree(tmp_path / "outside", {"big.bin": "x", "f.txt": "outside content"})
+    src = make_tree(tmp_path / "src", {"a.R": "", "real/b.R": "b"})
+    (src / "linked_file.txt").symlink_to(outside / "f.txt")
+    (src / "out_dir").symlink_to(outside, target_is_directory=True)
+    (src / "in_dir").symlink_to(src / "real", target_is_directory=True)
+    (src / "real" / "loop").symlink_to(src, target_is_directory=True)
+    (src / "dangling").symlink_to(tmp_path / "nope")
+    assert list_files(str(src)) == ["a.R", "in_dir/b.R", "linked_file.txt", "real/b.R"]
+    dest = tmp_path / "dest"
+    build_snapshot(str(src), str(dest), bootstrapper_path=str(make_tree(tmp_path, {"b.py": ""}) / "b.py"))
+    copied = dest / "linked_file.txt"
+    assert not copied.is_symlink() and copied.read_text() == "outside content"
+
+
+# --------------------------------------------------------------------------
+# hashing
+
+
+FILES: Tree = {"main.R": "print(1)\n", "R/utils.R": "f <- function() 1\n", "data/x.csv": "a,b\n1,2\n",
+               ".amlignore": "*.log\n", "debug.log": "noise"}
+
+
+def test_hash_is_stable_across_order_mtime_and_location(tmp_path: Path) -> None:
+    a = make_tree(tmp_path / "one" / "src", FILES)
+    b = make_tree(tmp_path / "elsewhere" / "deeper" / "project", FILES, order=sorted(FILES, reverse=True))
+    old = time.time() - 86400 * 30
+    for path in b.rglob("*"):
+        os.utime(path, (old, old))
+    (b / "debug.log").write_text("different noise, but excluded")
+    assert content_hash(str(a)) == content_hash(str(b))
+    assert len(content_hash(str(a))) == 64
+
+
+def test_hash_changes_with_content_name_and_exec_bit(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", FILES)
+    base = content_hash(str(src))
+    (src / "main.R").write_text("print(2)\n")
+    changed = content_hash(str(src))
+    assert changed != base
+    (src / "main.R").write_text("print(1)\n")
+    assert content_hash(str(src)) == base
+    (src / "main.R").rename(src / "run.R")
+    assert content_hash(str(src)) != base
+    (src / "run.R").rename(src / "main.R")
+    (src / "new.R").write_text("")
+    assert content_hash(str(src)) != base
+    (src / "new.R").unlink()
+    assert content_hash(str(src)) == base
+    if POSIX:
+        (src / "main.R").chmod(0o755)
+        assert content_hash(str(src)) != base
+
+
+def test_extra_entries_change_the_hash(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", FILES)
+    plain = content_hash(str(src))
+    one = content_hash(str(src), extra={BOOTSTRAPPER_PATH: b"v1"})
+    two = content_hash(str(src), extra={BOOTSTRAPPER_PATH: b"v2"})
+    assert len({plain, one, two}) == 3
+
+
+def test_build_hash_matches_content_hash_and_bootstrapper_counts(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", FILES)
+    boot = make_tree(tmp_path, {"boot1.py": "v1", "boot2.py": "v2"})
+    s1 = build_snapshot(str(src), str(tmp_path / "d1"), bootstrapper_path=str(boot / "boot1.py"))
+    s2 = build_snapshot(str(src), str(tmp_path / "d2"), bootstrapper_path=str(boot / "boot2.py"))
+    assert s1.hash == content_hash(str(src), extra={BOOTSTRAPPER_PATH: b"v1"})
+    assert s2.hash == content_hash(str(src), extra={BOOTSTRAPPER_PATH: b"v2"})
+    assert s1.hash != s2.hash
+
+
+def test_hash_path_file_and_dir(tmp_path: Path) -> None:
+    data = make_tree(tmp_path / "data", {"a.csv": "1", "sub/b.csv": "2", ".gitignore": "*.csv\n",
+                                         ".git/x": "git", ".env": "e"})
+    moved = make_tree(tmp_path / "copy" / "data", {".env": "e", ".git/x": "git", "sub/b.csv": "2",
+                                                   ".gitignore": "*.csv\n", "a.csv": "1"})
+    h = hash_path(str(data))
+    assert h == hash_path(str(moved))
+    (data / ".env").write_text("E")  # no exclusions: every file counts
+    assert hash_path(str(data)) != h
+    f = hash_path(str(data / "a.csv"))
+    assert f == hash_path(str(moved / "a.csv"))
+    (moved / "renamed.csv").write_text("1")
+    assert hash_path(str(moved / "renamed.csv")) == f  # a file's fingerprint is its content
+    (data / "a.csv").write_text("changed")
+    assert hash_path(str(data / "a.csv")) != f
+    with pytest.raises(SnapshotSourceMissing):
+        hash_path(str(tmp_path / "absent"))
+
+
+# --------------------------------------------------------------------------
+# building
+
+
+def test_build_snapshot_layout(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {
+        "main.R": "print(1)\n", "R/u.R": "1", ".amlignore": "*.log\n", "sub/.gitignore": "x\n",
+        "debug.log": "", ".env": "SECRET=1", ".git/HEAD": "",
+    })
+    dest = tmp_path / "runs" / "snap"
+    snap = build_snapshot(str(src), str(dest), bootstrapper_path=str(boot))
+    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert got == [".amlignore", "R/u.R", BOOTSTRAPPER_PATH, "main.R"]
+    assert (dest / ".amlignore").read_text() == SNAPSHOT_AMLIGNORE
+    assert SNAPSHOT_AMLIGNORE.startswith("# written by amlr: exclusions were applied")
+    assert (dest / BOOTSTRAPPER_PATH).read_bytes() == boot.read_bytes()
+    assert (dest / "main.R").read_text() == "print(1)\n"
+    assert snap.path == str(dest) and snap.files == 2 and snap.total_bytes == 10
+    assert snap.largest == [("main.R", 9), ("R/u.R", 1)]
+
+
+def test_build_into_existing_empty_dir_but_not_a_full_one(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1"})
+    (tmp_path / "empty").mkdir()
+    build_snapshot(str(src), str(tmp_path / "empty"), bootstrapper_path=str(boot))
+    with pytest.raises(SnapshotDestinationNotEmpty):
+        build_snapshot(str(src), str(tmp_path / "empty"), bootstrapper_path=str(boot))
+
+
+@pytest.mark.skipif(not POSIX, reason="exec bit")
+def test_exec_bit_preserved(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"run.sh": "#!/bin/sh\n", "plain.R": ""})
+    (src / "run.sh").chmod(0o755)
+    dest = tmp_path / "dest"
+    build_snapshot(str(src), str(dest), bootstrapper_path=str(boot))
+    assert os.access(dest / "run.sh", os.X_OK)
+    assert not os.access(dest / "plain.R", os.X_OK)
+
+
+def test_reserved_name(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "", "_amlr/mine.R": ""})
+    with pytest.raises(SnapshotReservedName, match="Rename that folder") as err:
+        build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot))
+    assert err.value.kind == "snapshot_reserved_name"
+    assert "_amlr" in str(err.value)
+    assert not (tmp_path / "d").exists()
+    # excluded by the user: no clash
+    (src / ".amlignore").write_text("_amlr/\n")
+    build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot))
+
+
+# --------------------------------------------------------------------------
+# size guard
+
+
+SIZED: Tree = {"big.csv": b"x" * 5000, "mid.rds": b"x" * 3000, "a.R": b"x" * 10,
+               "b.R": b"x" * 20, "c.R": b"x" * 30, "d.R": b"x" * 40, "tiny.R": b"x"}
+
+
+def test_size_warns(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", SIZED)
+    messages: List[str] = []
+    snap = build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot),
+                          warn_bytes=1000, max_bytes=100000, warn=messages.append)
+    assert len(messages) == 1
+    msg = messages[0]
+    assert "7.9 KB" in msg and "big.csv (4.9 KB)" in msg and "mid.rds (2.9 KB)" in msg
+    assert "d.R (40 B)" in msg and "tiny.R" not in msg and ".amlignore" in msg
+    assert snap.total_bytes == 8101
+    assert [p for p, _ in snap.largest] == ["big.csv", "mid.rds", "d.R", "c.R", "b.R"]
+
+
+def test_size_warns_via_warnings_by_default(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", SIZED)
+    with pytest.warns(UserWarning, match="big.csv"):
+        build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot), warn_bytes=1000)
+
+
+def test_size_fails_before_copying(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", SIZED)
+    messages: List[str] = []
+    with pytest.raises(SnapshotTooLarge) as err:
+        build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot),
+                       warn_bytes=1000, max_bytes=4096, warn=messages.append)
+    e = err.value
+    assert e.kind == "snapshot_too_large" and isinstance(e, AmlrError)
+    msg = str(e)
+    assert "7.9 KB" in msg and "4.0 KB" in msg
+    for name in ("big.csv (4.9 KB)", "mid.rds (2.9 KB)", "d.R (40 B)", "c.R (30 B)", "b.R (20 B)"):
+        assert name in msg
+    assert "tiny.R" not in msg
+    assert ".amlignore" in msg and "datastore" in msg
+    assert e.total_bytes == 8101 and e.limit_bytes == 4096 and e.largest[0] == ("big.csv", 5000)
+    assert messages == []
+    assert not (tmp_path / "d").exists()
+
+
+def test_size_limits_from_env(tmp_path: Path, boot: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_tree(tmp_path / "src", SIZED)
+    messages: List[str] = []
+    monkeypatch.setenv("AMLR_SNAPSHOT_WARN_MB", "0.001")  # ~1 KB
+    build_snapshot(str(src), str(tmp_path / "d1"), bootstrapper_path=str(boot), warn=messages.append)
+    assert len(messages) == 1
+    monkeypatch.setenv("AMLR_SNAPSHOT_MAX_MB", "0.004")  # ~4 KB
+    with pytest.raises(SnapshotTooLarge, match="big.csv"):
+        build_snapshot(str(src), str(tmp_path / "d2"), bootstrapper_path=str(boot), warn=messages.append)
+    # explicit arguments beat the environment
+    build_snapshot(str(src), str(tmp_path / "d3"), bootstrapper_path=str(boot),
+                   warn_bytes=10**6, max_bytes=10**6, warn=messages.append)
+    assert len(messages) == 1
+    monkeypatch.setenv("AMLR_SNAPSHOT_MAX_MB", "lots")
+    with pytest.raises(SnapshotLimitInvalid, match="AMLR_SNAPSHOT_MAX_MB"):
+        build_snapshot(str(src), str(tmp_path / "d4"), bootstrapper_path=str(boot))
+
+
+def test_default_limits_do_not_trigger_on_small_sources(tmp_path: Path, boot: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AMLR_SNAPSHOT_WARN_MB", raising=False)
+    monkeypatch.delenv("AMLR_SNAPSHOT_MAX_MB", raising=False)
+    messages: List[str] = []
+    src = make_tree(tmp_path / "src", SIZED)
+    build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot), warn=messages.append)
+    assert messages == []
+    assert snapshot.resolve_limit(None, "AMLR_SNAPSHOT_MAX_MB", 300) == 300 * 1024 * 1024
