@@ -235,20 +235,111 @@ format_input <- function(i) {
   )
 }
 
+#' Draw or export a pipeline's graph
+#'
+#' `format()` gives the steps in run order with their links (`"text"`), or
+#' the graph as Mermaid (`"mermaid"`, renders on GitHub and in Quarto) or
+#' Graphviz DOT (`"dot"`). `plot()` draws it with base graphics: one column
+#' per stage, arrows from producer to consumer, labelled with the data.
+#'
+#' @param x An [r_pipeline()].
+#' @param format `"text"`, `"mermaid"` or `"dot"`.
+#' @param ... Unused.
+#' @return `format()`: a character vector of lines. `plot()`: `x`, invisibly.
+#' @family pipeline builders
+#' @export
+#' @examples
+#' dir <- tempfile("p"); dir.create(dir)
+#' writeLines('writeLines("x", file.path(amlr::step_output("d"), "x"))', file.path(dir, "a.R"))
+#' writeLines('readLines(file.path(amlr::step_input("d"), "x"))', file.path(dir, "b.R"))
+#' a <- r_step(file.path(dir, "a.R"), outputs = "d")
+#' b <- r_step(file.path(dir, "b.R"), inputs = list(d = output_of(a, "d")))
+#' p <- r_pipeline(a, b, name = "demo")
+#' cat(format(p, format = "mermaid"), sep = "\n")
+#' plot(p)
+format.amlr_pipeline <- function(x, format = c("text", "mermaid", "dot"), ...) {
+  format <- match.arg(format)
+  order <- pipeline_order(x)
+  by_name <- stats::setNames(x$steps, vapply(x$steps, `[[`, "", "name"))
+  edges <- pipeline_edges(x)
+  switch(format,
+    text = {
+      head <- paste0(cli::style_dim("<amlr_pipeline> "), cli::style_bold(x$name), ": ",
+                     length(order), if (length(order) == 1L) " step" else " steps")
+      body <- unlist(lapply(seq_along(order), function(i) {
+        s <- by_name[[order[i]]]
+        outs <- if (length(s$outputs)) paste0(" -> ", paste(s$outputs, collapse = ", ")) else ""
+        c(paste0(i, ". ", cli::style_bold(s$name), " (", s$script, ")", outs),
+          vapply(names(s$inputs), function(nm) paste0("     ", nm, " <- ", format_input(s$inputs[[nm]])), ""))
+      }))
+      c(head, if (!is.null(x$description)) paste0("  ", x$description), body)
+    },
+    mermaid = c(
+      "flowchart LR",
+      vapply(order, function(n) sprintf('  %s["%s<br/><small>%s</small>"]', n, n, by_name[[n]]$script), ""),
+      if (nrow(edges)) sprintf("  %s -->|%s| %s", edges$from, edges$label, edges$to)
+    ),
+    dot = c(
+      sprintf('digraph "%s" {', x$name),
+      "  rankdir=LR;",
+      "  node [shape=box, style=rounded];",
+      vapply(order, function(n) sprintf('  "%s" [label="%s\\n%s"];', n, n, by_name[[n]]$script), ""),
+      if (nrow(edges)) sprintf('  "%s" -> "%s" [label="%s"];', edges$from, edges$to, edges$label),
+      "}"
+    )
+  )
+}
+
 #' @export
 print.amlr_pipeline <- function(x, ...) {
-  order <- x$order %||% vapply(x$steps, `[[`, "", "name")
-  by_name <- stats::setNames(x$steps, vapply(x$steps, `[[`, "", "name"))
-  cli::cli_text("{.cls amlr_pipeline} {.strong {x$name}}: {length(order)} step{?s}")
-  if (!is.null(x$description)) cli::cli_text("{.emph {x$description}}")
-  for (i in seq_along(order)) {
-    s <- by_name[[order[i]]]
-    links <- vapply(names(s$inputs), function(nm) paste0(nm, " <- ", format_input(s$inputs[[nm]])), "")
-    outs <- if (length(s$outputs)) paste0(" -> ", paste(s$outputs, collapse = ", ")) else ""
-    cli::cli_text("{i}. {.strong {s$name}} ({.file {s$script}}){outs}")
-    for (l in links) cli::cli_text("   {l}")
-  }
+  cat(format(x), sep = "\n")
   invisible(x)
+}
+
+#' @rdname format.amlr_pipeline
+#' @export
+plot.amlr_pipeline <- function(x, ...) {
+  order <- pipeline_order(x)
+  edges <- pipeline_edges(x)
+  level <- stats::setNames(integer(length(order)), order)
+  for (n in order) {
+    ups <- edges$from[edges$to == n]
+    if (length(ups)) level[[n]] <- max(level[ups]) + 1L
+  }
+  xpos <- level
+  ypos <- stats::setNames(numeric(length(order)), order)
+  for (l in unique(level)) {
+    members <- names(level)[level == l]
+    ypos[members] <- rev(seq_along(members)) - (length(members) + 1) / 2
+  }
+  old <- graphics::par(mar = c(1, 1, 3, 1))
+  on.exit(graphics::par(old), add = TRUE)
+  graphics::plot.new()
+  graphics::plot.window(xlim = c(-0.5, max(level) + 0.5), ylim = range(c(ypos, -1, 1)) + c(-0.5, 0.5))
+  graphics::title(main = x$name)
+  if (nrow(edges)) {
+    graphics::arrows(xpos[edges$from] + 0.18, ypos[edges$from], xpos[edges$to] - 0.18, ypos[edges$to],
+                     length = 0.1, col = "grey40")
+    graphics::text((xpos[edges$from] + xpos[edges$to]) / 2, (ypos[edges$from] + ypos[edges$to]) / 2,
+                   edges$label, cex = 0.7, col = "grey30", pos = 3)
+  }
+  graphics::symbols(xpos, ypos, rectangles = cbind(rep(0.36, length(order)), rep(0.3, length(order))),
+                    inches = FALSE, add = TRUE, bg = "white", fg = "grey20")
+  graphics::text(xpos, ypos, names(xpos), cex = 0.8)
+  invisible(x)
+}
+
+pipeline_order <- function(x) x$order %||% vapply(x$steps, `[[`, "", "name")
+
+pipeline_edges <- function(x) {
+  rows <- lapply(x$steps, function(s) {
+    refs <- Filter(function(i) identical(i$type, "step_output"), s$inputs)
+    if (!length(refs)) return(NULL)
+    data.frame(from = vapply(refs, `[[`, "", "step"), to = s$name,
+               label = vapply(refs, `[[`, "", "output"), stringsAsFactors = FALSE)
+  })
+  out <- do.call(rbind, rows)
+  if (is.null(out)) data.frame(from = character(), to = character(), label = character()) else out
 }
 
 check_string <- function(x, arg, call = rlang::caller_env()) {

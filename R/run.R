@@ -38,18 +38,26 @@ format_duration <- function(secs) {
 }
 
 #' @export
-print.amlr_run <- function(x, ...) {
+format.amlr_run <- function(x, ...) {
   status_fn <- switch(x$status %||% "",
     Completed = cli::col_green, Failed = cli::col_red, Canceled = cli::col_yellow, cli::col_blue)
-  cli::cli_text("{.cls amlr_run} {.strong {x$id}}")
-  cli::cli_text("  backend:    {x$backend}")
-  cli::cli_text("  experiment: {x$experiment}")
-  cli::cli_text("  pipeline:   {x$pipeline}")
-  cli::cli_text("  status:     {status_fn(x$status)}")
-  cli::cli_text("  duration:   {format_duration(run_duration(x$started, x$ended))}")
-  if (!is.null(x$error) && !identical(x$status, "Completed")) cli::cli_text("  reason:     {x$error}")
-  if (!is.null(x$run_dir)) cli::cli_text("  logs:       {.path {file.path(x$run_dir, 'logs')}}")
-  if (!is.null(x$portal_url)) cli::cli_text("  portal:     {.url {x$portal_url}}")
+  field <- function(label, value) paste0("  ", format(label, width = 11), value)
+  c(
+    paste0(cli::style_dim("<amlr_run> "), cli::style_bold(x$id)),
+    field("backend:", x$backend),
+    field("experiment:", x$experiment),
+    field("pipeline:", x$pipeline),
+    field("status:", status_fn(x$status %||% "?")),
+    field("duration:", format_duration(run_duration(x$started, x$ended))),
+    if (!is.null(x$error) && !identical(x$status, "Completed")) field("reason:", x$error),
+    if (!is.null(x$run_dir)) field("logs:", file.path(x$run_dir, "logs")),
+    if (!is.null(x$portal_url)) field("portal:", cli::style_hyperlink(x$portal_url, x$portal_url))
+  )
+}
+
+#' @export
+print.amlr_run <- function(x, ...) {
+  cat(format(x, ...), sep = "\n")
   invisible(x)
 }
 

@@ -1,0 +1,306 @@
+"""The local backend end to end: real Rscript processes, a real SQLite registry."""
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from multiprocessing import Pool
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "inst", "python")) if not any(
+    p.endswith(os.path.join("inst", "python")) for p in sys.path
+) else None
+
+from amlr import api, procs  # noqa: E402
+from amlr.registry import Registry  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript is not installed")
+
+
+def call(home, method, **params):
+    params["home"] = str(home)
+    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
+    if "error" in out:
+        raise AssertionError(out["error"])
+    return out["result"]
+
+
+def call_error(home, method, **params):
+    params["home"] = str(home)
+    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
+    assert "error" in out, out
+    return out["error"]
+
+
+def wait(home, run_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = call(home, "status", run=run_id)
+        if run["status"] in ("Completed", "Failed", "Canceled"):
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not end in {timeout}s: {run}")
+
+
+def step(src, name, outputs=(), inputs=None, args=(), allow_reuse=True, script=None):
+    return {"name": name, "script": script or f"{name}.R", "source_dir": str(src), "outputs": list(outputs),
+            "inputs": inputs or {}, "args": list(args), "allow_reuse": allow_reuse}
+
+
+def ref(s, o):
+    return {"type": "step_output", "step": s, "output": o}
+
+
+def write(src, name, code):
+    (src / name).write_text(code)
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def src(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir()
+    return d
+
+
+def submit(home, src_steps, name="p", **options):
+    return call(home, "submit", spec={"name": name, "steps": src_steps}, options=options)
+
+
+def test_single_step_runs_and_streams_to_a_log(home, src):
+    write(src, "hello.R", 'cat("hello", commandArgs(TRUE), "\\n"); message("to stderr")\n')
+    run = submit(home, [step(src, "hello", args=["a b", "ü"])])
+    assert run["status"] in ("Queued", "Running")
+    done = wait(home, run["id"])
+    assert done["status"] == "Completed"
+    logs = call(home, "logs", run=run["id"])["hello"]
+    assert logs[0] == "hello a b ü "
+    assert "to stderr" in logs
+    assert logs[-1] == "Pipeline step execution returned 0"
+    [s] = call(home, "steps", run=run["id"])
+    assert s["exit_code"] == 0 and s["reused"] is False
+
+
+def test_data_flows_between_steps_and_metrics_are_recorded(home, src):
+    write(src, "prepare.R", 'writeLines("42", file.path(Sys.getenv("AMLR_OUTPUT_data"), "n.txt"))\n')
+    write(src, "train.R", (
+        'n <- as.numeric(readLines(file.path(Sys.getenv("AMLR_INPUT_data"), "n.txt")))\n'
+        'f <- Sys.getenv("AMLR_METRICS_FILE")\n'
+        'for (i in 1:3) cat(sprintf(\'{"name":"loss","value":%d}\\n\', n + i), file = f, append = TRUE)\n'
+        'cat(\'{"name":"note","value":"ok"}\\n\', file = f, append = TRUE)\n'
+    ))
+    run = submit(home, [step(src, "prepare", outputs=["data"]),
+                        step(src, "train", inputs={"data": ref("prepare", "data")})])
+    assert wait(home, run["id"])["status"] == "Completed"
+    metrics = call(home, "metrics", run=run["id"])
+    loss = [m for m in metrics if m["name"] == "loss"]
+    assert [m["value_num"] for m in loss] == [43, 44, 45]
+    assert [m["idx"] for m in loss] == [0, 1, 2]
+    assert [m["value_str"] for m in metrics if m["name"] == "note"] == ["ok"]
+
+
+def test_independent_steps_run_in_parallel(home, src):
+    code = 'cat(format(Sys.time(), "%s"), "\\n"); Sys.sleep(1.5); writeLines("x", file.path(Sys.getenv("AMLR_OUTPUT_o"), "x"))\n'
+    write(src, "a.R", code)
+    write(src, "b.R", code)
+    run = submit(home, [step(src, "a", outputs=["o"]), step(src, "b", outputs=["o"])], max_parallel=2)
+    assert wait(home, run["id"])["status"] == "Completed"
+    a, b = call(home, "steps", run=run["id"])
+    assert a["started"] < b["ended"] and b["started"] < a["ended"], "the two steps did not overlap"
+
+
+def test_max_parallel_one_serialises(home, src):
+    write(src, "a.R", "Sys.sleep(0.5)\n")
+    write(src, "b.R", "Sys.sleep(0.5)\n")
+    run = submit(home, [step(src, "a"), step(src, "b")], max_parallel=1)
+    assert wait(home, run["id"])["status"] == "Completed"
+    a, b = sorted(call(home, "steps", run=run["id"]), key=lambda s: s["started"])
+    assert b["started"] >= a["ended"] - 0.05
+
+
+def test_failed_step_cancels_dependants_but_not_independent_branches(home, src):
+    write(src, "bad.R", 'cat("about to fail\\n"); quit(status = 3)\n')
+    write(src, "after.R", 'cat("never\\n")\n')
+    write(src, "other.R", 'Sys.sleep(0.5); cat("independent\\n")\n')
+    run = submit(home, [
+        step(src, "bad", outputs=["o"]),
+        step(src, "after", inputs={"x": ref("bad", "o")}),
+        step(src, "other"),
+    ])
+    done = wait(home, run["id"])
+    assert done["status"] == "Failed"
+    steps = {s["name"]: s for s in call(home, "steps", run=run["id"])}
+    assert steps["bad"]["status"] == "Failed" and steps["bad"]["exit_code"] == 3
+    assert steps["after"]["status"] == "Canceled"
+    assert "upstream step `bad`" in steps["after"]["error"]
+    assert steps["other"]["status"] == "Completed"
+
+
+def test_reuse_reruns_only_the_changed_step_and_downstream(home, src):
+    write(src, "a.R", 'writeLines("a", file.path(Sys.getenv("AMLR_OUTPUT_o"), "a.txt"))\n')
+    other = src.parent / "src_b"
+    other.mkdir()
+    write(other, "b.R", 'x <- readLines(file.path(Sys.getenv("AMLR_INPUT_i"), "a.txt"))\n'
+                        'writeLines(paste(x, "b"), file.path(Sys.getenv("AMLR_OUTPUT_o"), "b.txt"))\n')
+    third = src.parent / "src_c"
+    third.mkdir()
+    write(third, "c.R", 'cat(readLines(file.path(Sys.getenv("AMLR_INPUT_i"), "b.txt")), "\\n")\n')
+    steps = [step(src, "a", outputs=["o"]),
+             step(other, "b", inputs={"i": ref("a", "o")}, outputs=["o"]),
+             step(third, "c", inputs={"i": ref("b", "o")})]
+    first = submit(home, steps)
+    assert wait(home, first["id"])["status"] == "Completed"
+    second = submit(home, steps)
+    assert wait(home, second["id"])["status"] == "Completed"
+    reused = {s["name"]: (s["reused"], s["reused_from"]) for s in call(home, "steps", run=second["id"])}
+    assert reused == {"a": (True, first["id"]), "b": (True, first["id"]), "c": (True, first["id"])}
+    assert any("reused step `a`" in line for line in call(home, "logs", run=second["id"], step="a")["a"])
+    # Change b: a is reused, b and c run again.
+    write(other, "b.R", (other / "b.R").read_text() + "# changed\n")
+    third_run = submit(home, steps)
+    assert wait(home, third_run["id"])["status"] == "Completed"
+    reused = {s["name"]: s["reused"] for s in call(home, "steps", run=third_run["id"])}
+    assert reused == {"a": True, "b": False, "c": False}
+    # Reused outputs are the earlier run's folders, not copies.
+    a1 = call(home, "steps", run=first["id"])[0]["outputs"]["o"]
+    a3 = call(home, "steps", run=third_run["id"])[0]["outputs"]["o"]
+    assert a1 == a3
+
+
+def test_allow_reuse_false_always_runs(home, src):
+    write(src, "a.R", "cat(1)\n")
+    first = submit(home, [step(src, "a", allow_reuse=False)])
+    wait(home, first["id"])
+    second = submit(home, [step(src, "a", allow_reuse=False)])
+    wait(home, second["id"])
+    assert call(home, "steps", run=second["id"])[0]["reused"] is False
+
+
+def test_changed_input_file_reruns(home, src, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("1\n")
+    write(src, "a.R", 'cat(readLines(Sys.getenv("AMLR_INPUT_d")), "\\n")\n')
+    s = [step(src, "a", inputs={"d": str(data)})]
+    wait(home, submit(home, s)["id"])
+    again = submit(home, s)
+    wait(home, again["id"])
+    assert call(home, "steps", run=again["id"])[0]["reused"] is True
+    data.write_text("2\n")
+    changed = submit(home, s)
+    wait(home, changed["id"])
+    assert call(home, "steps", run=changed["id"])[0]["reused"] is False
+    assert call(home, "logs", run=changed["id"])["a"][0].strip() == "2"
+
+
+def r_pids(run_dir):
+    pids = []
+    for f in os.listdir(run_dir):
+        if f.startswith("pid-"):
+            pids.append(int(open(os.path.join(run_dir, f)).read().strip()))
+    return pids
+
+
+def test_cancel_stops_every_r_process(home, src, tmp_path):
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    code = (f'writeLines(as.character(Sys.getpid()), file.path("{pid_dir}", paste0("pid-", Sys.getpid())))\n'
+            'Sys.sleep(60)\n')
+    write(src, "a.R", code)
+    write(src, "b.R", code)
+    write(src, "c.R", 'cat("never\\n")\n')
+    run = submit(home, [step(src, "a", outputs=["o"]), step(src, "b"), step(src, "c", inputs={"i": ref("a", "o")})],
+                 max_parallel=2)
+    deadline = time.monotonic() + 30
+    while len(r_pids(pid_dir)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = r_pids(pid_dir)
+    assert len(pids) == 2
+    started = time.monotonic()
+    out = call(home, "cancel", run=run["id"])
+    assert time.monotonic() - started < 20
+    assert out["status"] == "Canceled"
+    assert not any(procs.pid_alive(p) for p in pids), "an R process survived run_cancel"
+    statuses = {s["name"]: s["status"] for s in call(home, "steps", run=run["id"])}
+    assert statuses == {"a": "Canceled", "b": "Canceled", "c": "Canceled"}
+    err = call_error(home, "cancel", run=run["id"])
+    assert err["class"] == "run_not_active"
+
+
+def test_dead_runner_marks_the_run_failed(home, src, tmp_path):
+    pid_file = tmp_path / "pid"
+    write(src, "a.R", f'writeLines(as.character(Sys.getpid()), "{pid_file}"); Sys.sleep(60)\n')
+    run = submit(home, [step(src, "a")])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner = Registry(str(home)).get_run(run["id"])["runner_pid"]
+    os.kill(runner, signal.SIGKILL)
+    while procs.pid_alive(runner):
+        time.sleep(0.05)
+    status = call(home, "status", run=run["id"])
+    assert status["status"] == "Failed"
+    assert "runner process" in status["error"]
+    r_pid = int(pid_file.read_text().strip())
+    deadline = time.monotonic() + 5
+    while procs.pid_alive(r_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not procs.pid_alive(r_pid), "the orphaned R process was left running"
+    assert call(home, "steps", run=run["id"])[0]["status"] == "Failed"
+
+
+def test_download_refuses_to_overwrite(home, src, tmp_path):
+    write(src, "a.R", 'writeLines("hi", file.path(Sys.getenv("AMLR_OUTPUT_o"), "hi.txt"))\n')
+    run = submit(home, [step(src, "a", outputs=["o"])])
+    wait(home, run["id"])
+    dest = tmp_path / "dl"
+    written = call(home, "download", run=run["id"], dest=str(dest))
+    assert (dest / "a" / "o" / "hi.txt").read_text() == "hi\n"
+    assert (dest / "a" / "logs" / "a.log").exists()
+    assert len(written) == 2
+    err = call_error(home, "download", run=run["id"], dest=str(dest))
+    assert err["class"] == "file_exists"
+    call(home, "download", run=run["id"], dest=str(dest), overwrite=True)
+    err = call_error(home, "download", run=run["id"], dest=str(dest), output="nope")
+    assert "no output `nope`" in err["message"]
+
+
+def test_latest_and_list(home, src):
+    write(src, "a.R", "cat(1)\n")
+    first = submit(home, [step(src, "a")], name="one")
+    wait(home, first["id"])
+    second = submit(home, [step(src, "a")], name="two")
+    wait(home, second["id"])
+    assert call(home, "status")["id"] == second["id"]
+    runs = call(home, "list", limit=20)
+    assert [r["id"] for r in runs[:2]] == [second["id"], first["id"]]
+    assert [r["id"] for r in call(home, "list", experiment="one")] == [first["id"]]
+    err = call_error(home, "status", run="nope")
+    assert err["class"] == "run_not_found"
+
+
+def _submit_in_process(args):
+    home, src, i = args
+    (open(os.path.join(src, f"s{i}.R"), "w")).write(f"cat({i})\n")
+    out = json.loads(api.handle_json(json.dumps({"method": "submit", "params": {
+        "home": home, "spec": {"name": f"p{i}", "steps": [
+            {"name": "s", "script": f"s{i}.R", "source_dir": src}]}}})))
+    if "error" in out:
+        return out["error"]["message"]
+    for _ in range(40):
+        api.handle_json(json.dumps({"method": "list", "params": {"home": home}}))
+    return out["result"]["id"]
+
+
+def test_concurrent_sessions_lose_no_run(home, src):
+    with Pool(6) as pool:
+        ids = pool.map(_submit_in_process, [(str(home), str(src), i) for i in range(12)])
+    assert all(i.startswith("amlr_") for i in ids), ids
+    for run_id in ids:
+        assert wait(home, run_id, timeout=120)["status"] == "Completed"
+    assert len({r["id"] for r in call(home, "list", limit=0)}) == 12

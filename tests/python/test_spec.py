@@ -1,0 +1,149 @@
+"""The one validator every backend relies on."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "inst", "python")) if not any(
+    p.endswith(os.path.join("inst", "python")) for p in sys.path
+) else None
+
+from amlr.errors import InvalidSpec  # noqa: E402
+from amlr.spec import find_cycle, suggest_name, validate  # noqa: E402
+
+
+@pytest.fixture
+def src(tmp_path):
+    for name in ("prepare.R", "train.R", "report.R"):
+        (tmp_path / name).write_text("cat('x')\n")
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    return tmp_path
+
+
+def step(src, name, script=None, **kw):
+    out = {"name": name, "script": script or f"{name}.R", "source_dir": str(src)}
+    out.update(kw)
+    return out
+
+
+def ref(step_name, output):
+    return {"type": "step_output", "step": step_name, "output": output}
+
+
+def test_valid_pipeline_is_ordered_by_dependencies(src):
+    spec = {
+        "name": "cars",
+        "steps": [
+            step(src, "report", inputs={"model": ref("train", "model")}),
+            step(src, "train", inputs={"data": ref("prepare", "data")}, outputs=["model"]),
+            step(src, "prepare", outputs="data", inputs={"raw": str(src / "data.csv")}),
+        ],
+    }
+    p = validate(spec)
+    assert [s.name for s in p.steps] == ["prepare", "train", "report"]
+    assert p.step("prepare").outputs == ["data"]  # a scalar from R's auto_unbox becomes a list
+    assert p.step("prepare").inputs["raw"].kind == "path"
+    assert p.downstream() == {"prepare": ["train"], "train": ["report"], "report": []}
+
+
+def test_duplicate_step_names_name_the_field(src):
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [step(src, "train"), step(src, "train")]})
+    assert err.value.field == "steps[train].name"
+    assert "unique" in err.value.message
+
+
+def test_unknown_step_in_output_of(src):
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [step(src, "train", inputs={"data": ref("prep", "data")})]})
+    assert err.value.field == "steps[train].inputs.data"
+    assert "no step `prep`" in err.value.message
+
+
+def test_unknown_output_in_output_of(src):
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [
+            step(src, "prepare", outputs=["data"]),
+            step(src, "train", inputs={"data": ref("prepare", "dat")}),
+        ]})
+    assert "no such output" in err.value.message and "data" in err.value.message
+
+
+def test_cycle_is_named(src):
+    spec = {"name": "p", "steps": [
+        step(src, "prepare", inputs={"m": ref("report", "r")}, outputs=["data"]),
+        step(src, "train", inputs={"data": ref("prepare", "data")}, outputs=["model"]),
+        step(src, "report", inputs={"model": ref("train", "model")}, outputs=["r"]),
+    ]}
+    with pytest.raises(InvalidSpec) as err:
+        validate(spec)
+    assert err.value.field == "steps"
+    assert "prepare -> report -> train -> prepare" in err.value.message or "cycle" in err.value.message
+    assert "->" in err.value.message
+
+
+def test_find_cycle_closed_path():
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": [], "b": ["a"]}) is None
+
+
+@pytest.mark.parametrize("bad", ["Train", "1step", "my-step", "a b", ""])
+def test_invalid_step_names(src, bad):
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [step(src, bad, script="train.R")]})
+    assert "name" in err.value.field
+
+
+def test_invalid_name_suggests_a_fix(src):
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [step(src, "Train-Model", script="train.R")]})
+    assert 'name = "train_model"' in err.value.message
+    assert suggest_name("01 Prepare.R") == "step_01_prepare"
+
+
+def test_script_outside_source_dir(src, tmp_path_factory):
+    other = tmp_path_factory.mktemp("other")
+    (other / "x.R").write_text("1\n")
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [step(src, "x", script="../" + other.name + "/x.R")]})
+    assert err.value.field == "steps[x].script"
+    assert "inside its source_dir" in err.value.message
+
+
+def test_missing_script_and_input(src):
+    with pytest.raises(InvalidSpec, match="does not exist"):
+        validate({"name": "p", "steps": [step(src, "nope")]})
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [step(src, "train", inputs={"data": str(src / "missing.csv")})]})
+    assert err.value.field == "steps[train].inputs.data"
+
+
+def test_uri_inputs_are_not_checked_on_disk(src):
+    p = validate({"name": "p", "steps": [step(src, "train", inputs={"data": "azureml://datastores/x/paths/y"})]})
+    assert p.steps[0].inputs["data"].kind == "uri"
+
+
+def test_relative_input_paths_become_absolute(src, monkeypatch):
+    monkeypatch.chdir(src)
+    p = validate({"name": "p", "steps": [step(src, "train", inputs={"data": "data.csv"})]})
+    assert p.steps[0].inputs["data"].path == str(src / "data.csv")
+
+
+def test_round_trip_through_json(src):
+    spec = {"name": "p", "steps": [
+        step(src, "prepare", outputs=["data"]),
+        step(src, "train", inputs={"data": ref("prepare", "data")}, args=["--n", "3"]),
+    ]}
+    p = validate(spec)
+    again = validate(p.to_json())
+    assert again.to_json() == p.to_json()
+
+
+def test_empty_and_malformed(src):
+    with pytest.raises(InvalidSpec, match="no steps"):
+        validate({"name": "p", "steps": []})
+    with pytest.raises(InvalidSpec):
+        validate({"name": "bad name!", "steps": [step(src, "train")]})
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [step(src, "train", allow_reuse="yes")]})
+    assert err.value.field == "steps[train].allow_reuse"
