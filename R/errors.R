@@ -1,7 +1,8 @@
 # Every error amlr signals on purpose has class `amlr_error` plus one class per
 # kind (`amlr_error_<kind>`), so callers can catch one kind without parsing text.
-amlr_abort <- function(message, kind = "error", ..., call = rlang::caller_env(), .envir = parent.frame()) {
-  classes <- unique(c(paste0("amlr_error_", kind), "amlr_error"))
+amlr_abort <- function(message, kind = "error", ..., class = NULL, call = rlang::caller_env(),
+                       .envir = parent.frame()) {
+  classes <- unique(c(class, paste0("amlr_error_", kind), "amlr_error"))
   cli::cli_abort(message, class = classes, ..., call = call, .envir = .envir)
 }
 
@@ -24,3 +25,6 @@ bridge_abort <- function(error, call = NULL) {
 }
 
 `%||%` <- function(x, y) if (is.null(x)) y else x
+
+# Text from elsewhere (log lines, paths) inside a cli message must not be interpolated.
+cli_escape <- function(x) gsub("}", "}}", gsub("{", "{{", x, fixed = TRUE), fixed = TRUE)

@@ -276,7 +276,8 @@ format.amlr_pipeline <- function(x, format = c("text", "mermaid", "dot"), ...) {
     },
     mermaid = c(
       "flowchart LR",
-      vapply(order, function(n) sprintf('  %s["%s<br/><small>%s</small>"]', n, n, by_name[[n]]$script), ""),
+      vapply(order, function(n) sprintf('  %s["%s<br/><small>%s</small>"]', n, n, by_name[[n]]$script), "",
+             USE.NAMES = FALSE),
       if (nrow(edges)) sprintf("  %s -->|%s| %s", edges$from, edges$label, edges$to)
     ),
     dot = c(

@@ -81,10 +81,11 @@ signal_run_failed <- function(run, call = rlang::caller_env()) {
     bullets <- c(bullets, x = "Step {.val {step}} exited with code {code}.")
     tail_lines <- utils::tail(run_logs(run, step = step), 10)
   } else if (!is.null(run$error)) {
-    bullets <- c(bullets, x = "{run$error}")
+    bullets <- c(bullets, x = cli_escape(run$error))
   }
   if (length(tail_lines)) {
-    bullets <- c(bullets, i = "Last lines of its log:", stats::setNames(tail_lines, rep(" ", length(tail_lines))))
+    bullets <- c(bullets, i = "Last lines of its log:",
+                 stats::setNames(cli_escape(as.character(tail_lines)), rep(" ", length(tail_lines))))
   }
   bullets <- c(bullets, i = "The run stays in the registry: {.code run_logs(\"{run$id}\")}.")
   amlr_abort(bullets, "run_failed", run = run, class = "amlr_run_failed", call = call)
@@ -95,8 +96,7 @@ signal_run_failed <- function(run, call = rlang::caller_env()) {
 #' The active RStudio document when RStudio is running, else the file that
 #' `Rscript` is running.
 #' @noRd
-current_script <- function(call = rlang::caller_env()) {
-  doc <- rstudio_document()
+current_script <- function(doc = rstudio_document(), file = rscript_file(), call = rlang::caller_env()) {
   if (!is.null(doc)) {
     if (!nzchar(doc$path)) {
       amlr_abort(c("The active RStudio document has never been saved.",
@@ -108,7 +108,6 @@ current_script <- function(call = rlang::caller_env()) {
     }
     return(doc$path)
   }
-  file <- rscript_file()
   if (!is.null(file)) return(file)
   amlr_abort(c("There is no current script to submit.",
                i = "Pass a path: {.code submit_r_pipeline(\"analysis.R\")}, or an {.fn r_pipeline}."),

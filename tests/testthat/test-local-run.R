@@ -1,0 +1,164 @@
+test_that("a script runs locally, streams its output and is recorded", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  dir <- write_scripts(hello.R = c('cat("hello", commandArgs(TRUE), "\\n")', 'amlr::log_metric("n", 1)'))
+  out <- capture.output(
+    run <- submit_r_pipeline(r_step(file.path(dir, "hello.R"), args = "from R"), experiment = "tests"),
+    type = "output"
+  )
+  expect_true("hello from R " %in% out)
+  expect_s3_class(run, "amlr_run")
+  expect_equal(run$status, "Completed")
+  expect_equal(run$backend, "local")
+  expect_equal(run$experiment, "tests")
+  printed <- capture.output(print(run))
+  expect_match(printed[1], run$id, fixed = TRUE)
+  expect_true(any(grepl("status:\\s+Completed", printed)))
+  expect_true(any(grepl("logs:", printed)))
+
+  expect_equal(run_status(), "Completed")
+  expect_equal(run_status(run$id), "Completed")
+  steps <- run_steps(run)
+  expect_equal(names(steps), c("step", "status", "reused", "reused_from", "exit_code", "started", "ended", "duration"))
+  expect_equal(steps$exit_code, 0L)
+  expect_s3_class(steps$started, "POSIXct")
+  logs <- run_logs(run)
+  expect_s3_class(logs, "amlr_logs")
+  expect_equal(logs[[1]], "hello from R ")
+  expect_output(print(logs), "hello from R")
+  m <- run_metrics(run)
+  expect_equal(m$name, "n")
+  expect_equal(m$value, 1)
+  runs <- run_list()
+  expect_equal(runs$id[1], run$id)
+  expect_equal(run_list(experiment = "nope")$id, character())
+})
+
+test_that("a failing run signals amlr_run_failed with the step, exit code and log tail", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  dir <- write_scripts(bad.R = c('cat("working on it\\n")', 'stop("the model exploded")'))
+  err <- expect_error(
+    suppressMessages(submit_r_pipeline(file.path(dir, "bad.R"), quiet = TRUE)),
+    class = "amlr_run_failed"
+  )
+  expect_s3_class(err, "amlr_error")
+  msg <- conditionMessage(err)
+  expect_match(msg, "bad")
+  expect_match(msg, "code 1")
+  expect_match(msg, "the model exploded")
+  expect_s3_class(err$run, "amlr_run")
+  expect_equal(run_status(err$run), "Failed")
+  expect_equal(run_steps(err$run)$exit_code, 1L)
+})
+
+test_that("wait = FALSE returns at once; run_wait() follows; run_cancel() stops it", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  dir <- write_scripts(slow.R = c('cat("started\\n")', "Sys.sleep(30)"))
+  t0 <- Sys.time()
+  run <- submit_r_pipeline(file.path(dir, "slow.R"), wait = FALSE, quiet = TRUE)
+  expect_lt(as.numeric(difftime(Sys.time(), t0, units = "secs")), 10)
+  expect_true(run_status(run) %in% c("Queued", "Running"))
+  waited <- run_wait(run, timeout = 0.5, quiet = TRUE)
+  expect_equal(waited$status, "Running")
+  expect_message(cancelled <- run_cancel(run), "Canceled")
+  expect_equal(cancelled$status, "Canceled")
+  expect_equal(run_steps(run)$status, "Canceled")
+  expect_error(run_cancel(run), class = "amlr_error_run_not_active")
+})
+
+test_that("run_wait() streams logs of a background run to the end", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  dir <- write_scripts(ticks.R = 'for (i in 1:3) { cat("tick", i, "\\n"); Sys.sleep(0.2) }')
+  run <- submit_r_pipeline(file.path(dir, "ticks.R"), wait = FALSE, quiet = TRUE)
+  out <- capture.output(done <- suppressMessages(run_wait(run)))
+  expect_equal(done$status, "Completed")
+  expect_equal(out[1:3], c("tick 1 ", "tick 2 ", "tick 3 "))
+})
+
+test_that("a multi-step pipeline passes data, runs branches and reuses steps", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  dir <- write_scripts(
+    prepare.R = 'write.csv(mtcars, file.path(amlr::step_output("data"), "cars.csv"))',
+    train.R = c('d <- read.csv(file.path(amlr::step_input("data"), "cars.csv"))',
+                'amlr::log_metric("rows", nrow(d))',
+                'saveRDS(lm(mpg ~ wt, d), file.path(amlr::step_output("model"), "m.rds"))'),
+    summarise.R = 'd <- read.csv(file.path(amlr::step_input("data"), "cars.csv")); print(summary(d$mpg))',
+    report.R = 'm <- readRDS(file.path(amlr::step_input("model"), "m.rds")); cat(coef(m)[[2]], "\\n")'
+  )
+  prepare <- r_step(file.path(dir, "prepare.R"), outputs = "data")
+  train <- r_step(file.path(dir, "train.R"), inputs = list(data = output_of(prepare, "data")), outputs = "model")
+  summarise <- r_step(file.path(dir, "summarise.R"), inputs = list(data = output_of(prepare, "data")))
+  report <- r_step(file.path(dir, "report.R"), inputs = list(model = output_of(train, "model")))
+  p <- r_pipeline(prepare, train, summarise, report, name = "cars")
+  out <- capture.output(run <- suppressMessages(submit_r_pipeline(p)))
+  expect_equal(run$status, "Completed")
+  expect_true(any(startsWith(out, "[report] -5.34")))
+  expect_equal(run_metrics(run)$value, 32)
+  again <- suppressMessages(submit_r_pipeline(p, quiet = TRUE))
+  steps <- run_steps(again)
+  expect_true(all(steps$reused))
+  expect_true(all(steps$reused_from == run$id))
+
+  dest <- withr::local_tempdir()
+  written <- suppressMessages(run_download(run, step = "train", output = "model", dest = dest))
+  expect_true(file.exists(file.path(dest, "train", "model", "m.rds")))
+  expect_error(suppressMessages(run_download(run, step = "train", output = "model", dest = dest)),
+               class = "amlr_error_file_exists")
+})
+
+test_that("with no argument, Rscript's own file is submitted", {
+  skip_if_no_rscript()
+  home <- local_amlr_home()
+  dir <- write_scripts(
+    job.R = c('if (!nzchar(Sys.getenv("AMLR_IN_STEP"))) {',
+              '  run <- amlr::submit_r_pipeline(quiet = TRUE)',
+              '  cat("SUBMITTED", run$id, run$status, "\\n")',
+              '} else cat("inside the step\\n")')
+  )
+  out <- system2(file.path(R.home("bin"), "Rscript"), file.path(dir, "job.R"), stdout = TRUE, stderr = TRUE)
+  line <- grep("^SUBMITTED", out, value = TRUE)
+  expect_length(line, 1)
+  id <- strsplit(line, " ")[[1]][2]
+  expect_match(line, "Completed")
+  expect_equal(run_logs(id)[[1]], "inside the step")
+})
+
+test_that("with no argument and no script, the error says to pass a path", {
+  withr::local_options(amlr.rstudioapi = NULL)
+  expect_null(rscript_file(c("R", "--no-echo")))
+  expect_error(current_script(doc = NULL, file = NULL), "Pass a path", class = "amlr_error_no_script")
+  unsaved <- list(path = "", id = "1", modified = TRUE)
+  expect_error(current_script(doc = unsaved, file = NULL), "never been saved", class = "amlr_error_no_script")
+  script <- withr::local_tempfile(fileext = ".R")
+  writeLines("1", script)
+  modified <- list(path = script, id = "1", modified = TRUE)
+  expect_warning(expect_equal(current_script(doc = modified, file = NULL), script), "unsaved changes")
+})
+
+test_that("several R sessions submitting at once lose no run", {
+  skip_if_no_rscript()
+  skip_on_cran()
+  home <- local_amlr_home()
+  dir <- write_scripts(quick.R = 'cat("ok\\n")')
+  script <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    sprintf('script <- "%s"', file.path(dir, "quick.R")),
+    'for (i in 1:3) { r <- amlr::submit_r_pipeline(script, quiet = TRUE, wait = FALSE); invisible(amlr::run_list()) }',
+    'for (r in amlr::run_list(limit = 0)$id) invisible(amlr::run_wait(r, quiet = TRUE))',
+    'cat("DONE\\n")'
+  ), script)
+  rscript <- file.path(R.home("bin"), "Rscript")
+  procs <- lapply(1:4, function(i) processx::process$new(rscript, script, stdout = "|", stderr = "2>&1"))
+  for (p in procs) p$wait(120000)
+  outputs <- vapply(procs, function(p) paste(p$read_all_output_lines(), collapse = "\n"), "")
+  expect_true(all(grepl("DONE", outputs)), info = paste(outputs, collapse = "\n---\n"))
+  expect_false(any(grepl("locked", outputs)))
+  runs <- run_list(limit = 0)
+  expect_equal(nrow(runs), 12)
+  for (id in runs$id) run_wait(id, quiet = TRUE)
+  expect_true(all(run_list(limit = 0)$status == "Completed"))
+})
