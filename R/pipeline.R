@@ -23,7 +23,8 @@
 #' @family pipeline builders
 #' @export
 #' @examples
-#' script <- system.file("examples", "hello", "hello.R", package = "amlr")
+#' script <- tempfile(fileext = ".R")
+#' writeLines('cat("Hello,", commandArgs(TRUE), "\\n")', script)
 #' r_step(script, args = c("--greeting", "hi"))
 r_step <- function(script, name = NULL, args = character(), inputs = list(), outputs = character(),
                    environment = NULL, compute = NULL, allow_reuse = TRUE, source_dir = dirname(script),
@@ -83,7 +84,9 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
 #' @family pipeline builders
 #' @export
 #' @examples
-#' dir <- system.file("examples", "pipeline", package = "amlr")
+#' dir <- tempfile("pipeline"); dir.create(dir)
+#' writeLines('write.csv(mtcars, file.path(amlr::step_output("data"), "cars.csv"))', file.path(dir, "prepare.R"))
+#' writeLines('read.csv(file.path(amlr::step_input("data"), "cars.csv"))', file.path(dir, "train.R"))
 #' prepare <- r_step(file.path(dir, "prepare.R"), outputs = "data")
 #' train <- r_step(file.path(dir, "train.R"), inputs = list(data = output_of(prepare, "data")))
 #' train$inputs$data
@@ -116,8 +119,13 @@ output_of <- function(step, output) {
 #' @family pipeline builders
 #' @export
 #' @examples
-#' hello <- r_step(system.file("examples", "hello", "hello.R", package = "amlr"))
-#' r_pipeline(hello, name = "hello")
+#' dir <- tempfile("pipeline"); dir.create(dir)
+#' writeLines('write.csv(mtcars, file.path(amlr::step_output("data"), "cars.csv"))', file.path(dir, "prepare.R"))
+#' writeLines('d <- read.csv(file.path(amlr::step_input("data"), "cars.csv"))', file.path(dir, "train.R"))
+#' prepare <- r_step(file.path(dir, "prepare.R"), outputs = "data")
+#' train <- r_step(file.path(dir, "train.R"), inputs = list(data = output_of(prepare, "data")))
+#' p <- r_pipeline(prepare, train, name = "cars")
+#' p
 r_pipeline <- function(..., name = NULL, description = NULL, environment = NULL, compute = NULL) {
   steps <- flatten_steps(list(...))
   if (!length(steps)) {
@@ -284,7 +292,7 @@ format.amlr_pipeline <- function(x, format = c("text", "mermaid", "dot"), ...) {
       sprintf('digraph "%s" {', x$name),
       "  rankdir=LR;",
       "  node [shape=box, style=rounded];",
-      vapply(order, function(n) sprintf('  "%s" [label="%s\\n%s"];', n, n, by_name[[n]]$script), ""),
+      vapply(order, function(n) sprintf('  "%s" [label="%s\\n%s"];', n, n, by_name[[n]]$script), "", USE.NAMES = FALSE),
       if (nrow(edges)) sprintf('  "%s" -> "%s" [label="%s"];', edges$from, edges$to, edges$label),
       "}"
     )

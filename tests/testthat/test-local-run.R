@@ -2,9 +2,12 @@ test_that("a script runs locally, streams its output and is recorded", {
   skip_if_no_rscript()
   local_amlr_home()
   dir <- write_scripts(hello.R = c('cat("hello", commandArgs(TRUE), "\\n")', 'amlr::log_metric("n", 1)'))
-  out <- capture.output(
-    run <- submit_r_pipeline(r_step(file.path(dir, "hello.R"), args = "from R"), experiment = "tests"),
-    type = "output"
+  expect_message(
+    out <- capture.output(
+      run <- submit_r_pipeline(r_step(file.path(dir, "hello.R"), args = "from R"), experiment = "tests"),
+      type = "output"
+    ),
+    "Submitted run"
   )
   expect_true("hello from R " %in% out)
   expect_s3_class(run, "amlr_run")

@@ -1,12 +1,33 @@
 """``python -m amlr``: the bridge endpoint and the detached local runner."""
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Optional, Sequence
 
 
+def call() -> int:
+    """The bridge endpoint: kept free of argparse, every R call starts here."""
+    from .api import handle_json
+
+    text = sys.stdin.buffer.read().decode("utf-8")
+    # Only the response may reach stdout: SDKs that print go to stderr.
+    real_stdout, sys.stdout = sys.stdout, sys.stderr
+    try:
+        response = handle_json(text)
+    finally:
+        sys.stdout = real_stdout
+    sys.stdout.write(response)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in == ["call"]:
+        return call()
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python -m amlr",
         description="amlr's Python side: run R pipelines locally or on Azure Machine Learning. "
@@ -19,26 +40,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runner.add_argument("--home", required=True, help="the amlr home holding the registry")
     runner.add_argument("--max-parallel", type=int, default=1, help="steps run at the same time")
     runner.add_argument("run_id")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     if args.version:
         from . import __version__
 
         print(__version__)
         return 0
     if args.command == "call":
-        from .api import handle_json
-
-        text = sys.stdin.buffer.read().decode("utf-8")
-        # Only the response may reach stdout: SDKs that print go to stderr.
-        real_stdout, sys.stdout = sys.stdout, sys.stderr
-        try:
-            response = handle_json(text)
-        finally:
-            sys.stdout = real_stdout
-        sys.stdout.write(response)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        return 0
+        return call()
     if args.command == "runner":
         from .backends.local import run_runner
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -89,7 +88,7 @@ def default_home() -> str:
 
 
 def new_run_id(prefix: str = "amlr") -> str:
-    return time.strftime(f"{prefix}_%Y%m%d_%H%M%S_", time.gmtime()) + secrets.token_hex(3)
+    return time.strftime(f"{prefix}_%Y%m%d_%H%M%S_", time.gmtime()) + os.urandom(3).hex()
 
 
 @dataclass
