@@ -16,7 +16,7 @@ PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v /usr/bin/python3 
 REQS := inst/python/requirements-azureml.txt inst/python/requirements-azureml_v2.txt inst/python/requirements-dev.txt
 R_DEBS := r-base-core r-base-dev r-cran-testthat r-cran-jsonlite r-cran-cli r-cran-rlang r-cran-processx \
 	r-cran-reticulate r-cran-rsqlite r-cran-dbi r-cran-rstudioapi r-cran-withr r-cran-roxygen2 r-cran-yaml
-R_PKGS := testthat jsonlite cli rlang reticulate rstudioapi withr roxygen2
+R_PKGS := testthat jsonlite cli rlang processx reticulate rstudioapi withr roxygen2 yaml
 R_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
 
 export R_LIBS := $(RLIB)
@@ -77,6 +77,9 @@ check: setup
 
 bench: setup
 	Rscript bench/run.R
+
+lint-docker: setup
+	PYTHONPATH=inst/python $(VPY) -m amlr.dockerlint docker/Dockerfile
 
 clean:
 	rm -rf $(VENV) $(RLIB) build

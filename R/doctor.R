@@ -34,7 +34,9 @@ doctor_checks <- function() {
   rows <- c(
     list(check_r(), check_amlr(), python_row, bridge$row),
     check_backend_sdks(bridge$doctor, skip_reason = bridge$skip_reason, python = python),
-    list(check_rscript(), check_amlr_home(), check_workspace_config(), check_credentials())
+    list(check_rscript(), check_amlr_home(),
+         check_workspace_config(bridge$doctor$workspace_config, skip_reason = bridge$skip_reason),
+         check_credentials())
   )
   data.frame(
     check = vapply(rows, `[[`, "", "check"),
@@ -90,7 +92,8 @@ check_python <- function(found) {
 }
 
 # The bridge answers a ping; then one `doctor` call returns the Python-side
-# checks. Both go through the bridge in use, so they test what amlr will use.
+# checks (SDKs, workspace config). Both go through the bridge in use, so they
+# test what amlr will use.
 check_bridge <- function(python_ok) {
   bridge <- tryCatch(amlr_bridge(), error = function(e) e)
   if (inherits(bridge, "error")) {
@@ -102,19 +105,23 @@ check_bridge <- function(python_ok) {
     return(list(row = doctor_row("Bridge", NA, paste0(bridge, ": skipped, no usable Python.")),
                 skip_reason = "no usable Python"))
   }
-  started <- Sys.time()
   answer <- tryCatch(
-    list(ping = amlr_call("ping"), doctor = amlr_call("doctor")),
+    {
+      ping <- amlr_call("ping") # the first call may start Python: not what a call costs
+      doctor <- amlr_call("doctor", list(cwd = getwd()))
+      started <- Sys.time()
+      amlr_call("ping")
+      list(ping = ping, doctor = doctor, ms = 1000 * as.numeric(difftime(Sys.time(), started, units = "secs")))
+    },
     error = function(e) e
   )
-  ms <- round(1000 * as.numeric(difftime(Sys.time(), started, units = "secs")) / 2)
   if (inherits(answer, "error")) {
     message <- strsplit(conditionMessage(answer), "\n", fixed = TRUE)[[1]][1]
     return(list(row = doctor_row("Bridge", FALSE, c(bridge, "does not answer:", message), bridge_fix(bridge)),
                 skip_reason = "the bridge does not answer"))
   }
-  detail <- sprintf("%s answers (amlr %s, Python %s at %s; ~%d ms a call).",
-                    bridge, answer$ping$amlr, answer$ping$python, answer$ping$executable, ms)
+  detail <- sprintf("%s answers (amlr %s, Python %s at %s; %.1f ms a call).",
+                    bridge, answer$ping$amlr, answer$ping$python, answer$ping$executable, answer$ms)
   row <- doctor_row("Bridge", TRUE, detail)
   expected <- amlr_python()$path
   if (identical(bridge, "reticulate") && !is.na(expected) && !same_path(answer$ping$executable, expected)) {
@@ -212,39 +219,26 @@ nearest_existing_dir <- function(path) {
   path
 }
 
-check_workspace_config <- function(start = getwd()) {
-  path <- find_workspace_config(start)
-  if (is.null(path)) {
+# The search itself is the backends' (Python, amlr.workspace), so the doctor
+# reports the file a submit would use.
+check_workspace_config <- function(found, skip_reason = NULL, start = getwd()) {
+  name <- "Workspace config"
+  if (is.null(found)) return(doctor_row(name, NA, paste0("skipped: ", skip_reason %||% "no answer from Python", ".")))
+  if (is.null(found$path)) {
     return(doctor_row(
-      "Workspace config", FALSE,
-      c("No config.json or .azureml/config.json in", start, "or its parents (needed only for the Azure ML backends)."),
-      paste("Download config.json from the Azure portal (your workspace's Overview page) into the project folder,",
-            "or give the workspace explicitly: `aml_workspace(subscription_id = , resource_group = , workspace_name = )`.")
+      name, FALSE,
+      c("No .azureml/config.json, aml_config/config.json or config.json in", start,
+        "or its parents (needed only for the Azure ML backends)."),
+      paste("Download config.json from the Azure ML studio (workspace menu, top right: \"Download config file\")",
+            "into the project folder, or give the workspace explicitly:",
+            "`aml_workspace(subscription_id = , resource_group = , workspace_name = )`.")
     ))
   }
-  config <- tryCatch(jsonlite::fromJSON(path, simplifyVector = FALSE), error = function(e) NULL)
-  fields <- c("subscription_id", "resource_group", "workspace_name")
-  missing <- fields[!vapply(fields, function(f) is.character(config[[f]]) && nzchar(config[[f]]), NA)]
-  if (length(missing)) {
-    return(doctor_row("Workspace config", FALSE,
-                      c(path, if (is.null(config)) "is not valid JSON." else paste0("lacks ", paste(missing, collapse = ", "), ".")),
-                      "Download it again from the Azure portal (your workspace's Overview page, Download config.json)."))
+  if (!is.null(found$error)) {
+    return(doctor_row(name, FALSE, found$error,
+                      "Download it again from the Azure ML studio (workspace menu, top right: \"Download config file\")."))
   }
-  doctor_row("Workspace config", TRUE, c(path, paste0("(workspace ", config$workspace_name, ").")))
-}
-
-# Where the Azure ML SDKs look: config.json or .azureml/config.json in the
-# folder or any parent.
-find_workspace_config <- function(start = getwd()) {
-  dir <- normalizePath(start, winslash = "/", mustWork = FALSE)
-  repeat {
-    for (candidate in file.path(dir, c("config.json", file.path(".azureml", "config.json")))) {
-      if (file.exists(candidate) && !dir.exists(candidate)) return(candidate)
-    }
-    parent <- dirname(dir)
-    if (identical(parent, dir)) return(NULL)
-    dir <- parent
-  }
+  doctor_row(name, TRUE, c(found$path, paste0("(workspace ", found$workspace_name, ").")))
 }
 
 service_principal_vars <- c("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
@@ -281,7 +275,7 @@ print_doctor <- function(checks) {
     if (isTRUE(ok)) {
       cli::cli_alert_success("{.strong {check}}: {detail}")
     } else if (is.na(ok)) {
-      cli::cli_alert("{.strong {check}}: {detail}")
+      cli::cli_text("{cli::symbol$circle} {.strong {check}}: {detail}")
     } else {
       cli::cli_alert_danger("{.strong {check}}: {detail}")
     }

@@ -172,7 +172,7 @@ pipeline_spec <- function(p) {
   list(
     name = p$name,
     description = p$description,
-    environment = env_spec(p$environment),
+    environment = resolve_environment_spec(p$environment, p),
     compute = p$compute,
     steps = lapply(p$steps, step_spec)
   )
@@ -186,7 +186,7 @@ step_spec <- function(s) {
     args = I(s$args),
     inputs = if (length(s$inputs)) lapply(s$inputs, unclass) else structure(list(), names = character()),
     outputs = I(s$outputs),
-    environment = env_spec(s$environment),
+    environment = resolve_environment_spec(s$environment, s),
     compute = s$compute,
     allow_reuse = s$allow_reuse,
     step_type = s$step_type

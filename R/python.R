@@ -135,7 +135,7 @@ min_python_version <- numeric_version("3.9")
 #' @noRd
 python_version <- function(path, timeout = 30) {
   out <- tryCatch(
-    suppressWarnings(system2(shQuote(path), c("-c", shQuote("import sys; print(sys.version.split()[0])")),
+    suppressWarnings(system2(path, c("-c", shQuote("import sys; print(sys.version.split()[0])")),
                              stdout = TRUE, stderr = FALSE, timeout = timeout)),
     error = function(e) character()
   )
@@ -157,8 +157,9 @@ python_version_ok <- function(version) {
 #' installs the pinned Python packages that the chosen backends need. The
 #' local backend needs only Python's standard library, so
 #' `backends = "local"` installs nothing. Running it again is cheap: an
-#' existing environment is reused and requirements already installed are
-#' skipped.
+#' existing environment is reused (whatever `python` says; delete the folder
+#' to rebuild it) and requirements already installed are skipped. pip's output
+#' goes to `amlr-install.log` in `envdir`; a failure shows its last lines.
 #'
 #' amlr finds an environment at the default `envdir` by itself (see
 #' [amlr_python()]); for another `envdir`, point `options(amlr.python)` or
@@ -183,7 +184,7 @@ python_version_ok <- function(version) {
 #' }
 install_amlr_python <- function(envdir = default_venv_dir(), backends = c("local", "azureml", "azureml_v2"),
                                 python = NULL) {
-  backends <- check_backends(backends)
+  backends <- check_backend_names(backends)
   check_string(envdir, "envdir")
   envdir <- absolute_path(envdir)
   venv_python <- ensure_venv(envdir, python)
@@ -202,7 +203,7 @@ install_amlr_python <- function(envdir = default_venv_dir(), backends = c("local
   invisible(venv_python)
 }
 
-check_backends <- function(backends, call = rlang::caller_env()) {
+check_backend_names <- function(backends, call = rlang::caller_env()) {
   known <- c("local", "azureml", "azureml_v2")
   if (!is.character(backends) || !length(backends) || anyNA(backends) || !all(backends %in% known)) {
     amlr_abort(c(
@@ -311,8 +312,7 @@ pip_install_args <- function(files) {
 
 pip_install <- function(venv_python, files, log, call = rlang::caller_env()) {
   cli::cli_progress_step(
-    "Installing the Python packages for {.val {names(files)}} (a few minutes the first time)",
-    spinner = TRUE
+    "Installing the Python packages for {.val {names(files)}} (a few minutes; log: {.path {log}})"
   )
   run_or_abort(venv_python, pip_install_args(files), what = "Installing the Python packages", log = log,
                hint = c(i = "Check the network connection and the proxy settings pip uses."), call = call)
@@ -321,7 +321,7 @@ pip_install <- function(venv_python, files, log, call = rlang::caller_env()) {
 
 # Run a command with its output in `log`; on failure, show the end of the log.
 run_or_abort <- function(command, args, what, log, hint = character(), call = rlang::caller_env()) {
-  status <- suppressWarnings(system2(shQuote(command), args, stdout = log, stderr = log))
+  status <- suppressWarnings(system2(command, args, stdout = log, stderr = log))
   if (identical(as.integer(status), 0L)) return(invisible(log))
   tail_lines <- if (file.exists(log)) utils::tail(readLines(log, warn = FALSE), 15) else character()
   tail_lines <- cli_escape(tail_lines)

@@ -50,7 +50,7 @@ format.amlr_run <- function(x, ...) {
     field("status:", status_fn(x$status %||% "?")),
     field("duration:", format_duration(run_duration(x$started, x$ended))),
     if (!is.null(x$error) && !identical(x$status, "Completed")) field("reason:", x$error),
-    if (!is.null(x$run_dir)) field("logs:", file.path(x$run_dir, "logs")),
+    if (identical(x$backend, "local") && !is.null(x$run_dir)) field("logs:", file.path(x$run_dir, "logs")),
     if (!is.null(x$portal_url)) field("portal:", cli::style_hyperlink(x$portal_url, x$portal_url))
   )
 }

@@ -12,8 +12,9 @@
 #'
 #' Sign-in (`auth`):
 #' * `"default"`: a service principal when `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`
-#'   and `AZURE_CLIENT_SECRET` are all set; otherwise the SDK's default chain
-#'   (an `az login` session, a managed identity, then an interactive prompt).
+#'   and `AZURE_CLIENT_SECRET` are all set; otherwise azure-identity's
+#'   `DefaultAzureCredential` chain (a managed identity, an `az login`
+#'   session, ...). It never prompts.
 #' * `"service_principal"`: `tenant_id`, `client_id` and `client_secret`, or the
 #'   three variables above.
 #' * `"cli"`: the account of `az login`.

@@ -165,3 +165,37 @@ test_that("several R sessions submitting at once lose no run", {
   for (id in runs$id) run_wait(id, quiet = TRUE)
   expect_true(all(run_list(limit = 0)$status == "Completed"))
 })
+
+test_that("interrupting run_wait() detaches and leaves the run going", {
+  skip_if_no_rscript()
+  skip_on_os("windows")
+  home <- local_amlr_home()
+  dir <- write_scripts(slow.R = c('cat("step started\\n")', "Sys.sleep(20)"))
+  waiter <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    sprintf('run <- amlr::submit_r_pipeline("%s", wait = FALSE, quiet = TRUE)', file.path(dir, "slow.R")),
+    'cat("RUN", run$id, "\\n")',
+    "amlr::run_wait(run)",
+    'cat("AFTER WAIT\\n")'
+  ), waiter)
+  p <- processx::process$new(file.path(R.home("bin"), "Rscript"), waiter, stdout = "|", stderr = "|",
+                             env = c("current", AMLR_HOME = home))
+  on.exit(p$kill(), add = TRUE)
+  out <- character()
+  deadline <- Sys.time() + 30
+  while (!any(grepl("step started", out)) && Sys.time() < deadline) {
+    p$poll_io(200)
+    out <- c(out, p$read_output_lines())
+  }
+  expect_true(any(grepl("step started", out)))
+  id <- sub("^RUN (\\S+).*", "\\1", grep("^RUN", out, value = TRUE))
+  p$interrupt()
+  p$wait(10000)
+  out <- c(out, p$read_all_output_lines())
+  err <- p$read_all_error_lines()
+  expect_true(any(grepl("Detached from run", err)), info = paste(err, collapse = "\n"))
+  expect_true("AFTER WAIT" %in% out)
+  expect_equal(run_status(id), "Running")
+  run_cancel(id)
+  expect_equal(run_status(id), "Canceled")
+})

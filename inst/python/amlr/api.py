@@ -189,7 +189,7 @@ def sync_environ(values: dict[str, str]) -> None:
 
 def register_optional_methods() -> None:
     """Methods that live with the features that need them (export, doctor, ...)."""
-    for module in ("amlr.export", "amlr.doctor", "amlr.environment"):
+    for module in ("amlr.export", "amlr.doctor", "amlr.environment", "amlr.workspace"):
         try:
             __import__(module)
         except ModuleNotFoundError as exc:

