@@ -63,10 +63,10 @@ test-python: setup
 test-r: test-r-system2 test-r-reticulate
 
 test-r-system2: setup
-	AMLR_TEST_BRIDGE=system2 Rscript -e 'testthat::test_local(".", reporter = testthat::ProgressReporter$$new(show_praise = FALSE), stop_on_failure = TRUE, load_package = "installed")'
+	AMLR_TEST_BRIDGE=system2 Rscript -e 'testthat::test_local(".", reporter = testthat::ProgressReporter$$new(show_praise = FALSE, update_interval = Inf), stop_on_failure = TRUE, load_package = "installed")'
 
 test-r-reticulate: setup
-	AMLR_TEST_BRIDGE=reticulate Rscript -e 'testthat::test_local(".", reporter = testthat::ProgressReporter$$new(show_praise = FALSE), stop_on_failure = TRUE, load_package = "installed")'
+	AMLR_TEST_BRIDGE=reticulate Rscript -e 'testthat::test_local(".", reporter = testthat::ProgressReporter$$new(show_praise = FALSE, update_interval = Inf), stop_on_failure = TRUE, load_package = "installed")'
 
 docs: $(ROOT)/.rlib/.r-deps
 	Rscript -e 'roxygen2::roxygenise(load_code = roxygen2::load_source)'

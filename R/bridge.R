@@ -100,11 +100,23 @@ bridge_reticulate <- function(request, call = rlang::caller_env()) {
     ), "bridge", call = call)
   }
   if (is.null(bridge_env$api)) {
-    if (!reticulate::py_available(initialize = FALSE)) {
-      python <- amlr_python_or_abort(call = call)
-      reticulate::use_python(python, required = TRUE)
-    }
-    bridge_env$api <- reticulate::import_from_path("amlr.api", path = amlr_python_path(), convert = TRUE)
+    # reticulate binds one Python per session: amlr's choice only counts if none is bound yet.
+    python <- if (!reticulate::py_available(initialize = FALSE)) amlr_python_or_abort(call = call)
+    # A Python that cannot load amlr (too old, no shared library, ...) must
+    # fail as system2 does: an amlr_error_bridge, not reticulate's own error.
+    bridge_env$api <- tryCatch(
+      {
+        if (!is.null(python)) reticulate::use_python(python, required = TRUE)
+        reticulate::import_from_path("amlr.api", path = amlr_python_path(), convert = TRUE)
+      },
+      error = function(e) {
+        amlr_abort(c(
+          "The reticulate bridge could not load amlr's Python side.",
+          x = "{conditionMessage(e)}",
+          i = "Run {.run amlr::amlr_doctor()} to check the set-up, or use the default bridge: {.code options(amlr.bridge = \"system2\")}."
+        ), "bridge", call = call)
+      }
+    )
   }
   sync_python_environ()
   bridge_env$api$handle_json(enc2utf8(as.character(request)))

@@ -124,7 +124,7 @@ check_bridge <- function(python_ok) {
                     bridge, answer$ping$amlr, answer$ping$python, answer$ping$executable, answer$ms)
   row <- doctor_row("Bridge", TRUE, detail)
   expected <- amlr_python()$path
-  if (identical(bridge, "reticulate") && !is.na(expected) && !same_path(answer$ping$executable, expected)) {
+  if (identical(bridge, "reticulate") && !is.na(expected) && !same_interpreter(answer$ping$executable, expected)) {
     row <- doctor_row("Bridge", FALSE,
       c(detail, "reticulate is bound to", answer$ping$executable, "but amlr's interpreter is", paste0(expected, ".")),
       "reticulate binds one Python per R session: restart R and use amlr before anything else starts Python, or set RETICULATE_PYTHON to amlr's interpreter.")
@@ -175,12 +175,15 @@ check_backend_sdk <- function(report, python) {
 # The default venv is amlr's to manage; any other interpreter gets the pip
 # command for its own requirements, so the fix never touches the wrong Python.
 sdk_fix <- function(backend, requirements, python) {
-  install <- sprintf("Run `amlr::install_amlr_python(backends = \"%s\")`", backend)
+  install <- sprintf("`amlr::install_amlr_python(backends = \"%s\")`", backend)
   if (identical(python$source, "default venv") || is.na(python$path) || is.null(requirements)) {
-    return(paste0(install, "."))
+    return(paste0("Run ", install, "."))
   }
-  sprintf("%s and use that interpreter, or install into this one: `%s -m pip install -r %s`.",
-          install, shQuote(python$path), shQuote(requirements))
+  pip <- sprintf("Install into this interpreter: `%s -m pip install -r %s`", shQuote(python$path), shQuote(requirements))
+  # The default venv ranks below an option or AMLR_PYTHON: those must go for amlr to use it.
+  overrides <- python$source %in% c("option", "environment variable")
+  sprintf("%s; or run %s%s.", pip, install,
+          if (overrides) paste0(" and unset ", python_source_label(python$source), " so amlr uses that venv") else "")
 }
 
 check_rscript <- function() {
@@ -202,9 +205,12 @@ check_amlr_home <- function(home = amlr_home()) {
     if (dir_writable(home)) return(doctor_row("AMLR_HOME", TRUE, c(home, "is writable.")))
     return(doctor_row("AMLR_HOME", FALSE, c(home, "is not writable."), fix))
   }
-  parent <- nearest_existing_dir(home)
-  if (dir_writable(parent)) return(doctor_row("AMLR_HOME", TRUE, c(home, "will be created on the first run.")))
-  doctor_row("AMLR_HOME", FALSE, c(home, "does not exist and", parent, "is not writable."), fix)
+  parent <- nearest_existing_path(home)
+  if (dir.exists(parent) && dir_writable(parent)) {
+    return(doctor_row("AMLR_HOME", TRUE, c(home, "will be created on the first run.")))
+  }
+  why <- if (dir.exists(parent)) paste(parent, "is not writable.") else paste(parent, "is a file, not a folder.")
+  doctor_row("AMLR_HOME", FALSE, c(home, "cannot be created:", why), fix)
 }
 
 dir_writable <- function(dir) {
@@ -214,8 +220,8 @@ dir_writable <- function(dir) {
   isTRUE(ok)
 }
 
-nearest_existing_dir <- function(path) {
-  while (!dir.exists(path) && !identical(dirname(path), path)) path <- dirname(path)
+nearest_existing_path <- function(path) {
+  while (!file.exists(path) && !identical(dirname(path), path)) path <- dirname(path)
   path
 }
 
@@ -302,4 +308,11 @@ summarise_doctor <- function(checks) {
     cli::cli_alert_success("Azure ML backends are ready.")
   }
   invisible(checks)
+}
+
+# Two interpreter paths are the same Python environment when they sit in the
+# same folder. Resolving the files themselves would not do: a venv's python
+# is a link to the base interpreter.
+same_interpreter <- function(a, b) {
+  same_path(dirname(a), dirname(b))
 }

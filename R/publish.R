@@ -44,7 +44,8 @@ publish_r_pipeline <- function(pipeline = NULL, name = NULL, workspace = NULL, .
   res$warnings <- NULL
   out <- structure(res, class = "amlr_published")
   if (isTRUE(out$reused)) {
-    cli::cli_alert_info("Endpoint {.val {out$endpoint}} already had this pipeline (version {.val {out$version}}); it is the default now.")
+    cli::cli_alert_info(paste("Endpoint {.val {out$endpoint}} already had this pipeline",
+                              "(version {.val {out$version}}); it is the default now."))
   } else {
     cli::cli_alert_success("Published {.val {out$endpoint}} version {.val {out$version}}.")
   }

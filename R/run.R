@@ -3,7 +3,7 @@ terminal_statuses <- c("Completed", "Failed", "Canceled")
 
 new_amlr_run <- function(x) {
   fields <- c("id", "backend", "experiment", "pipeline", "status", "created", "started", "ended",
-              "run_dir", "portal_url", "remote_id", "error", "n_steps")
+              "run_dir", "portal_url", "remote_id", "error", "n_steps", "published")
   out <- lapply(stats::setNames(fields, fields), function(f) x[[f]])
   structure(out, class = "amlr_run")
 }
@@ -51,7 +51,8 @@ format.amlr_run <- function(x, ...) {
     field("duration:", format_duration(run_duration(x$started, x$ended))),
     if (!is.null(x$error) && !identical(x$status, "Completed")) field("reason:", x$error),
     if (identical(x$backend, "local") && !is.null(x$run_dir)) field("logs:", file.path(x$run_dir, "logs")),
-    if (!is.null(x$portal_url)) field("portal:", cli::style_hyperlink(x$portal_url, x$portal_url))
+    if (!is.null(x$portal_url)) field("portal:", cli::style_hyperlink(x$portal_url, x$portal_url)),
+    if (!is.null(x$published)) field("published:", format_published(x$published))
   )
 }
 
@@ -298,4 +299,10 @@ run_download <- function(run = "latest", step = NULL, output = NULL, dest = ".",
   written <- as.character(unlist(written))
   cli::cli_alert_success("Copied {length(written)} item{?s} to {.path {dest}}.")
   invisible(written)
+}
+
+format_published <- function(p) {
+  if (is.character(p)) return(paste(p, collapse = " "))
+  paste0("endpoint ", p$endpoint, ", version ", p$version,
+         if (isTRUE(p$reused)) " (an identical pipeline was already published)" else "")
 }

@@ -103,8 +103,10 @@ new_amlr_workspace <- function(x) {
 #' @export
 format.amlr_workspace <- function(x, ...) {
   field <- function(label, value) paste0("  ", format(label, width = 16), value)
-  secret <- if (identical(x$auth, "service_principal") || (identical(x$auth, "default") && nzchar(Sys.getenv("AZURE_CLIENT_SECRET")))) {
-    if (nzchar(Sys.getenv("AZURE_CLIENT_SECRET"))) "from AZURE_CLIENT_SECRET (set)" else "AZURE_CLIENT_SECRET is not set"
+  # Whether the secret is there, never what it is.
+  secret_set <- nzchar(Sys.getenv("AZURE_CLIENT_SECRET"))
+  secret <- if (identical(x$auth, "service_principal") || (identical(x$auth, "default") && secret_set)) {
+    if (secret_set) "from AZURE_CLIENT_SECRET (set)" else "AZURE_CLIENT_SECRET is not set"
   }
   c(
     paste0(cli::style_dim("<amlr_workspace> "), cli::style_bold(x$workspace_name)),

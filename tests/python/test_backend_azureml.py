@@ -434,7 +434,8 @@ def test_the_built_command_runs_as_aml_would_run_it(offline, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     os.symlink(sys.executable, bin_dir / "python")
-    env = dict(os.environ, AZUREML_DATAREFERENCE_numbers=str(mounted_in), AZUREML_DATAREFERENCE_doubled=str(mounted_out),
+    env = dict(os.environ, AZUREML_DATAREFERENCE_numbers=str(mounted_in),
+               AZUREML_DATAREFERENCE_doubled=str(mounted_out),
                PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     env.pop("AMLR_METRICS_FILE", None)
     done = subprocess.run(command, cwd=plan.steps[0].snapshot.path, env=env, capture_output=True, text=True,
@@ -599,9 +600,11 @@ def azure(offline, monkeypatch, tmp_path):
         return rec.remote
 
     monkeypatch.setattr(workspaces, "classic_workspace", classic_workspace)
-    monkeypatch.setattr(WorkspaceClient, "get_or_create_experiment",
-                        lambda self, experiment_name: (rec.experiments.append(experiment_name)
-                                                       or SimpleNamespace(experiment_id="e1", archived_time=None, tags={})))
+    def get_or_create_experiment(self: Any, experiment_name: str) -> Any:
+        rec.experiments.append(experiment_name)
+        return SimpleNamespace(experiment_id="e1", archived_time=None, tags={})
+
+    monkeypatch.setattr(WorkspaceClient, "get_or_create_experiment", get_or_create_experiment)
     monkeypatch.setattr(Experiment, "submit", submit)
     monkeypatch.setattr(Workspace, "get_default_datastore", lambda self: offline.datastore)
     monkeypatch.setattr(Workspace, "compute_targets", property(lambda self: {"cpu-cluster": FakeCompute("AmlCompute")}))
@@ -911,3 +914,24 @@ def test_publish_method_publishes_without_running(azure, monkeypatch):
     assert out["portal_url"].startswith("https://ml.azure.com/?wsid=/subscriptions/")
     err = call_error(azure.home, "publish", spec=cars_spec(), backend="local")
     assert err["class"] == "bad_request"
+
+
+def test_a_finished_steps_log_is_kept_and_read_again_without_asking_azure(azure):
+    run = submit_cars(azure)
+    azure.remote.status = "Completed"
+    prepare = FakeStepRun("prepare", "Completed", log="prepare: wrote 32 rows\nprepare: done\n")
+    azure.remote.step_runs = [prepare]
+    call(azure.home, "steps", run=run["id"])
+    first = call(azure.home, "follow", run=run["id"], cursor={})
+    assert [line["line"] for line in first["lines"]] == ["prepare: wrote 32 rows", "prepare: done"]
+    assert first["cursor"]["prepare#done"] == 1
+    asked = prepare.calls.count("get_details_with_logs")
+    assert call(azure.home, "follow", run=run["id"], cursor=first["cursor"])["lines"] == []
+    backend._REMOTE_RUNS.clear()
+    azure.pipeline_runs.clear()
+    assert call(azure.home, "logs", run=run["id"], step="prepare") == {
+        "prepare": ["prepare: wrote 32 rows", "prepare: done"]}
+    assert prepare.calls.count("get_details_with_logs") == asked
+    assert azure.pipeline_runs == []  # nothing was looked up on Azure ML
+    row = Registry(azure.home).get_step(run["id"], "prepare")
+    assert row["log_path"] == os.path.join(run["run_dir"], "logs", "prepare.log")

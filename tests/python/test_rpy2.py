@@ -6,8 +6,8 @@ run_metrics() return must agree with what ``amlr.api.handle_json`` answers
 for the same run.
 
 R finds the installed amlr through R_LIBS (``make test`` installs it into
-.rlib and exports R_LIBS); R_LIBS must be set before R starts, so it is set
-here, at import, before rpy2 starts R.
+.rlib and exports R_LIBS; without R_LIBS the repo's .rlib is used). The tests
+skip, saying why, when amlr is not installed there.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,17 +24,10 @@ import pytest
 from amlr import api
 
 REPO = Path(__file__).resolve().parents[2]
-if not os.environ.get("R_LIBS") and (REPO / ".rlib" / "amlr" / "DESCRIPTION").is_file():
-    os.environ["R_LIBS"] = str(REPO / ".rlib")
 
-ro = pytest.importorskip("rpy2.robjects", reason="rpy2 is not installed in this Python")
-from rpy2.robjects.packages import importr, isinstalled  # noqa: E402
-
-pytestmark = pytest.mark.skipif(
-    not isinstalled("amlr"),
-    reason=f"the amlr R package is not installed in R_LIBS={os.environ.get('R_LIBS', '(unset)')}; "
-    "run `make setup` (installs it into .rlib) or set R_LIBS",
-)
+# Only the package here: importing rpy2.robjects starts R, which waits for the
+# first test that needs it (so collecting this module never starts R).
+pytest.importorskip("rpy2", reason="rpy2 is not installed in this Python")
 
 PREPARE_R = """
 out <- amlr::step_output("data")
@@ -52,11 +46,22 @@ cat("total is", sum(numbers$x), "\\n")
 
 
 @pytest.fixture(scope="module")
-def amlr_r() -> Any:
-    """The amlr package as rpy2 sees it; R talks to this Python's interpreter over system2."""
-    base = importr("base")
-    base.options(**{"amlr.bridge": "system2"})
-    return importr("amlr")
+def r() -> SimpleNamespace:
+    """Embedded R with amlr loaded; R talks to this Python's interpreter over system2."""
+    # R reads R_LIBS once, when it starts (the import below): the Makefile's
+    # .rlib, unless R_LIBS says otherwise.
+    if not os.environ.get("R_LIBS") and (REPO / ".rlib" / "amlr" / "DESCRIPTION").is_file():
+        os.environ["R_LIBS"] = str(REPO / ".rlib")
+    import rpy2.robjects as ro
+    from rpy2.robjects.packages import importr, isinstalled
+
+    if not isinstalled("amlr"):
+        pytest.skip(
+            f"the amlr R package is not installed in R_LIBS={os.environ.get('R_LIBS', '(unset)')}; "
+            "run `make setup` (installs it into .rlib) or set R_LIBS"
+        )
+    importr("base").options(**{"amlr.bridge": "system2"})
+    return SimpleNamespace(ro=ro, amlr=importr("amlr"))
 
 
 @pytest.fixture
@@ -83,7 +88,8 @@ def field(obj: Any, name: str) -> Any:
     return obj.rx2(name)[0]
 
 
-def test_two_step_pipeline_from_python_through_r(amlr_r, r_env, tmp_path):
+def test_two_step_pipeline_from_python_through_r(r, r_env, tmp_path):
+    amlr_r, ro = r.amlr, r.ro
     src = tmp_path / "src"
     src.mkdir()
     (src / "prepare.R").write_text(PREPARE_R, encoding="utf-8")
@@ -139,9 +145,9 @@ def test_two_step_pipeline_from_python_through_r(amlr_r, r_env, tmp_path):
     assert py_metrics == r_metrics
 
 
-def test_a_validation_error_reaches_python_as_the_classed_r_condition(amlr_r, r_env, tmp_path):
+def test_a_validation_error_reaches_python_as_the_classed_r_condition(r, r_env, tmp_path):
     (tmp_path / "a.R").write_text("cat(1)\n", encoding="utf-8")
-    classes = ro.r(
+    classes = r.ro.r(
         """function(script) {
           a <- amlr::r_step(script, name = "a", inputs = list(x = amlr::output_of("ghost", "out")))
           e <- tryCatch(amlr::r_pipeline(a), error = function(e) e)

@@ -137,6 +137,30 @@ test_that("system2 says which interpreter failed when Python dies before answeri
   expect_match(conditionMessage(err), fake, fixed = TRUE)
 })
 
+test_that("a Python that cannot load amlr is amlr_error_bridge on both bridges", {
+  # system2: a fresh process whose `import amlr` fails.
+  local({
+    local_python_patch("system2", c("import sys", "sys.modules['amlr.api'] = None"), undo = character())
+    err <- with_bridge("system2", expect_error(amlr_call("ping"), class = "amlr_error_bridge"))
+    expect_match(conditionMessage(err), "failed (exit status 1) before it could answer", fixed = TRUE)
+    expect_match(conditionMessage(err), "import of amlr.api halted", fixed = TRUE)
+  })
+  # reticulate: the embedded session loads amlr.api once; make that load fail.
+  skip_if_no_reticulate()
+  with_bridge("reticulate", amlr_call("ping"))
+  api <- bridge_env$api
+  withr::defer({
+    reticulate::py_run_string("import sys; sys.modules['amlr.api'] = _amlr_api_saved")
+    bridge_env$api <- api
+  })
+  reticulate::py_run_string("import sys; _amlr_api_saved = sys.modules['amlr.api']; sys.modules['amlr.api'] = None")
+  bridge_env$api <- NULL
+  err <- with_bridge("reticulate", expect_error(amlr_call("ping"), class = "amlr_error_bridge"))
+  expect_match(conditionMessage(err), "could not load amlr's Python side", fixed = TRUE)
+  expect_match(conditionMessage(err), "import of amlr.api halted", fixed = TRUE)
+  expect_match(conditionMessage(err), "amlr_doctor()", fixed = TRUE)
+})
+
 test_that("the reticulate bridge hands R's AMLR_ and AZURE_ variables to the embedded Python", {
   skip_if_no_reticulate()
   with_bridge("reticulate", amlr_call("ping"))

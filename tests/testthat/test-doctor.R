@@ -86,6 +86,20 @@ test_that("a Python without the Azure SDKs gets the pip command for its own requ
   }
 })
 
+test_that("the doctor notices when reticulate is bound to another Python than amlr's", {
+  skip_if_no_reticulate()
+  withr::local_options(amlr.bridge = "reticulate")
+  bound <- amlr_call("ping")$executable
+  other <- file.path(withr::local_tempdir(), "other")
+  system2(amlr_python()$path, c("-m", "venv", "--without-pip", shQuote(other)))
+  withr::local_options(amlr.python = default_venv_python(other))
+  row <- row_of(doctor_quietly()$checks, "Bridge")
+  expect_false(row$ok)
+  expect_match(row$detail, paste("reticulate is bound to", bound), fixed = TRUE)
+  expect_match(row$detail, default_venv_python(other), fixed = TRUE)
+  expect_match(row$fix, "restart R", fixed = TRUE)
+})
+
 test_that("with no Python at all the doctor says to run install_amlr_python() and skips the Python checks", {
   root <- withr::local_tempdir()
   dir.create(file.path(root, "empty-bin"))
@@ -168,6 +182,15 @@ test_that("AMLR_HOME must be writable, or creatable", {
   expect_true(later$ok)
   expect_match(later$detail, "will be created", fixed = TRUE)
   expect_false(dir.exists(file.path(home, "not")))
+
+  a_file <- file.path(home, "a-file")
+  writeLines("", a_file)
+  for (path in c(a_file, file.path(a_file, "below"))) {
+    row <- check_amlr_home(path)
+    expect_false(row$ok)
+    expect_match(row$detail, paste(a_file, "is a file"), fixed = TRUE)
+    expect_match(row$fix, "Set AMLR_HOME", fixed = TRUE)
+  }
 
   skip_on_os("windows")
   skip_if(identical(unname(Sys.info()[["effective_user"]]), "root"), "root can write anywhere")

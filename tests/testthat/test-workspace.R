@@ -123,3 +123,16 @@ test_that("submitting to azureml without a compute target fails at once, offline
   expect_match(conditionMessage(err), "compute")
   expect_equal(list.files(file.path(home, "runs")), character())
 })
+
+test_that("publish_r_pipeline checks the pipeline before contacting Azure ML", {
+  local_no_credentials()
+  home <- withr::local_tempdir("amlr-home-")
+  withr::local_envvar(AMLR_HOME = home)
+  dir <- withr::local_tempdir("amlr-src-")
+  writeLines('cat("hi\\n")', file.path(dir, "hello.R"))
+  ws <- do.call(aml_workspace, c(ids, auth = "cli"))
+  err <- expect_error(publish_r_pipeline(file.path(dir, "hello.R"), name = "hello", workspace = ws),
+                      class = "amlr_error_invalid_spec")
+  expect_match(conditionMessage(err), "compute")
+  expect_equal(list.files(file.path(home, "published")), character())
+})

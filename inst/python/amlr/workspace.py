@@ -156,7 +156,8 @@ def resolve(spec: Optional[Mapping[str, Any]], *, cwd: Optional[str] = None,
     config_path = _text(spec, "config_path")
     if not all(ids.values()):
         config = _text(spec, "config") or config_path
-        start = os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(config))) if config else (cwd or os.getcwd())
+        here = cwd or os.getcwd()
+        start = os.path.abspath(os.path.join(here, os.path.expanduser(config))) if config else here
         if config and not os.path.exists(start):
             raise WorkspaceConfig(f"The workspace config `{start}` does not exist.", field="config")
         found = find_config(start)
@@ -231,7 +232,9 @@ def uses_service_principal(info: WorkspaceInfo) -> bool:
         return True
     if info.auth != "default":
         return False
-    return bool((info.tenant_id or _env(TENANT_ENV)) and (info.client_id or _env(CLIENT_ENV)) and os.environ.get(SECRET_ENV))
+    tenant = info.tenant_id or _env(TENANT_ENV)
+    client = info.client_id or _env(CLIENT_ENV)
+    return bool(tenant and client and os.environ.get(SECRET_ENV))
 
 
 def classic_auth(info: WorkspaceInfo) -> Any:
@@ -327,7 +330,8 @@ def experiment_url(info: WorkspaceInfo, experiment: str) -> str:
 def from_json(data: Optional[Mapping[str, Any]]) -> WorkspaceInfo:
     """A :class:`WorkspaceInfo` from a stored dict (registry row), without any lookup."""
     data = dict(data or {})
-    return WorkspaceInfo(**{k: data.get(k) for k in WorkspaceInfo.__dataclass_fields__ if k in data})  # type: ignore[arg-type]
+    known = {k: data[k] for k in WorkspaceInfo.__dataclass_fields__ if k in data}
+    return WorkspaceInfo(**known)
 
 
 # -- bridge ---------------------------------------------------------------------------

@@ -155,17 +155,18 @@ def plan_pipeline(pipeline: Pipeline, run_dir: str, *, default_compute: Optional
                   warn: Optional[Callable[[str], None]] = None,
                   default_dockerfile: Optional[str] = None) -> Plan:
     """Snapshots (under ``run_dir/snapshots``), resolved environments and compute per step."""
+    computes = {s.name: s.compute or pipeline.compute or default_compute for s in pipeline.steps}
+    for name, compute in computes.items():
+        if not compute:
+            raise InvalidSpec(
+                f"Step `{name}` has no compute target, which Azure ML needs: give r_step(compute = ...), "
+                "r_pipeline(compute = ...) or submit_r_pipeline(..., compute = \"<cluster name>\").",
+                field=f"steps[{name}].compute",
+            )
     by_source: dict[str, snapshot.Snapshot] = {}
     envs: dict[str, ResolvedEnvironment] = {}
     steps: list[StepPlan] = []
     for step in pipeline.steps:
-        compute = step.compute or pipeline.compute or default_compute
-        if not compute:
-            raise InvalidSpec(
-                f"Step `{step.name}` has no compute target, which Azure ML needs: give r_step(compute = ...), "
-                "r_pipeline(compute = ...) or submit_r_pipeline(..., compute = \"<cluster name>\").",
-                field=f"steps[{step.name}].compute",
-            )
         src = os.path.realpath(step.source_dir)
         if src not in by_source:
             by_source[src] = _snapshot(src, run_dir, len(by_source), warn)
@@ -173,7 +174,7 @@ def plan_pipeline(pipeline: Pipeline, run_dir: str, *, default_compute: Optional
         key = json.dumps(env_spec, sort_keys=True)
         if key not in envs:
             envs[key] = resolve_environment(env_spec, default_dockerfile=default_dockerfile)
-        steps.append(StepPlan(step, by_source[src], envs[key], compute))
+        steps.append(StepPlan(step, by_source[src], envs[key], computes[step.name] or ""))
     hashes: dict[str, str] = {}
     for step in pipeline.steps:
         for inp in step.inputs.values():
