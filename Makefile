@@ -14,7 +14,7 @@ VPY := $(VENV)/bin/python
 RLIB := $(ROOT)/.rlib
 PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v /usr/bin/python3 || command -v python3)
 REQS := inst/python/requirements-azureml.txt inst/python/requirements-azureml_v2.txt inst/python/requirements-dev.txt
-R_DEBS := r-base-core r-base-dev r-cran-testthat r-cran-jsonlite r-cran-cli r-cran-rlang r-cran-processx \
+R_DEBS := python3-venv python3-dev r-base-core r-base-dev r-cran-testthat r-cran-jsonlite r-cran-cli r-cran-rlang r-cran-processx \
 	r-cran-reticulate r-cran-rsqlite r-cran-dbi r-cran-rstudioapi r-cran-withr r-cran-roxygen2 r-cran-yaml
 R_PKGS := testthat jsonlite cli rlang processx reticulate rstudioapi withr roxygen2 yaml
 R_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
@@ -31,8 +31,8 @@ setup: $(RLIB)/amlr/DESCRIPTION $(VENV)/.installed
 
 # R from Debian (CRAN is not reachable here); only when something is missing.
 $(ROOT)/.rlib/.r-deps:
-	@if ! command -v Rscript >/dev/null 2>&1 || ! Rscript -e 'q(status = !all(vapply(commandArgs(TRUE), requireNamespace, NA, quietly = TRUE)))' $(R_PKGS) >/dev/null 2>&1; then \
-		echo "Installing R from Debian packages"; \
+	@if ! $(PYTHON) -c 'import ensurepip, venv, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' >/dev/null 2>&1 || ! command -v Rscript >/dev/null 2>&1 || ! Rscript -e 'q(status = !all(vapply(commandArgs(TRUE), requireNamespace, NA, quietly = TRUE)))' $(R_PKGS) >/dev/null 2>&1; then \
+		echo "Installing R (and Python's venv and headers) from Debian packages"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(R_DEBS); \
 	fi

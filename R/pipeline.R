@@ -23,7 +23,7 @@
 #' @family pipeline builders
 #' @export
 #' @examples
-#' script <- tempfile(fileext = ".R")
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("Hello,", commandArgs(TRUE), "\\n")', script)
 #' r_step(script, args = c("--greeting", "hi"))
 r_step <- function(script, name = NULL, args = character(), inputs = list(), outputs = character(),

@@ -72,7 +72,7 @@ print.amlr_run <- function(x, ...) {
 #' @export
 #' @examples
 #' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
-#' script <- tempfile(fileext = ".R")
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("hi\\n")', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_status()
@@ -95,7 +95,7 @@ run_info <- function(run = "latest", call = rlang::caller_env()) {
 #' @export
 #' @examples
 #' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
-#' script <- tempfile(fileext = ".R")
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("hi\\n")', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_steps()
@@ -147,7 +147,7 @@ print.amlr_steps <- function(x, ...) {
 #' @export
 #' @examples
 #' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
-#' script <- tempfile(fileext = ".R")
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("hi\\n")', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_logs()
@@ -228,7 +228,7 @@ run_list <- function(experiment = NULL, limit = 20) {
 #' @export
 #' @examples
 #' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
-#' script <- tempfile(fileext = ".R")
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('amlr::log_metric("rmse", 0.25)', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_metrics()
@@ -262,7 +262,7 @@ run_metrics <- function(run = "latest") {
 #' @export
 #' @examples
 #' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
-#' script <- tempfile(fileext = ".R")
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines("Sys.sleep(30)", script)
 #' run <- submit_r_pipeline(script, wait = FALSE, quiet = TRUE)
 #' run_cancel(run)

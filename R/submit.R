@@ -26,7 +26,7 @@
 #' @export
 #' @examples
 #' \dontshow{old <- Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
-#' script <- tempfile(fileext = ".R")
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("Hello from", R.version.string, "\\n")', script)
 #' run <- submit_r_pipeline(script)
 #' run

@@ -13,7 +13,7 @@
 #' @export
 #' @examples
 #' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
-#' script <- tempfile(fileext = ".R")
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('for (i in 1:3) { cat("tick", i, "\\n"); Sys.sleep(0.2) }', script)
 #' run <- submit_r_pipeline(script, wait = FALSE)
 #' run_wait(run)

@@ -528,3 +528,25 @@ def test_default_limits_do_not_trigger_on_small_sources(tmp_path: Path, boot: Pa
     build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot), warn=messages.append)
     assert messages == []
     assert snapshot.resolve_limit(None, "AMLR_SNAPSHOT_MAX_MB", 300) == 300 * 1024 * 1024
+
+
+def test_virtualenvs_and_amlr_homes_are_never_packaged(tmp_path):
+    """A script in a busy folder (a temp dir, a home folder) must not snapshot its own runs."""
+    from amlr import snapshot as snap_mod
+
+    (tmp_path / "job.R").write_text("cat(1)\n")
+    venv = tmp_path / "venv" / "lib"
+    venv.mkdir(parents=True)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv / "big.py").write_text("x = 1\n")
+    home = tmp_path / "amlr-home"
+    (home / "runs" / "r1").mkdir(parents=True)
+    (home / "registry.sqlite").write_bytes(b"SQLite format 3\0")
+    (home / "runs" / "r1" / "spec.json").write_text("{}")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "data.bin").write_bytes(b"\0" * 10)
+    assert snap_mod.list_files(str(tmp_path)) == ["elsewhere/data.bin", "job.R"]
+    assert snap_mod.list_files(str(tmp_path), exclude=[str(other)]) == ["job.R"]
+    # Paths outside the source folder are irrelevant to it.
+    assert snap_mod.list_files(str(other), exclude=[str(tmp_path)]) == ["data.bin"]

@@ -82,8 +82,6 @@ def default_home() -> str:
     base = os.environ.get("R_USER_DATA_DIR") or os.environ.get("XDG_DATA_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "share"
     )
-    if os.environ.get("R_USER_DATA_DIR"):
-        return os.path.join(base, "amlr")
     return os.path.join(base, "R", "amlr")
 
 

@@ -118,10 +118,38 @@ def is_always_excluded(relpath: str, is_dir: bool) -> bool:
     return name in ALWAYS_EXCLUDED_NAMES or name in IGNORE_FILE_NAMES
 
 
-def list_files(source_dir: str) -> List[str]:
-    """Sorted POSIX paths, relative to ``source_dir``, of the files that go in."""
+# Folders that are never a step's code, whatever they are called: a Python
+# virtual environment, and an amlr home (its registry and run folders, which
+# would otherwise snapshot themselves when a script lives above AMLR_HOME).
+FOREIGN_MARKERS = ("pyvenv.cfg", "registry.sqlite")
+
+
+def _skipper(source_dir: str, exclude: Iterable[str]) -> Callable[[str, bool], bool]:
+    root = os.path.realpath(source_dir)
+    excluded = set()
+    for path in exclude:
+        real = os.path.realpath(path)
+        if real != root and real.startswith(root + os.sep):
+            excluded.add(os.path.relpath(real, root).replace(os.sep, "/"))
+
+    def skip(rel: str, is_dir: bool) -> bool:
+        if is_always_excluded(rel, is_dir) or rel in excluded:
+            return True
+        if is_dir:
+            folder = os.path.join(source_dir, *rel.split("/"))
+            return any(os.path.isfile(os.path.join(folder, marker)) for marker in FOREIGN_MARKERS)
+        return False
+
+    return skip
+
+
+def list_files(source_dir: str, exclude: Iterable[str] = ()) -> List[str]:
+    """Sorted POSIX paths, relative to ``source_dir``, of the files that go in.
+
+    ``exclude``: absolute paths left out as well (e.g. the amlr home).
+    """
     _require_dir(source_dir)
-    return walk_included(source_dir, skip=is_always_excluded)
+    return walk_included(source_dir, skip=_skipper(source_dir, exclude))
 
 
 def _require_dir(path: str) -> None:
@@ -185,9 +213,10 @@ def _check_reserved(source_dir: str, rels: Iterable[str], extra_names: Iterable[
             )
 
 
-def content_hash(source_dir: str, extra: Optional[Mapping[str, bytes]] = None) -> str:
+def content_hash(source_dir: str, extra: Optional[Mapping[str, bytes]] = None,
+                 exclude: Iterable[str] = ()) -> str:
     """Hash of what :func:`list_files` includes plus ``extra`` (name -> bytes)."""
-    rels = list_files(source_dir)
+    rels = list_files(source_dir, exclude)
     _check_reserved(source_dir, rels, (extra or {}).keys())
     records = [(e.rel, file_digest(e.abspath), e.executable) for e in _entries(source_dir, rels)]
     return fingerprint(records + _extra_records(extra))
@@ -308,7 +337,7 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
                    warn_bytes: Optional[float] = None, max_bytes: Optional[float] = None,
-                   warn: Optional[Callable[[str], None]] = None) -> Snapshot:
+                   warn: Optional[Callable[[str], None]] = None, exclude: Iterable[str] = ()) -> Snapshot:
     """Copy the included files of ``source_dir`` and the bootstrapper to ``dest_dir``.
 
     ``dest_dir`` must be absent or empty. The size is checked before anything is
@@ -318,7 +347,7 @@ def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
     raised. The result's hash equals ``content_hash(source_dir, extra=
     {BOOTSTRAPPER_PATH: <bootstrapper bytes>})``.
     """
-    rels = list_files(source_dir)
+    rels = list_files(source_dir, exclude)
     with open(bootstrapper_path, "rb") as fh:
         extra = {BOOTSTRAPPER_PATH: fh.read()}
     _check_reserved(source_dir, rels, extra)

@@ -65,7 +65,7 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
         src = os.path.realpath(step.source_dir)
         if src not in by_source:
             staging = os.path.join(run_dir, "snapshots", f"tmp{len(by_source)}")
-            snap = snapshot.build_snapshot(src, staging, bootstrapper_path=BOOTSTRAPPER, warn=warn)
+            snap = snapshot.build_snapshot(src, staging, bootstrapper_path=BOOTSTRAPPER, warn=warn, exclude=[reg.home])
             final = os.path.join(run_dir, "snapshots", snap.hash[:12])
             if os.path.exists(final):
                 shutil.rmtree(staging)
@@ -338,17 +338,23 @@ def run_runner(home: str, run_id: str, max_parallel: int) -> int:
 # -- readers --------------------------------------------------------------------
 
 
+def _runner_accounted_for(run: dict[str, Any]) -> bool:
+    """True unless the run is unfinished and nobody is running it."""
+    if run["status"] in TERMINAL:
+        return True
+    if run.get("runner_pid"):
+        return procs.same_process(run["runner_pid"], run.get("runner_identity"))
+    # Submit records the runner right after starting it; give a slow start time.
+    return time.time() - run["created"] < 30
+
+
 def refresh(reg: Registry, run: dict[str, Any]) -> dict[str, Any]:
     """Mark a run whose runner died as Failed, and clean up after it."""
-    if run["status"] in TERMINAL:
+    if _runner_accounted_for(run):
         return run
-    if run.get("runner_pid") and procs.same_process(run["runner_pid"], run.get("runner_identity")):
-        return run
-    # Look again: the runner may have finished between the two reads.
+    # Look again: the runner may have finished, or been recorded, since the first read.
     run = reg.get_run(run["id"])
-    if run["status"] in TERMINAL:
-        return run
-    if not run.get("runner_pid") and time.time() - run["created"] < 30:
+    if _runner_accounted_for(run):
         return run
     reason = (
         f"the amlr runner process (pid {run.get('runner_pid')}) ended before the run did "

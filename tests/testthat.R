@@ -1,0 +1,4 @@
+library(testthat)
+library(amlr)
+
+test_check("amlr")
