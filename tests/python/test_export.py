@@ -24,7 +24,7 @@ import yaml  # noqa: E402  (PyYAML comes with azure-ai-ml)
 
 from amlr import api, bootstrapper  # noqa: E402
 from amlr.errors import AmlrError, FileExists, InvalidSpec  # noqa: E402
-from amlr.export import MARKER, dump_yaml, export_pipeline, sibling_folders, yaml_scalar  # noqa: E402
+from amlr.export import MARKER, dump_yaml, export_pipeline, sibling_folders  # noqa: E402
 from amlr.spec import validate  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "golden")

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from . import __version__
 from .backends import get_backend

@@ -364,3 +364,26 @@ def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
     _write_bytes(os.path.join(dest_dir, ".amlignore"), SNAPSHOT_AMLIGNORE.encode("utf-8"))
     return Snapshot(path=os.path.abspath(dest_dir), hash=fingerprint(records + _extra_records(extra)),
                     files=len(entries), total_bytes=total, largest=largest)
+
+
+def stage_snapshot(source_dir: str, snapshots_dir: str, *, bootstrapper_path: str,
+                   warn: Optional[Callable[[str], None]] = None, exclude: Iterable[str] = ()) -> Snapshot:
+    """Snapshot ``source_dir`` into ``snapshots_dir/<hash12>``, content-addressed.
+
+    Steps that share a folder, and runs that package an unchanged folder, get
+    the same snapshot; the copy is staged under a unique name first so a
+    half-written snapshot never appears under its final name.
+    """
+    os.makedirs(snapshots_dir, exist_ok=True)
+    # Not tempfile.mkdtemp: its 0700 mode would stick to an exported folder.
+    staging = os.path.join(snapshots_dir, f".staging-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        snap = build_snapshot(source_dir, staging, bootstrapper_path=bootstrapper_path, warn=warn, exclude=exclude)
+        final = os.path.join(snapshots_dir, snap.hash[:12])
+        if not os.path.exists(final):
+            os.replace(staging, final)
+        snap.path = os.path.abspath(final)
+        return snap
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any, Mapping, Optional
 
 from ..errors import BackendUnavailable, BadRequest
 
@@ -31,3 +32,15 @@ def get_backend(name: str) -> ModuleType:
             f"The `{name}` backend needs the Python package `{exc.name}`, which this interpreter lacks. "
             f"Run amlr::install_amlr_python(backends = \"{name}\") (it installs {requirements})."
         ) from exc
+
+
+def option_text(options: Mapping[str, Any], key: str) -> Optional[str]:
+    """A string option from R (where a scalar may arrive as a one-element list)."""
+    value = options.get(key)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"Option `{key}` must be a string.", field=key)
+    return value

@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .. import snapshot
+from . import option_text
 from .. import workspace as workspaces
 from ..environment import (
     ResolvedEnvironment,
@@ -169,7 +170,8 @@ def plan_pipeline(pipeline: Pipeline, run_dir: str, *, default_compute: Optional
     for step in pipeline.steps:
         src = os.path.realpath(step.source_dir)
         if src not in by_source:
-            by_source[src] = _snapshot(src, run_dir, len(by_source), warn)
+            by_source[src] = snapshot.stage_snapshot(src, os.path.join(run_dir, "snapshots"),
+                                                     bootstrapper_path=BOOTSTRAPPER, warn=warn)
         env_spec = step.environment or pipeline.environment
         key = json.dumps(env_spec, sort_keys=True)
         if key not in envs:
@@ -181,18 +183,6 @@ def plan_pipeline(pipeline: Pipeline, run_dir: str, *, default_compute: Optional
             if inp.kind == "path" and inp.path not in hashes:
                 hashes[inp.path or ""] = snapshot.hash_path(inp.path or "")
     return Plan(pipeline, run_dir, steps, hashes)
-
-
-def _snapshot(source_dir: str, run_dir: str, index: int, warn: Optional[Callable[[str], None]]) -> snapshot.Snapshot:
-    staging = os.path.join(run_dir, "snapshots", f"tmp{index}")
-    snap = snapshot.build_snapshot(source_dir, staging, bootstrapper_path=BOOTSTRAPPER, warn=warn)
-    final = os.path.join(run_dir, "snapshots", snap.hash[:12])
-    if os.path.exists(final):
-        shutil.rmtree(staging)
-    else:
-        os.replace(staging, final)
-    snap.path = final
-    return snap
 
 
 # -- 2. side effects on the workspace ----------------------------------------------------
@@ -607,11 +597,11 @@ def prepare(reg: Registry, pipeline: Pipeline, run_dir: str, options: Mapping[st
     """Plan, connect, upload, build (with secrets, for the SDK only); a summary goes to ``run_dir``."""
     info = workspaces.resolve(options.get("workspace"))
     warnings: list[str] = []
-    plan = plan_pipeline(pipeline, run_dir, default_compute=_opt_str(options, "compute"), warn=warnings.append)
+    plan = plan_pipeline(pipeline, run_dir, default_compute=option_text(options, "compute"), warn=warnings.append)
     secrets = _secrets(plan)
     try:
         workspace = workspaces.classic_workspace(info)
-        datastore = _default_datastore(workspace, _opt_str(options, "datastore"))
+        datastore = _default_datastore(workspace, option_text(options, "datastore"))
         compute_types = _compute_types(workspace, plan)
         input_paths = upload_inputs(plan, datastore, cache_path=os.path.join(reg.home, UPLOAD_CACHE),
                                     cache_key=info.arm_id)
@@ -645,7 +635,7 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
         try:
             if _opt_bool(options, "publish"):
                 published = publish_pipeline(ready.workspace, ready.built, ready.plan,
-                                             _opt_str(options, "publish_name") or pipeline.name)
+                                             option_text(options, "publish_name") or pipeline.name)
             from azureml.core import Experiment
 
             remote = Experiment(ready.workspace, experiment).submit(
@@ -707,15 +697,6 @@ def publish(reg: Registry, pipeline: Pipeline, name: Optional[str], options: Map
     return out
 
 
-def _opt_str(options: Mapping[str, Any], key: str) -> Optional[str]:
-    value = options.get(key)
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise AmlrError(f"Option `{key}` must be a string.", field=key)
-    return value
 
 
 def _opt_bool(options: Mapping[str, Any], key: str) -> bool:

@@ -33,14 +33,14 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from .. import snapshot
+from . import option_text
 from ..environment import ResolvedEnvironment, resolve_environment, write_build_context
 from ..errors import AmlrError, BackendUnavailable, BadRequest, Credentials, FileExists, RunNotActive
 from ..jobspec import bootstrapper_argv, quote_command
@@ -207,20 +207,6 @@ def plan_node(step: Step, *, code: str, environment: NodeEnvironment, compute: O
     )
 
 
-def _stage_snapshot(source_dir: str, snapshots_dir: str, warn: Callable[[str], None]) -> str:
-    """Snapshot ``source_dir`` into ``snapshots_dir/<hash12>``; an identical one is reused."""
-    os.makedirs(snapshots_dir, exist_ok=True)
-    # Not tempfile.mkdtemp: its 0700 mode would stick to the exported folder.
-    staging = os.path.join(snapshots_dir, f".staging-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        snap = snapshot.build_snapshot(source_dir, staging, bootstrapper_path=BOOTSTRAPPER, warn=warn)
-        final = os.path.join(snapshots_dir, snap.hash[:12])
-        if not os.path.exists(final):
-            os.replace(staging, final)
-        return final
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging)
 
 
 def _stage_environment(env: ResolvedEnvironment, environments_dir: str) -> NodeEnvironment:
@@ -259,7 +245,9 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
     for step in pipeline.steps:
         source = os.path.realpath(step.source_dir)
         if source not in code_by_source:
-            code_by_source[source] = _stage_snapshot(source, snapshots_dir, warnings.append)
+            code_by_source[source] = snapshot.stage_snapshot(
+                source, snapshots_dir, bootstrapper_path=BOOTSTRAPPER, warn=warnings.append
+            ).path
         spec = step.environment or pipeline.environment
         spec_key = json.dumps(spec, sort_keys=True)
         if spec_key not in resolved_by_spec:  # resolving hashes the build context: once per spec
@@ -438,15 +426,6 @@ def _check_options(options: Mapping[str, Any]) -> None:
         )
 
 
-def _option_text(options: Mapping[str, Any], key: str) -> Optional[str]:
-    value = options.get(key)
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"Option `{key}` must be a string.")
-    return value
 
 
 def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -463,7 +442,7 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
             snapshots_dir=os.path.join(run_dir, "snapshots"),
             environments_dir=os.path.join(run_dir, "environments"),
             experiment_name=experiment,
-            default_compute=_option_text(options, "compute"),
+            default_compute=option_text(options, "compute"),
         )
         job = to_azure_job(plan)
         client = connect(info)

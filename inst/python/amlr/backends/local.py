@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -64,15 +63,9 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
     for step in pipeline.steps:
         src = os.path.realpath(step.source_dir)
         if src not in by_source:
-            staging = os.path.join(run_dir, "snapshots", f"tmp{len(by_source)}")
-            snap = snapshot.build_snapshot(src, staging, bootstrapper_path=BOOTSTRAPPER, warn=warn, exclude=[reg.home])
-            final = os.path.join(run_dir, "snapshots", snap.hash[:12])
-            if os.path.exists(final):
-                shutil.rmtree(staging)
-            else:
-                os.replace(staging, final)
-            snap.path = final
-            by_source[src] = snap
+            by_source[src] = snapshot.stage_snapshot(
+                src, os.path.join(run_dir, "snapshots"), bootstrapper_path=BOOTSTRAPPER, warn=warn, exclude=[reg.home]
+            )
         snapshots[step.name] = by_source[src]
     input_hashes: dict[str, str] = {}
     for step in pipeline.steps:
