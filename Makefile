@@ -5,13 +5,13 @@
 #
 # Setup is idempotent: Debian's R packages (apt, only when missing), a Python
 # venv under .venv from pinned requirements, and the R package installed into
-# the repo-local library .rlib.
+# the repo-local library .Rlib.
 
 SHELL := /bin/bash
 ROOT := $(abspath .)
 VENV := $(ROOT)/.venv
 VPY := $(VENV)/bin/python
-RLIB := $(ROOT)/.rlib
+RLIB := $(ROOT)/.Rlib
 PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v /usr/bin/python3 || command -v python3)
 REQS := inst/python/requirements-azureml.txt inst/python/requirements-azureml_v2.txt inst/python/requirements-dev.txt
 R_DEBS := python3-venv python3-dev r-base-core r-base-dev r-cran-testthat r-cran-jsonlite r-cran-cli r-cran-rlang r-cran-processx \
@@ -30,7 +30,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 setup: $(RLIB)/amlr/DESCRIPTION $(VENV)/.installed
 
 # R from Debian (CRAN is not reachable here); only when something is missing.
-$(ROOT)/.rlib/.r-deps:
+$(ROOT)/.Rlib/.r-deps:
 	@if ! $(PYTHON) -c 'import ensurepip, venv, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' >/dev/null 2>&1 || ! command -v Rscript >/dev/null 2>&1 || ! Rscript -e 'q(status = !all(vapply(commandArgs(TRUE), requireNamespace, NA, quietly = TRUE)))' $(R_PKGS) >/dev/null 2>&1; then \
 		echo "Installing R (and Python's venv and headers) from Debian packages"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -38,16 +38,16 @@ $(ROOT)/.rlib/.r-deps:
 	fi
 	@mkdir -p $(RLIB) && touch $@
 
-r-deps: $(ROOT)/.rlib/.r-deps
+r-deps: $(ROOT)/.Rlib/.r-deps
 
 # rpy2 builds against R, so R comes first.
-$(VENV)/.installed: $(REQS) $(ROOT)/.rlib/.r-deps
+$(VENV)/.installed: $(REQS) $(ROOT)/.Rlib/.r-deps
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q $(addprefix -r ,$(REQS))
 	@touch $@
 
-$(RLIB)/amlr/DESCRIPTION: $(R_SOURCES) $(ROOT)/.rlib/.r-deps
+$(RLIB)/amlr/DESCRIPTION: $(R_SOURCES) $(ROOT)/.Rlib/.r-deps
 	@mkdir -p $(RLIB)
 	R CMD INSTALL --no-multiarch --no-test-load --library=$(RLIB) . >/dev/null 2>$(RLIB)/install.log || (cat $(RLIB)/install.log; exit 1)
 	@touch $@
@@ -68,7 +68,7 @@ test-r-system2: setup
 test-r-reticulate: setup
 	AMLR_TEST_BRIDGE=reticulate Rscript -e 'testthat::test_local(".", reporter = testthat::ProgressReporter$$new(show_praise = FALSE, update_interval = Inf), stop_on_failure = TRUE, load_package = "installed")'
 
-docs: $(ROOT)/.rlib/.r-deps
+docs: $(ROOT)/.Rlib/.r-deps
 	Rscript -e 'roxygen2::roxygenise(load_code = roxygen2::load_source)'
 
 check: setup

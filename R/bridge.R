@@ -58,7 +58,7 @@ bridge_system2 <- function(request, call = rlang::caller_env()) {
   err_file <- tempfile("amlr-err-", fileext = ".txt")
   on.exit(unlink(c(req_file, err_file)), add = TRUE)
   writeBin(charToRaw(enc2utf8(request)), req_file)
-  old <- Sys.getenv(c("PYTHONPATH", "PYTHONIOENCODING"), unset = NA)
+  old <- Sys.getenv(c("PYTHONPATH", "PYTHONIOENCODING", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE"), unset = NA)
   on.exit(restore_env(old), add = TRUE)
   path <- amlr_python_path()
   pythonpath <- if (is.na(old[["PYTHONPATH"]]) || !nzchar(old[["PYTHONPATH"]])) {
@@ -66,7 +66,10 @@ bridge_system2 <- function(request, call = rlang::caller_env()) {
   } else {
     paste(path, old[["PYTHONPATH"]], sep = .Platform$path.sep)
   }
-  Sys.setenv(PYTHONPATH = pythonpath, PYTHONIOENCODING = "utf-8")
+  Sys.setenv(PYTHONPATH = pythonpath, PYTHONIOENCODING = "utf-8", PYTHONPYCACHEPREFIX = pycache_dir())
+  # amlr's modules sit in the R library, often read-only: their bytecode goes to
+  # amlr's own cache instead, so each bridge call does not recompile them.
+  Sys.unsetenv("PYTHONDONTWRITEBYTECODE")
   out <- suppressWarnings(system2(
     python, c("-m", "amlr", "call"),
     stdin = req_file, stdout = TRUE, stderr = err_file
@@ -82,6 +85,10 @@ bridge_system2 <- function(request, call = rlang::caller_env()) {
     ), "bridge", call = call)
   }
   paste(out, collapse = "\n")
+}
+
+pycache_dir <- function() {
+  file.path(tools::R_user_dir("amlr", "cache"), "pycache")
 }
 
 restore_env <- function(old) {

@@ -38,10 +38,20 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
                  i = "Give the folder that holds the script and the files it needs."), "invalid_spec")
   }
   source_dir <- normalizePath(source_dir, winslash = "/", mustWork = TRUE)
-  script_abs <- if (is_absolute_path(script)) script else file.path(getwd(), script)
+  script_abs <- if (is_absolute_path(script)) path.expand(script) else file.path(getwd(), script)
+  if (dir.exists(script_abs)) {
+    amlr_abort(c("{.path {script}} is a folder, not an R script.",
+                 i = "Pass the script inside it, e.g. {.code r_step(\"{file.path(script, 'main.R')}\")}; the folder becomes its {.arg source_dir}."),
+               "invalid_spec")
+  }
   if (!file.exists(script_abs)) {
     amlr_abort(c("Script {.path {script}} does not exist.",
                  i = "Give the path of an R script, relative to the working directory {.path {getwd()}} or absolute."),
+               "invalid_spec")
+  }
+  if (!grepl("\\.[Rr]$", script_abs)) {
+    amlr_abort(c("{.path {script}} is not an R script: amlr runs {.file .R} files with {.code Rscript}.",
+                 i = "Rename it to end in {.file .R}, or pass data files to a step through {.arg inputs}."),
                "invalid_spec")
   }
   script_abs <- normalizePath(script_abs, winslash = "/", mustWork = TRUE)

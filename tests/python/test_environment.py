@@ -244,10 +244,10 @@ def test_amlr_source_override_with_a_tarball(tmp_path, monkeypatch):
 
 
 def test_installed_package_is_found_from_an_installed_amlr():
-    """Run from the installed copy (make setup puts one in .rlib): the image gets that package."""
-    installed = os.path.join(REPO, ".rlib", "amlr")
+    """Run from the installed copy (make setup puts one in .Rlib): the image gets that package."""
+    installed = os.path.join(REPO, ".Rlib", "amlr")
     if not os.path.isfile(os.path.join(installed, "python", "amlr", "environment.py")):
-        pytest.skip("amlr is not installed in .rlib (make setup)")
+        pytest.skip("amlr is not installed in .Rlib (make setup)")
     code = ("import json; from amlr.environment import amlr_package; p = amlr_package(); "
             "print(json.dumps([p.kind, p.path, [r for r, _ in p.files]]))")
     env = {k: v for k, v in os.environ.items() if k != "AMLR_SOURCE"}
@@ -372,9 +372,9 @@ def test_resolved_environment_is_frozen(own_dockerfile):
 @pytest.mark.skipif(shutil.which("Rscript") is None, reason="needs R")
 def test_installed_amlr_context_installs_as_a_binary_package(tmp_path):
     """A user without the sources: the image gets the installed amlr, which R installs as a binary package."""
-    installed = os.path.join(REPO, ".rlib", "amlr")
+    installed = os.path.join(REPO, ".Rlib", "amlr")
     if not os.path.isfile(os.path.join(installed, "python", "amlr", "environment.py")):
-        pytest.skip("amlr is not installed in .rlib (make setup)")
+        pytest.skip("amlr is not installed in .Rlib (make setup)")
     env = {k: v for k, v in os.environ.items() if k != "AMLR_SOURCE"}
     env["PYTHONPATH"] = os.path.join(installed, "python")
     code = ("import sys; from amlr.environment import resolve_environment, write_build_context; "

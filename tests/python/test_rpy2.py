@@ -6,7 +6,7 @@ run_metrics() return must agree with what ``amlr.api.handle_json`` answers
 for the same run.
 
 R finds the installed amlr through R_LIBS (``make test`` installs it into
-.rlib and exports R_LIBS; without R_LIBS the repo's .rlib is used). The tests
+.Rlib and exports R_LIBS; without R_LIBS the repo's .Rlib is used). The tests
 skip, saying why, when amlr is not installed there.
 """
 from __future__ import annotations
@@ -49,16 +49,16 @@ cat("total is", sum(numbers$x), "\\n")
 def r() -> SimpleNamespace:
     """Embedded R with amlr loaded; R talks to this Python's interpreter over system2."""
     # R reads R_LIBS once, when it starts (the import below): the Makefile's
-    # .rlib, unless R_LIBS says otherwise.
-    if not os.environ.get("R_LIBS") and (REPO / ".rlib" / "amlr" / "DESCRIPTION").is_file():
-        os.environ["R_LIBS"] = str(REPO / ".rlib")
+    # .Rlib, unless R_LIBS says otherwise.
+    if not os.environ.get("R_LIBS") and (REPO / ".Rlib" / "amlr" / "DESCRIPTION").is_file():
+        os.environ["R_LIBS"] = str(REPO / ".Rlib")
     import rpy2.robjects as ro
     from rpy2.robjects.packages import importr, isinstalled
 
     if not isinstalled("amlr"):
         pytest.skip(
             f"the amlr R package is not installed in R_LIBS={os.environ.get('R_LIBS', '(unset)')}; "
-            "run `make setup` (installs it into .rlib) or set R_LIBS"
+            "run `make setup` (installs it into .Rlib) or set R_LIBS"
         )
     importr("base").options(**{"amlr.bridge": "system2"})
     return SimpleNamespace(ro=ro, amlr=importr("amlr"))

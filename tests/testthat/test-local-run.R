@@ -199,3 +199,49 @@ test_that("interrupting run_wait() detaches and leaves the run going", {
   run_cancel(id)
   expect_equal(run_status(id), "Canceled")
 })
+
+test_that("a background run survives the R session that submitted it", {
+  skip_if_no_rscript()
+  home <- local_amlr_home()
+  dir <- write_scripts(slow.R = c("Sys.sleep(2)", 'writeLines("done", file.path(amlr::step_output("o"), "x.txt"))'))
+  submitter <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    sprintf('step <- amlr::r_step("%s", outputs = "o")', file.path(dir, "slow.R")),
+    'run <- amlr::submit_r_pipeline(step, wait = FALSE, quiet = TRUE)',
+    'cat(run$id, "\\n")'
+  ), submitter)
+  out <- system2(file.path(R.home("bin"), "Rscript"), submitter, stdout = TRUE,
+                 env = paste0("AMLR_HOME=", shQuote(home)))
+  id <- trimws(out[length(out)])
+  expect_true(run_status(id) %in% c("Queued", "Running"))
+  done <- run_wait(id, quiet = TRUE)
+  expect_equal(done$status, "Completed")
+  dest <- withr::local_tempdir()
+  suppressMessages(run_download(id, output = "o", dest = dest))
+  expect_equal(readLines(file.path(dest, "slow", "o", "x.txt")), "done")
+})
+
+test_that("a failing middle step cancels what depends on it, not the other branch", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  dir <- write_scripts(
+    a.R = 'writeLines("1", file.path(amlr::step_output("o"), "v"))',
+    b.R = c('cat("b saw", readLines(file.path(amlr::step_input("i"), "v")), "\\n")', "quit(status = 3)"),
+    c.R = 'cat("never\\n")',
+    d.R = c("Sys.sleep(0.5)", 'cat("independent branch finished\\n")')
+  )
+  a <- r_step(file.path(dir, "a.R"), outputs = "o")
+  b <- r_step(file.path(dir, "b.R"), inputs = list(i = output_of(a, "o")), outputs = "o")
+  c <- r_step(file.path(dir, "c.R"), inputs = list(i = output_of(b, "o")))
+  d <- r_step(file.path(dir, "d.R"))
+  err <- expect_error(suppressMessages(submit_r_pipeline(r_pipeline(a, b, c, d, name = "mid"), quiet = TRUE)),
+                      class = "amlr_run_failed")
+  expect_match(conditionMessage(err), "code 3")
+  expect_match(conditionMessage(err), "b saw 1")
+  steps <- run_steps(err$run)
+  expect_equal(setNames(steps$status, steps$step),
+               c(a = "Completed", b = "Failed", c = "Canceled", d = "Completed"))
+  expect_equal(steps$exit_code[steps$step == "b"], 3L)
+  expect_true("independent branch finished" %in% run_logs(err$run, step = "d"))
+  expect_equal(run_status(err$run), "Failed")
+})

@@ -15,6 +15,19 @@ test_that("r_step() rejects a missing script and a script outside source_dir", {
   expect_error(r_step(file.path(dir, "a.R"), inputs = list("x.csv")), class = "amlr_error_invalid_spec")
 })
 
+test_that("a missing script, a non-R file and a folder each give a classed error naming the path", {
+  dir <- write_scripts(a.R = "1", data.csv = "x,y")
+  missing <- file.path(dir, "nope.R")
+  err <- expect_error(submit_r_pipeline(missing), class = "amlr_error_invalid_spec")
+  expect_match(conditionMessage(err), "nope.R", fixed = TRUE)
+  err <- expect_error(submit_r_pipeline(file.path(dir, "data.csv")), class = "amlr_error_invalid_spec")
+  expect_match(conditionMessage(err), "data.csv", fixed = TRUE)
+  expect_match(conditionMessage(err), "not an R script")
+  err <- expect_error(submit_r_pipeline(dir), class = "amlr_error_invalid_spec")
+  expect_match(conditionMessage(err), basename(dir), fixed = TRUE)
+  expect_match(conditionMessage(err), "is a folder")
+})
+
 test_that("output_of() checks the output exists on the step", {
   dir <- write_scripts(a.R = "1")
   a <- r_step(file.path(dir, "a.R"), outputs = "data")

@@ -9,11 +9,12 @@ Response: ``{"result": ...}`` or ``{"error": {"class": ..., "message": ...}}``
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from . import __version__
 from .backends import get_backend
@@ -158,9 +159,10 @@ def handle(request: Any) -> dict[str, Any]:
     try:
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
             raise BadRequest('A request is a JSON object {"method": ..., "params": {...}}.')
-        fn = METHODS.get(request["method"])
+        fn = find_method(request["method"])
         if fn is None:
-            raise BadRequest(f"Unknown method `{request['method']}`; known: {', '.join(sorted(METHODS))}.")
+            known = ", ".join(sorted(set(METHODS) | set(LAZY_METHODS)))
+            raise BadRequest(f"Unknown method `{request['method']}`; known: {known}.")
         params = request.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("`params` must be a JSON object.")
@@ -187,14 +189,20 @@ def sync_environ(values: dict[str, str]) -> None:
     os.environ.update({str(k): str(v) for k, v in values.items()})
 
 
-def register_optional_methods() -> None:
-    """Methods that live with the features that need them (export, doctor, ...)."""
-    for module in ("amlr.export", "amlr.doctor", "amlr.environment", "amlr.workspace"):
-        try:
-            __import__(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+# Methods that live with the features that need them, imported on first use so
+# that every bridge call does not pay for modules it does not touch.
+LAZY_METHODS = {
+    "export": "amlr.export",
+    "doctor": "amlr.doctor",
+    "environment_resolve": "amlr.environment",
+    "environment_context": "amlr.environment",
+    "environment_source_files": "amlr.environment",
+    "workspace_resolve": "amlr.workspace",
+    "publish": "amlr.workspace",
+}
 
 
-register_optional_methods()
+def find_method(name: str) -> Optional[Handler]:
+    if name not in METHODS and name in LAZY_METHODS:
+        importlib.import_module(LAZY_METHODS[name])
+    return METHODS.get(name)
