@@ -58,18 +58,8 @@ bridge_system2 <- function(request, call = rlang::caller_env()) {
   err_file <- tempfile("amlr-err-", fileext = ".txt")
   on.exit(unlink(c(req_file, err_file)), add = TRUE)
   writeBin(charToRaw(enc2utf8(request)), req_file)
-  old <- Sys.getenv(c("PYTHONPATH", "PYTHONIOENCODING", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE"), unset = NA)
+  old <- set_bridge_env()
   on.exit(restore_env(old), add = TRUE)
-  path <- amlr_python_path()
-  pythonpath <- if (is.na(old[["PYTHONPATH"]]) || !nzchar(old[["PYTHONPATH"]])) {
-    path
-  } else {
-    paste(path, old[["PYTHONPATH"]], sep = .Platform$path.sep)
-  }
-  Sys.setenv(PYTHONPATH = pythonpath, PYTHONIOENCODING = "utf-8", PYTHONPYCACHEPREFIX = pycache_dir())
-  # amlr's modules sit in the R library, often read-only: their bytecode goes to
-  # amlr's own cache instead, so each bridge call does not recompile them.
-  Sys.unsetenv("PYTHONDONTWRITEBYTECODE")
   out <- suppressWarnings(system2(
     python, c("-m", "amlr", "call"),
     stdin = req_file, stdout = TRUE, stderr = err_file
@@ -85,6 +75,22 @@ bridge_system2 <- function(request, call = rlang::caller_env()) {
     ), "bridge", call = call)
   }
   paste(out, collapse = "\n")
+}
+
+# What `python -m amlr` needs in its environment; returns the old values.
+set_bridge_env <- function() {
+  old <- Sys.getenv(c("PYTHONPATH", "PYTHONIOENCODING", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE"), unset = NA)
+  path <- amlr_python_path()
+  pythonpath <- if (is.na(old[["PYTHONPATH"]]) || !nzchar(old[["PYTHONPATH"]])) {
+    path
+  } else {
+    paste(path, old[["PYTHONPATH"]], sep = .Platform$path.sep)
+  }
+  Sys.setenv(PYTHONPATH = pythonpath, PYTHONIOENCODING = "utf-8", PYTHONPYCACHEPREFIX = pycache_dir())
+  # amlr's modules sit in the R library, often read-only: their bytecode goes to
+  # amlr's own cache instead, so each bridge call does not recompile them.
+  Sys.unsetenv("PYTHONDONTWRITEBYTECODE")
+  old
 }
 
 pycache_dir <- function() {
@@ -106,6 +112,12 @@ bridge_reticulate <- function(request, call = rlang::caller_env()) {
       i = "Install it, or use the default bridge: {.code options(amlr.bridge = \"system2\")}."
     ), "bridge", call = call)
   }
+  reticulate_api(call)
+  sync_python_environ()
+  bridge_env$api$handle_json(enc2utf8(as.character(request)))
+}
+
+reticulate_api <- function(call = rlang::caller_env()) {
   if (is.null(bridge_env$api)) {
     # reticulate binds one Python per session: amlr's choice only counts if none is bound yet.
     python <- if (!reticulate::py_available(initialize = FALSE)) amlr_python_or_abort(call = call)
@@ -125,8 +137,7 @@ bridge_reticulate <- function(request, call = rlang::caller_env()) {
       }
     )
   }
-  sync_python_environ()
-  bridge_env$api$handle_json(enc2utf8(as.character(request)))
+  bridge_env$api
 }
 
 # An embedded Python copies the environment once, at start-up; variables that
@@ -138,4 +149,83 @@ sync_python_environ <- function() {
   keep <- grepl("^(AMLR_|AZURE_|MLFLOW_)", names(vars))
   bridge_env$api$sync_environ(as.list(vars[keep]))
   invisible()
+}
+
+# Streams: the same protocol, as JSON lines read while they are written --
+# events (`log`, `steps`, `tick`, ...) and then the final result or error.
+# `on_event` is called for each event; the result is returned. An interrupt
+# while streaming stops the reading (the Python follower is ended) and is
+# re-signalled to the caller, which decides what it means.
+amlr_stream <- function(method, params = list(), on_event = function(event) NULL, call = rlang::caller_env()) {
+  params$home <- params$home %||% amlr_home()
+  request <- jsonlite::toJSON(
+    list(method = method, params = params),
+    auto_unbox = TRUE, null = "null", na = "null", digits = NA
+  )
+  next_line <- switch(amlr_bridge(),
+    system2 = stream_system2(request, call = call),
+    reticulate = stream_reticulate(request, call = call)
+  )
+  on.exit(next_line(close = TRUE), add = TRUE)
+  repeat {
+    line <- next_line()
+    if (is.null(line)) {
+      amlr_abort(c("amlr's Python side stopped before it answered.",
+                   i = "Run {.run amlr::amlr_doctor()} to check the set-up."), "bridge", call = call)
+    }
+    event <- jsonlite::fromJSON(line, simplifyVector = TRUE, simplifyDataFrame = FALSE, simplifyMatrix = FALSE)
+    if (!is.null(event$error)) bridge_abort(event$error, call = call)
+    if ("result" %in% names(event)) return(event$result)
+    on_event(event)
+  }
+}
+
+stream_system2 <- function(request, call = rlang::caller_env()) {
+  python <- amlr_python_or_abort(call = call)
+  req_file <- tempfile("amlr-req-", fileext = ".json")
+  err_file <- tempfile("amlr-err-", fileext = ".txt")
+  writeBin(charToRaw(enc2utf8(request)), req_file)
+  old <- set_bridge_env()
+  cmd <- paste(shQuote(python), "-m amlr stream <", shQuote(req_file), "2>", shQuote(err_file))
+  con <- tryCatch(pipe(cmd, open = "r", encoding = "UTF-8"), finally = restore_env(old))
+  pid <- NULL
+  function(close = FALSE) {
+    if (close) {
+      # An interrupted reader: end the follower (the run goes on), then the pipe.
+      if (!is.null(pid)) tools::pskill(pid, tools::SIGTERM)
+      try(base::close(con), silent = TRUE)
+      unlink(c(req_file, err_file))
+      return(invisible())
+    }
+    repeat {
+      line <- readLines(con, n = 1L, warn = FALSE)
+      if (!length(line)) {
+        err <- if (file.exists(err_file)) readLines(err_file, warn = FALSE) else character()
+        if (length(err)) {
+          amlr_abort(c("amlr's Python side failed before it could answer.",
+                       i = "Python: {.path {python}}", x = "{utils::tail(err, 5)}"), "bridge", call = call)
+        }
+        return(NULL)
+      }
+      if (startsWith(line, "{\"event\": \"hello\"")) {
+        pid <<- jsonlite::fromJSON(line)$pid
+        next
+      }
+      return(line)
+    }
+  }
+}
+
+stream_reticulate <- function(request, call = rlang::caller_env()) {
+  if (!requireNamespace("reticulate", quietly = TRUE)) return(bridge_reticulate(request, call = call))
+  api <- reticulate_api(call)
+  sync_python_environ()
+  it <- api$stream_json(enc2utf8(as.character(request)))
+  function(close = FALSE) {
+    if (close) {
+      try(it$close(), silent = TRUE)
+      return(invisible())
+    }
+    reticulate::iter_next(it, completed = NULL)
+  }
 }

@@ -141,15 +141,18 @@ r_pipeline <- function(..., name = NULL, description = NULL, environment = NULL,
   if (!length(steps)) {
     amlr_abort("A pipeline needs at least one {.fn r_step}.", "invalid_spec")
   }
-  name <- name %||% default_pipeline_name(steps[[1]])
-  p <- structure(
-    list(name = name, description = description, steps = unname(steps),
-         environment = environment, compute = compute),
-    class = "amlr_pipeline"
-  )
+  p <- new_pipeline(steps, name = name, description = description, environment = environment, compute = compute)
   checked <- amlr_call("validate", list(spec = pipeline_spec(p)))
   p$order <- vapply(checked$steps, function(s) s$name, character(1))
   p
+}
+
+new_pipeline <- function(steps, name = NULL, description = NULL, environment = NULL, compute = NULL) {
+  structure(
+    list(name = name %||% default_pipeline_name(steps[[1]]), description = description, steps = unname(steps),
+         environment = environment, compute = compute),
+    class = "amlr_pipeline"
+  )
 }
 
 flatten_steps <- function(x) {
@@ -171,8 +174,9 @@ flatten_steps <- function(x) {
 
 as_pipeline <- function(x, call = rlang::caller_env()) {
   if (inherits(x, "amlr_pipeline")) return(x)
-  if (inherits(x, "amlr_step")) return(r_pipeline(x, name = x$name))
-  if (is.character(x) && length(x) == 1L) return(r_pipeline(r_step(x), name = default_step_name(x)))
+  # A single step needs no graph check here: submit validates every spec.
+  if (inherits(x, "amlr_step")) return(new_pipeline(list(x), name = x$name))
+  if (is.character(x) && length(x) == 1L) return(new_pipeline(list(r_step(x)), name = default_step_name(x)))
   amlr_abort(c("{.arg pipeline} must be a path to an R script, an {.fn r_step} or an {.fn r_pipeline}.",
                x = "Got {.cls {class(x)}}."), "invalid_spec", call = call)
 }

@@ -5,7 +5,7 @@ new_amlr_run <- function(x) {
   fields <- c("id", "backend", "experiment", "pipeline", "status", "created", "started", "ended",
               "run_dir", "portal_url", "remote_id", "error", "n_steps", "published")
   out <- lapply(stats::setNames(fields, fields), function(f) x[[f]])
-  structure(out, class = "amlr_run")
+  structure(out, class = "amlr_run", warnings = x$warnings)
 }
 
 # A run id from an amlr_run, an id or "latest".
@@ -41,7 +41,7 @@ format_duration <- function(secs) {
 format.amlr_run <- function(x, ...) {
   status_fn <- switch(x$status %||% "",
     Completed = cli::col_green, Failed = cli::col_red, Canceled = cli::col_yellow, cli::col_blue)
-  field <- function(label, value) paste0("  ", format(label, width = 11), value)
+  field <- function(label, value) paste0("  ", format(label, width = 12), value)
   c(
     paste0(cli::style_dim("<amlr_run> "), cli::style_bold(x$id)),
     field("backend:", x$backend),

@@ -42,20 +42,24 @@ submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("l
   pipeline <- as_pipeline(pipeline)
   if (backend != "local" && is.null(workspace)) workspace <- aml_workspace_default(backend)
   if (!is.null(workspace)) options$workspace <- workspace_spec(workspace)
-  res <- amlr_call("submit", list(
-    spec = pipeline_spec(pipeline),
-    backend = backend,
-    experiment = experiment,
-    options = options
-  ))
-  for (w in res$warnings %||% character()) cli::cli_warn(w)
-  run <- new_amlr_run(res)
-  if (!quiet) {
-    cli::cli_alert_info("Submitted run {.val {run$id}} ({run$backend}) of {.val {run$pipeline}}.")
-    if (!is.null(run$portal_url)) cli::cli_alert_info("Follow it on Azure ML: {.url {run$portal_url}}")
+  params <- list(spec = pipeline_spec(pipeline), backend = backend, experiment = experiment, options = options)
+  announce <- function(run, warnings = NULL) {
+    for (w in warnings) cli::cli_warn(cli_escape(w))
+    if (!quiet) {
+      cli::cli_alert_info("Submitted run {.val {run$id}} ({run$backend}) of {.val {run$pipeline}}.")
+      if (!is.null(run$portal_url)) cli::cli_alert_info("Follow it on Azure ML: {.url {run$portal_url}}")
+    }
   }
-  if (!isTRUE(wait)) return(run)
-  run <- run_wait(run, quiet = quiet)
+  if (!isTRUE(wait)) {
+    res <- amlr_call("submit", params)
+    run <- new_amlr_run(res)
+    announce(run, unlist(res$warnings))
+    return(run)
+  }
+  # One stream submits and follows: no extra round trip, logs as they come.
+  params$wait <- TRUE
+  run <- follow_run("submit", params, quiet = quiet,
+                    on_submitted = function(run) announce(run, unlist(attr(run, "warnings"))))
   if (identical(run$status, "Failed")) signal_run_failed(run)
   invisible(run)
 }

@@ -20,67 +20,72 @@
 #' \dontshow{Sys.unsetenv("AMLR_HOME")}
 run_wait <- function(run = "latest", timeout = Inf, quiet = FALSE) {
   id <- run_ref(run)
+  follow_run("wait", list(run = id, timeout = if (is.finite(timeout)) timeout), quiet = quiet,
+             fallback = function() run_info(id))
+}
+
+# Follow a stream of run events ("wait", or "submit" with wait = TRUE) to its
+# end: render log lines and step changes, detach on interrupt.
+follow_run <- function(method, params, quiet = FALSE, fallback = NULL, on_submitted = NULL,
+                       call = rlang::caller_env()) {
   state <- new.env(parent = emptyenv())
-  state$cursor <- structure(list(), names = character())
   state$run <- NULL
   state$seen <- character()
   state$bar <- NULL
-  start <- Sys.time()
-  interval <- getOption("amlr.poll_interval", 0.05)
-  max_interval <- getOption("amlr.poll_max", if (identical(state_backend(run), "local")) 0.5 else 5)
+  state$many <- FALSE
+  on_event <- function(event) {
+    switch(event$event %||% "",
+      submitted = {
+        state$run <- new_amlr_run(event$run)
+        if (!is.null(on_submitted)) on_submitted(state$run)
+      },
+      log = if (!quiet) emit_log(event$lines, state),
+      steps = {
+        state$run <- new_amlr_run(event$run)
+        if (!quiet) report_steps(event$steps, state)
+      },
+      NULL
+    )
+  }
   detached <- FALSE
-  tryCatch(
-    {
-      repeat {
-        res <- amlr_call("follow", list(run = id, cursor = state$cursor))
-        state$cursor <- res$cursor %||% state$cursor
-        if (is.list(state$cursor) && !length(state$cursor)) state$cursor <- structure(list(), names = character())
-        state$run <- new_amlr_run(res$run)
-        if (!quiet) report_progress(state, res)
-        if (state$run$status %in% terminal_statuses) break
-        if (as.numeric(difftime(Sys.time(), start, units = "secs")) > timeout) {
-          if (!quiet) cli::cli_alert_warning("Stopped waiting after {timeout}s; run {.val {id}} goes on.")
-          break
-        }
-        Sys.sleep(interval)
-        interval <- min(interval * 1.5, max_interval)
-      }
-    },
+  result <- tryCatch(
+    amlr_stream(method, params, on_event = on_event, call = call),
     interrupt = function(e) {
       detached <<- TRUE
+      NULL
     }
   )
   if (!is.null(state$bar)) cli::cli_progress_done(id = state$bar)
   if (detached) {
+    run <- state$run %||% if (!is.null(fallback)) fallback()
+    id <- run$id %||% params$run
     cli::cli_alert_info(c(
       "Detached from run {.val {id}}; it goes on. ",
       "Reattach with {.code run_wait(\"{id}\")}, stop it with {.code run_cancel(\"{id}\")}."
     ))
-    return(invisible(state$run %||% run_info(id)))
+    return(invisible(run))
   }
-  if (!quiet && state$run$status %in% terminal_statuses) {
-    took <- format_duration(run_duration(state$run$started, state$run$ended))
-    switch(state$run$status,
-      Completed = cli::cli_alert_success("Run {.val {id}} completed in {took}."),
-      Failed = cli::cli_alert_danger("Run {.val {id}} failed after {took}."),
-      Canceled = cli::cli_alert_warning("Run {.val {id}} was canceled.")
+  run <- new_amlr_run(result)
+  if (!quiet) {
+    took <- format_duration(run_duration(run$started, run$ended))
+    switch(run$status,
+      Completed = cli::cli_alert_success("Run {.val {run$id}} completed in {took}."),
+      Failed = cli::cli_alert_danger("Run {.val {run$id}} failed after {took}."),
+      Canceled = cli::cli_alert_warning("Run {.val {run$id}} was canceled."),
+      cli::cli_alert_warning("Stopped waiting; run {.val {run$id}} is {run$status} and goes on.")
     )
   }
-  invisible(state$run)
+  invisible(run)
 }
 
-state_backend <- function(run) {
-  if (inherits(run, "amlr_run")) run$backend else NA_character_
+emit_log <- function(lines, state) {
+  if (!length(lines)) return(invisible())
+  text <- vapply(lines, function(l) if (state$many) paste0("[", l$step, "] ", l$line) else l$line, "")
+  emit_lines(text, state)
 }
 
-report_progress <- function(state, res) {
-  steps <- res$steps %||% list()
-  many <- length(steps) > 1L
-  lines <- res$lines %||% list()
-  if (length(lines)) {
-    text <- vapply(lines, function(l) if (many) paste0("[", l$step, "] ", l$line) else l$line, "")
-    emit_lines(text, state)
-  }
+report_steps <- function(steps, state) {
+  state$many <- length(steps) > 1L
   done <- 0L
   current <- character()
   for (s in steps) {
@@ -88,13 +93,13 @@ report_progress <- function(state, res) {
       done <- done + 1L
       if (!s$name %in% state$seen) {
         state$seen <- c(state$seen, s$name)
-        if (many || !identical(s$status, "Completed")) announce_step(s)
+        if (state$many || !identical(s$status, "Completed")) announce_step(s)
       }
     } else if (identical(s$status, "Running")) {
       current <- c(current, s$name)
     }
   }
-  if (many && interactive()) {
+  if (state$many && interactive()) {
     if (is.null(state$bar)) {
       state$bar <- cli::cli_progress_bar(
         total = length(steps), format = "{cli::pb_bar} {cli::pb_current}/{cli::pb_total} steps {cli::pb_status}",

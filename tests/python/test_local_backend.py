@@ -304,3 +304,62 @@ def test_concurrent_sessions_lose_no_run(home, src):
     for run_id in ids:
         assert wait(home, run_id, timeout=120)["status"] == "Completed"
     assert len({r["id"] for r in call(home, "list", limit=0)}) == 12
+
+
+def stream(home, method, **params):
+    params["home"] = str(home)
+    return [json.loads(line) for line in api.stream_json(json.dumps({"method": method, "params": params}))]
+
+
+def test_submit_stream_delivers_logs_step_changes_and_heartbeats(home, src):
+    write(src, "quiet.R", 'cat("first\\n"); Sys.sleep(0.8); cat("second\\n")\n')
+    events = stream(home, "submit", spec={"name": "p", "steps": [step(src, "quiet")]}, wait=True)
+    kinds = [e.get("event") for e in events[:-1]]
+    assert kinds[0] == "submitted"
+    assert "tick" in kinds, "a silent step must still produce heartbeats"
+    lines = [l["line"] for e in events if e.get("event") == "log" for l in e["lines"]]
+    assert lines[:2] == ["first", "second"]
+    assert lines[-1] == "Pipeline step execution returned 0"
+    statuses = [e["steps"][0]["status"] for e in events if e.get("event") == "steps"]
+    assert statuses[-1] == "Completed" and len(statuses) >= 2
+    assert events[-1]["result"]["status"] == "Completed"
+
+
+def test_wait_stream_resumes_from_a_cursor_and_stops_at_timeout(home, src):
+    write(src, "slow.R", 'cat("a\\n"); Sys.sleep(30)\n')
+    run = submit(home, [step(src, "slow")])
+    deadline = time.monotonic() + 20
+    while not call(home, "logs", run=run["id"])["slow"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    events = stream(home, "wait", run=run["id"], timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    assert events[-1]["result"]["status"] == "Running"
+    cursor = events[-1]["result"]["cursor"]
+    again = stream(home, "wait", run=run["id"], timeout=0.3, cursor=cursor)
+    assert not [e for e in again if e.get("event") == "log"], "lines before the cursor came again"
+    call(home, "cancel", run=run["id"])
+
+
+def test_a_plain_method_streams_as_its_response(home):
+    assert stream(home, "ping")[-1]["result"]["amlr"]
+    assert stream(home, "nope")[-1]["error"]["class"] == "bad_request"
+
+
+def test_the_forked_runner_does_not_hold_the_bridge_pipe(home, src):
+    """R reads `python -m amlr stream` to EOF: a runner that kept the pipe would block R for the whole run."""
+    import subprocess
+
+    write(src, "slow.R", "Sys.sleep(30)\n")
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "..", "inst", "python"))
+    request = {"method": "submit", "params": {"home": str(home), "spec": {"name": "p", "steps": [step(src, "slow")]}}}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "amlr", "stream"], input=json.dumps(request).encode(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=25)
+    assert time.monotonic() - t0 < 10
+    lines = [json.loads(l) for l in proc.stdout.decode().splitlines()]
+    assert lines[0]["event"] == "hello"
+    run = lines[-1]["result"]
+    assert call(home, "status", run=run["id"])["status"] in ("Queued", "Running")
+    assert procs.pid_alive(Registry(str(home)).get_run(run["id"])["runner_pid"])
+    assert call(home, "cancel", run=run["id"])["status"] == "Canceled"

@@ -7,8 +7,10 @@ from typing import Optional, Sequence
 
 def call() -> int:
     """The bridge endpoint: kept free of argparse, every R call starts here."""
+    from . import procs
     from .api import handle_json
 
+    procs.FORK_RUNNER = True
     text = sys.stdin.buffer.read().decode("utf-8")
     # Only the response may reach stdout: SDKs that print go to stderr.
     real_stdout, sys.stdout = sys.stdout, sys.stderr
@@ -22,10 +24,42 @@ def call() -> int:
     return 0
 
 
+def stream() -> int:
+    """The streaming endpoint: JSON lines, flushed one by one, for R to read from a pipe."""
+    import json
+    import os
+    import signal
+
+    from . import procs
+    from .api import stream_json
+
+    # Ctrl+C in a terminal reaches the whole foreground group: R decides what an
+    # interrupt means (detach), this follower only stops when R closes the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    procs.FORK_RUNNER = True
+    text = sys.stdin.buffer.read().decode("utf-8")
+    out = sys.stdout
+    real_stdout, sys.stdout = sys.stdout, sys.stderr
+    try:
+        out.write(json.dumps({"event": "hello", "pid": os.getpid()}) + "\n")
+        out.flush()
+        for line in stream_json(text):
+            out.write(line + "\n")
+            out.flush()
+    except BrokenPipeError:
+        # R stopped listening (an interrupt): the run itself goes on.
+        os._exit(0)
+    finally:
+        sys.stdout = real_stdout
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in == ["call"]:
         return call()
+    if args_in == ["stream"]:
+        return stream()
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -36,6 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("call", help="read one JSON request on stdin, write one JSON response on stdout")
+    sub.add_parser("stream", help="like call, but write JSON-line events (logs, step states) before the response")
     runner = sub.add_parser("runner", help="run a submitted local run to its end (started by submit)")
     runner.add_argument("--home", required=True, help="the amlr home holding the registry")
     runner.add_argument("--max-parallel", type=int, default=1, help="steps run at the same time")
@@ -48,6 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.command == "call":
         return call()
+    if args.command == "stream":
+        return stream()
     if args.command == "runner":
         from .backends.local import run_runner
 

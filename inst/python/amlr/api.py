@@ -13,13 +13,14 @@ import importlib
 import json
 import os
 import sys
+import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generator, Iterator, Optional
 
 from . import __version__
 from .backends import get_backend
 from .errors import AmlrError, BadRequest
-from .registry import Registry, default_home, new_run_id
+from .registry import TERMINAL, Registry, default_home, new_run_id
 from .spec import validate
 
 Handler = Callable[[dict[str, Any]], Any]
@@ -177,6 +178,117 @@ def handle_json(text: str) -> str:
     except ValueError as exc:
         return json.dumps({"error": {"class": "bad_request", "message": f"The request is not valid JSON: {exc}"}})
     return json.dumps(handle(request), default=str)
+
+
+# -- streams -------------------------------------------------------------------
+#
+# A waiting R session needs events as they happen (log lines, step states),
+# not a reply at the end. A stream is a generator of event dicts that
+# *returns* its result; :func:`stream` turns it into the same protocol, one
+# JSON object per line: events, then ``{"result": ...}`` or ``{"error": ...}``.
+# Both transports read the same lines: system2 through a pipe from
+# ``python -m amlr stream``, reticulate by iterating :func:`stream_json`.
+
+Stream = Callable[[dict[str, Any]], Iterator[dict[str, Any]]]
+STREAMS: dict[str, Stream] = {}
+HEARTBEAT_SECONDS = 0.25  # how often a silent stream says it is alive, so R can handle an interrupt
+
+
+def stream_method(name: str) -> Callable[[Stream], Stream]:
+    def register(fn: Stream) -> Stream:
+        STREAMS[name] = fn
+        return fn
+
+    return register
+
+
+def follow_events(reg: Registry, run_id: str, *, timeout: Optional[float] = None,
+                  cursor: Optional[dict[str, Any]] = None) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    """Log lines and step changes of a run until it ends (or ``timeout`` seconds pass)."""
+    run = reg.get_run(run_id)
+    backend = get_backend(run["backend"])
+    poll = float(getattr(backend, "POLL_SECONDS", 2.0))
+    cursor = dict(cursor or {})
+    deadline = None if timeout is None or timeout == float("inf") else time.monotonic() + float(timeout)
+    last_signature: Optional[list] = None
+    last_event = time.monotonic()
+    while True:
+        # Status first: once it reads terminal, the logs read next are complete.
+        run = backend.refresh(reg, reg.get_run(run_id))
+        chunk = backend.follow(reg, run, cursor)
+        cursor = chunk.get("cursor") or cursor
+        if chunk.get("lines"):
+            last_event = time.monotonic()
+            yield {"event": "log", "lines": chunk["lines"]}
+        steps = backend.steps(reg, run)
+        signature = [(s["name"], s["status"], s.get("reused")) for s in steps]
+        if signature != last_signature:
+            last_signature = signature
+            last_event = time.monotonic()
+            yield {"event": "steps", "steps": steps, "run": run}
+        if run["status"] in TERMINAL:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        wake = time.monotonic() + poll
+        while True:
+            now = time.monotonic()
+            if now - last_event >= HEARTBEAT_SECONDS:
+                last_event = now
+                yield {"event": "tick"}
+            left = min(wake, last_event + HEARTBEAT_SECONDS) - now
+            if deadline is not None:
+                left = min(left, deadline - now)
+            if wake - now <= 0 or (deadline is not None and deadline - now <= 0):
+                break
+            time.sleep(max(0.0, left))
+    run["cursor"] = cursor
+    return run
+
+
+@stream_method("submit")
+def submit_stream(params: dict[str, Any]) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    run = submit(params)
+    yield {"event": "submitted", "run": run}
+    if not params.get("wait"):
+        return run
+    return (yield from follow_events(registry(params), run["id"], timeout=params.get("timeout")))
+
+
+@stream_method("wait")
+def wait_stream(params: dict[str, Any]) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    reg = registry(params)
+    run_id = reg.resolve(params.get("run", "latest"))
+    return (yield from follow_events(reg, run_id, timeout=params.get("timeout"), cursor=params.get("cursor")))
+
+
+def stream(request: Any) -> Iterator[dict[str, Any]]:
+    """Events, then one final ``{"result": ...}`` or ``{"error": ...}``; never raises."""
+    try:
+        if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+            raise BadRequest('A request is a JSON object {"method": ..., "params": {...}}.')
+        fn = STREAMS.get(request["method"])
+        if fn is None:
+            # Every method can be streamed: a plain one is a stream of no events.
+            yield handle(request)
+            return
+        params = request.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("`params` must be a JSON object.")
+        result = yield from fn(params)
+        yield {"result": result}
+    except Exception as exc:
+        yield _error(exc)
+
+
+def stream_json(text: str) -> Iterator[str]:
+    try:
+        request = json.loads(text)
+    except ValueError as exc:
+        yield json.dumps({"error": {"class": "bad_request", "message": f"The request is not valid JSON: {exc}"}})
+        return
+    for event in stream(request):
+        yield json.dumps(event, default=str)
 
 
 SYNCED_PREFIXES = ("AMLR_", "AZURE_", "MLFLOW_")

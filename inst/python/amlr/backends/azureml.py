@@ -86,6 +86,8 @@ STATUS_MAP = {
     "Cancelled": "Canceled",
 }
 
+POLL_SECONDS = 5.0  # how often a waiting reader asks Azure ML for news
+
 
 class AzureMLError(AmlrError):
     """Azure ML refused or failed a request; the message carries its reason."""

@@ -81,6 +81,8 @@ STATUS_NOTES = {
     "CancelRequested": "Cancel requested; Azure ML is stopping the job.",
 }
 
+POLL_SECONDS = 5.0  # how often a waiting reader asks Azure ML for news
+
 
 class AzureRequestFailed(AmlrError):
     """A call to Azure ML failed (network, permission, a job Azure ML rejected)."""

@@ -28,6 +28,7 @@ from ..spec import Pipeline, Step, validate
 BOOTSTRAPPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bootstrapper.py")
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CANCEL_GRACE = 5.0
+POLL_SECONDS = 0.02  # how often a waiting reader looks at the run folder
 
 
 # -- submit -------------------------------------------------------------------
@@ -119,19 +120,23 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
         ],
     )
     max_parallel = int(options.get("max_parallel") or os.cpu_count() or 1)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["PYTHONUNBUFFERED"] = "1"
-    proc = procs.spawn_detached(
-        [procs.python_executable(), "-m", "amlr", "runner", "--home", reg.home, "--max-parallel", str(max_parallel), run_id],
-        cwd=run_dir,
-        log_path=os.path.join(run_dir, "runner.log"),
-        env=env,
-    )
+    log_path = os.path.join(run_dir, "runner.log")
+    if procs.FORK_RUNNER and os.name == "posix":
+        pid = procs.fork_detached(lambda: run_runner(reg.home, run_id, max_parallel, cwd=run_dir), log_path=log_path)
+    else:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        proc = procs.spawn_detached(
+            [procs.python_executable(), "-m", "amlr", "runner", "--home", reg.home, "--max-parallel",
+             str(max_parallel), run_id],
+            cwd=run_dir, log_path=log_path, env=env,
+        )
+        # Let the runner outlive us without Python warning about an unreaped child.
+        proc.returncode = 0
+        pid = proc.pid
     # Record the runner at once, so a reader can tell a dead runner from a slow start.
-    reg.update_run(run_id, runner_pid=proc.pid, runner_identity=procs.process_identity(proc.pid))
-    # Let the runner outlive us without Python warning about an unreaped child.
-    proc.returncode = 0
+    reg.update_run(run_id, runner_pid=pid, runner_identity=procs.process_identity(pid))
     out = reg.get_run(run_id)
     out["warnings"] = warnings
     return out
@@ -323,7 +328,9 @@ class Runner:
         self.reg.add_metrics(self.run_id, step, records)
 
 
-def run_runner(home: str, run_id: str, max_parallel: int) -> int:
+def run_runner(home: str, run_id: str, max_parallel: int, cwd: Optional[str] = None) -> int:
+    if cwd:
+        os.chdir(cwd)
     status = Runner(Registry(home), run_id, max_parallel).run()
     return 0 if status == "Completed" else 1
 
