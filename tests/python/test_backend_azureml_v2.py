@@ -568,3 +568,18 @@ def test_live_hello_runs_on_azure_ml(tmp_path):
     assert chunk["run"]["status"] == "Completed", "\n".join(lines[-30:])
     assert any("Hello from" in line for line in lines)
     assert any("Hello from" in line for line in call(home, "logs", run=run["id"])["hello"])
+
+
+def test_wait_stream_follows_a_v2_run_in_one_process(tmp_path, azure):
+    """run_wait() over either bridge: one stream, log lines and step states, then the run."""
+    run = submit(tmp_path, hello_spec)
+    home = tmp_path / "home"
+    azure.jobs.parent_status = "Completed"
+    azure.jobs.child("hello", "Completed")
+    azure.jobs.logs[f"{REMOTE}_hello"] = "Hello from R\nPipeline step execution returned 0\n"
+    events = [json.loads(line) for line in api.stream_json(json.dumps(
+        {"method": "wait", "params": {"home": str(home), "run": run["id"]}}))]
+    lines = [l["line"] for e in events if e.get("event") == "log" for l in e["lines"]]
+    assert lines == ["Hello from R", "Pipeline step execution returned 0"]
+    assert [e["steps"][0]["status"] for e in events if e.get("event") == "steps"] == ["Completed"]
+    assert events[-1]["result"]["status"] == "Completed"

@@ -16,11 +16,10 @@ import signal
 import subprocess
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Optional
 
 from .. import procs, snapshot
-from ..jobspec import BOOTSTRAPPER_IN_SNAPSHOT, bootstrapper_args
+from ..jobspec import bootstrapper_args
 from ..errors import AmlrError, FileExists, RunNotActive
 from ..registry import ACTIVE, TERMINAL, Registry
 from ..spec import Pipeline, Step, validate
@@ -28,6 +27,13 @@ from ..spec import Pipeline, Step, validate
 BOOTSTRAPPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bootstrapper.py")
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CANCEL_GRACE = 5.0
+# Locally the bootstrapper runs from amlr's own package -- the same file the
+# snapshot carries as _amlr/bootstrapper.py -- imported rather than run as a
+# script, so its bytecode is cached instead of compiled for every step.
+BOOTSTRAP_FROM_PACKAGE = (
+    "import runpy, sys; sys.path.insert(0, {parent!r}); "
+    "runpy.run_module('amlr.bootstrapper', run_name='__main__', alter_sys=True)"
+).format(parent=PACKAGE_PARENT)
 POLL_SECONDS = 0.02  # how often a waiting reader looks at the run folder
 
 
@@ -199,6 +205,9 @@ class Runner:
         steps = {s.name: s for s in self.pipeline.steps}
         pending = [s.name for s in self.pipeline.steps]
         state: dict[str, str] = {}
+        # Only the runner schedules: readers and submitters skip this import.
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
         running: dict[Future, str] = {}
         with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
             while pending or running:
@@ -272,7 +281,8 @@ class Runner:
         os.makedirs(os.path.dirname(info["metrics"]), exist_ok=True)
         argv = [
             procs.python_executable(),
-            os.path.join(info["snapshot"], BOOTSTRAPPER_IN_SNAPSHOT),
+            "-c",
+            BOOTSTRAP_FROM_PACKAGE,
             *bootstrapper_args(step, self._inputs(step), info["outputs"], metrics_sink="none"),
         ]
         env = dict(os.environ)
