@@ -173,6 +173,8 @@ test_that("interrupting run_wait() detaches and leaves the run going", {
   dir <- write_scripts(slow.R = c('cat("step started\\n")', "Sys.sleep(20)"))
   waiter <- withr::local_tempfile(fileext = ".R")
   writeLines(c(
+    # The child follows the run over the bridge this test session uses.
+    sprintf('options(amlr.bridge = "%s")', getOption("amlr.bridge", "system2")),
     sprintf('run <- amlr::submit_r_pipeline("%s", wait = FALSE, quiet = TRUE)', file.path(dir, "slow.R")),
     'cat("RUN", run$id, "\\n")',
     "amlr::run_wait(run)",

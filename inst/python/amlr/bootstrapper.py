@@ -28,15 +28,12 @@ cannot be executed.
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -286,6 +283,8 @@ def _timestamp_ms(time: Optional[str]) -> Optional[int]:
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
+        import datetime  # metrics only: a plain step does not pay for the import
+
         parsed = datetime.datetime.fromisoformat(text)
     except ValueError:
         return None
@@ -353,6 +352,8 @@ def make_sink(name: str) -> Optional[Sink]:
 def parse_metric_line(line: bytes) -> "tuple[str, Union[int, float, str], Optional[str]]":
     """Validate one JSON line; raise ValueError with a reason that quotes no data."""
     try:
+        import json  # metrics only
+
         record = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
@@ -610,6 +611,8 @@ def _metrics_file(env: Dict[str, str]) -> "tuple[str, Optional[str]]":
         except OSError as exc:
             warn(f"cannot create the folder of AMLR_METRICS_FILE ({parent}): {exc.strerror or exc}")
         return path, None
+    import tempfile
+
     tmpdir = tempfile.mkdtemp(prefix="amlr-metrics-")
     return os.path.join(tmpdir, "metrics.jsonl"), tmpdir
 

@@ -134,7 +134,7 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
         env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
         proc = procs.spawn_detached(
-            [procs.python_executable(), "-m", "amlr", "runner", "--home", reg.home, "--max-parallel",
+            [procs.python_executable(), "-S", "-m", "amlr", "runner", "--home", reg.home, "--max-parallel",
              str(max_parallel), run_id],
             cwd=run_dir, log_path=log_path, env=env,
         )
@@ -281,6 +281,7 @@ class Runner:
         os.makedirs(os.path.dirname(info["metrics"]), exist_ok=True)
         argv = [
             procs.python_executable(),
+            "-S",  # the bootstrapper is standard library only: skip site-packages start-up
             "-c",
             BOOTSTRAP_FROM_PACKAGE,
             *bootstrapper_args(step, self._inputs(step), info["outputs"], metrics_sink="none"),
