@@ -25,7 +25,7 @@ export AMLR_PYTHON := $(VPY)
 export RETICULATE_PYTHON := $(VPY)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup r-deps run test test-python test-r test-r-system2 test-r-reticulate check bench docs lint-docker clean
+.PHONY: setup r-deps run test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs lint-docker clean
 
 setup: $(RLIB)/amlr/DESCRIPTION $(VENV)/.installed
 
@@ -55,7 +55,7 @@ $(RLIB)/amlr/DESCRIPTION: $(R_SOURCES) $(ROOT)/.Rlib/.r-deps
 run: setup
 	Rscript examples/hello/run.R
 
-test: setup test-python test-r
+test: setup test-python test-r check-package
 
 test-python: setup
 	$(VPY) -m pytest tests/python -q -p no:cacheprovider
@@ -74,6 +74,14 @@ docs: $(ROOT)/.Rlib/.r-deps
 check: setup
 	rm -rf build && mkdir -p build
 	cd build && R CMD build --no-build-vignettes $(ROOT) >/dev/null && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual amlr_*.tar.gz
+	@! grep -E "^Status: .*(ERROR|WARNING)" build/amlr.Rcheck/00check.log
+
+# R CMD check without re-running the test suite (make test has just run it):
+# examples, documentation, code, DESCRIPTION. A WARNING fails it too.
+check-package: setup
+	rm -rf build && mkdir -p build
+	cd build && R CMD build --no-build-vignettes $(ROOT) >/dev/null && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual --no-tests amlr_*.tar.gz
+	@! grep -E "^Status: .*(ERROR|WARNING)" build/amlr.Rcheck/00check.log
 
 bench: setup
 	Rscript bench/run.R
