@@ -35,7 +35,7 @@ if PY_ROOT not in sys.path:
 
 pytest.importorskip("azureml.pipeline.steps")
 
-from amlr import api  # noqa: E402
+from bridge_calls import call, call_error  # noqa: E402
 from amlr import workspace as workspaces  # noqa: E402
 from amlr.backends import azureml as backend  # noqa: E402
 from amlr.jobspec import BOOTSTRAPPER_IN_SNAPSHOT, bootstrapper_argv  # noqa: E402
@@ -622,19 +622,6 @@ def azure(offline, monkeypatch, tmp_path):
     return rec
 
 
-def call(home: str, method: str, **params: Any) -> Any:
-    params["home"] = home
-    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
-    if "error" in out:
-        raise AssertionError(out["error"])
-    return out["result"]
-
-
-def call_error(home: str, method: str, **params: Any) -> dict[str, Any]:
-    params["home"] = home
-    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
-    assert "error" in out, out
-    return out["error"]
 
 
 def submit_cars(azure: SimpleNamespace, **options: Any) -> dict[str, Any]:

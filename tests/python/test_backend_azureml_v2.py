@@ -29,6 +29,7 @@ from test_export import (  # noqa: E402  (also puts inst/python on sys.path)
     multi_step_spec,
 )
 
+from bridge_calls import call, call_error  # noqa: E402
 from amlr import api  # noqa: E402
 from amlr.backends import azureml_v2 as v2  # noqa: E402
 from amlr.export import export_pipeline  # noqa: E402
@@ -153,19 +154,6 @@ def azure(monkeypatch):
     return client
 
 
-def call(home, method, **params):
-    params["home"] = str(home)
-    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
-    if "error" in out:
-        raise AssertionError(out["error"])
-    return out["result"]
-
-
-def call_error(home, method, **params):
-    params["home"] = str(home)
-    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
-    assert "error" in out, out
-    return out["error"]
 
 
 def submit(tmp_path, spec_fn=multi_step_spec, **options):

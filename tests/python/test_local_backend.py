@@ -13,25 +13,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "inst", "
     p.endswith(os.path.join("inst", "python")) for p in sys.path
 ) else None
 
+from bridge_calls import call, call_error  # noqa: E402
 from amlr import api, procs  # noqa: E402
 from amlr.registry import Registry  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript is not installed")
 
 
-def call(home, method, **params):
-    params["home"] = str(home)
-    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
-    if "error" in out:
-        raise AssertionError(out["error"])
-    return out["result"]
-
-
-def call_error(home, method, **params):
-    params["home"] = str(home)
-    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
-    assert "error" in out, out
-    return out["error"]
 
 
 def wait(home, run_id, timeout=60):

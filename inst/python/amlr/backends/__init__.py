@@ -19,6 +19,29 @@ BACKENDS = {
 }
 
 
+# Azure ML run, step and job states (classic runs and v2 jobs share the
+# vocabulary) -> amlr's six. NotResponding and Paused are not final (a run can
+# come back), so they stay active; the backends say why in the run's `error`.
+AML_STATUS_MAP = {
+    "NotStarted": "NotStarted",
+    "Unapproved": "NotStarted",
+    "Queued": "Queued",
+    "Preparing": "Queued",
+    "Provisioning": "Queued",
+    "Starting": "Queued",
+    "Paused": "Queued",
+    "Running": "Running",
+    "Finalizing": "Running",
+    "CancelRequested": "Running",
+    "NotResponding": "Running",
+    "Completed": "Completed",
+    "Finished": "Completed",
+    "Failed": "Failed",
+    "Canceled": "Canceled",
+    "Cancelled": "Canceled",
+}
+
+
 def get_backend(name: str) -> ModuleType:
     if name not in BACKENDS:
         raise BadRequest(f"Unknown backend `{name}`; use one of: {', '.join(BACKENDS)}.")

@@ -43,7 +43,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .. import snapshot
-from . import option_text
+from . import AML_STATUS_MAP as STATUS_MAP, option_text
 from .. import workspace as workspaces
 from ..environment import (
     ResolvedEnvironment,
@@ -67,24 +67,6 @@ DEFAULT_COMPUTE_TYPE = "AmlCompute"
 UPLOAD_CACHE = "azureml-uploads.json"
 LOG_PREFERENCE = ("user_logs/std_log.txt", "azureml-logs/70_driver_log.txt")
 
-# AML run and step states -> amlr's six (registry.TERMINAL / ACTIVE).
-STATUS_MAP = {
-    "NotStarted": "NotStarted",
-    "Unapproved": "NotStarted",
-    "Queued": "Queued",
-    "Preparing": "Queued",
-    "Provisioning": "Queued",
-    "Starting": "Queued",
-    "Running": "Running",
-    "Finalizing": "Running",
-    "CancelRequested": "Running",
-    "NotResponding": "Running",
-    "Completed": "Completed",
-    "Finished": "Completed",
-    "Failed": "Failed",
-    "Canceled": "Canceled",
-    "Cancelled": "Canceled",
-}
 
 POLL_SECONDS = 5.0  # how often a waiting reader asks Azure ML for news
 

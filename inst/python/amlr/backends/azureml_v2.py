@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional
 
 from .. import snapshot
-from . import option_text
+from . import AML_STATUS_MAP as STATUS_MAP, option_text
 from ..environment import ResolvedEnvironment, resolve_environment, write_build_context
 from ..errors import AmlrError, BackendUnavailable, BadRequest, Credentials, FileExists, RunNotActive
 from ..jobspec import bootstrapper_argv, quote_command
@@ -58,23 +58,6 @@ LOG_FETCH_TIMEOUT = 30.0
 REUSED_FLAG = "azureml.isreused"
 REUSED_FROM = "azureml.reusedrunid"
 
-# Azure ML v2 job states -> amlr's six. NotResponding and Paused are not final
-# (a job can come back), so they stay active; refresh() says why in `error`.
-STATUS_MAP = {
-    "NotStarted": "NotStarted",
-    "Starting": "Queued",
-    "Provisioning": "Queued",
-    "Preparing": "Queued",
-    "Queued": "Queued",
-    "Paused": "Queued",
-    "Running": "Running",
-    "Finalizing": "Running",
-    "CancelRequested": "Running",
-    "NotResponding": "Running",
-    "Completed": "Completed",
-    "Failed": "Failed",
-    "Canceled": "Canceled",
-}
 STATUS_NOTES = {
     "NotResponding": "Azure ML reports the job NotResponding (no heartbeat from the compute); it may recover.",
     "Paused": "Azure ML reports the job Paused.",

@@ -1,0 +1,28 @@
+"""Calling the bridge in-process, as R's reticulate transport does.
+
+Shared by the backend tests: one request in, the result out (or the error
+dict, for tests that expect one).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from amlr import api
+
+
+def call(home: Any, method: str, **params: Any) -> Any:
+    """The method's result; a bridge error fails the test with the error shown."""
+    params["home"] = str(home)
+    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
+    if "error" in out:
+        raise AssertionError(out["error"])
+    return out["result"]
+
+
+def call_error(home: Any, method: str, **params: Any) -> dict[str, Any]:
+    """The error dict of a call that must fail."""
+    params["home"] = str(home)
+    out = json.loads(api.handle_json(json.dumps({"method": method, "params": params})))
+    assert "error" in out, out
+    return out["error"]
