@@ -18,9 +18,9 @@
 #' @seealso [amlr_python()], [install_amlr_python()].
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' amlr_doctor()
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 amlr_doctor <- function() {
   checks <- doctor_checks()
   print_doctor(checks)

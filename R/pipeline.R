@@ -292,7 +292,8 @@ format.amlr_pipeline <- function(x, format = c("text", "mermaid", "dot"), ...) {
         s <- by_name[[order[i]]]
         outs <- if (length(s$outputs)) paste0(" -> ", paste(s$outputs, collapse = ", ")) else ""
         c(paste0(i, ". ", cli::style_bold(s$name), " (", s$script, ")", outs),
-          vapply(names(s$inputs), function(nm) paste0("     ", nm, " <- ", format_input(s$inputs[[nm]])), ""))
+          vapply(names(s$inputs), function(nm) paste0("     ", nm, " <- ", format_input(s$inputs[[nm]])), "",
+                 USE.NAMES = FALSE))
       }))
       c(head, if (!is.null(x$description)) paste0("  ", x$description), body)
     },

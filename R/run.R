@@ -71,12 +71,12 @@ print.amlr_run <- function(x, ...) {
 #' @family runs
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("hi\\n")', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_status()
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_status <- function(run = "latest") {
   run_info(run)$status
 }
@@ -94,12 +94,12 @@ run_info <- function(run = "latest", call = rlang::caller_env()) {
 #' @family runs
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("hi\\n")', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_steps()
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_steps <- function(run = "latest") {
   steps_frame(amlr_call("steps", list(run = run_ref(run))))
 }
@@ -129,9 +129,10 @@ steps_frame <- function(rows) {
 #' @export
 print.amlr_steps <- function(x, ...) {
   out <- as.data.frame(unclass(x), stringsAsFactors = FALSE)
-  out$duration <- vapply(x$duration, format_duration, "")
-  out$started <- format(x$started, "%H:%M:%S")
-  out$ended <- format(x$ended, "%H:%M:%S")
+  if ("duration" %in% names(out)) out$duration <- vapply(out$duration, format_duration, "")
+  for (col in intersect(c("started", "ended"), names(out))) {
+    if (inherits(out[[col]], "POSIXct")) out[[col]] <- format(out[[col]], "%H:%M:%S")
+  }
   print.data.frame(out, row.names = FALSE)
   invisible(x)
 }
@@ -146,12 +147,12 @@ print.amlr_steps <- function(x, ...) {
 #' @family runs
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("hi\\n")', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_logs()
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_logs <- function(run = "latest", step = NULL) {
   res <- amlr_call("logs", list(run = run_ref(run), step = step))
   lines <- unlist(lapply(res, function(x) as.character(unlist(x))), use.names = FALSE)
@@ -193,9 +194,9 @@ tail.amlr_logs <- function(x, n = 6L, ...) {
 #' @family runs
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' run_list()
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_list <- function(experiment = NULL, limit = 20) {
   rows <- amlr_call("list", list(experiment = experiment, limit = limit))
   col <- function(name, default) {
@@ -227,12 +228,12 @@ run_list <- function(experiment = NULL, limit = 20) {
 #' @family runs
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('amlr::log_metric("rmse", 0.25)', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_metrics()
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_metrics <- function(run = "latest") {
   rows <- amlr_call("metrics", list(run = run_ref(run)))
   col <- function(name, default) {
@@ -240,13 +241,14 @@ run_metrics <- function(run = "latest") {
   }
   num <- col("value_num", NA_real_)
   txt <- col("value_str", NA_character_)
-  value <- if (all(is.na(txt))) num else ifelse(is.na(txt), format(num), txt)
+  # Mixed series become text without losing digits (as.character keeps 15).
+  value <- if (all(is.na(txt))) num else ifelse(is.na(txt), as.character(num), txt)
   data.frame(
     step = col("step", NA_character_),
     name = col("name", NA_character_),
     value = value,
     index = col("idx", NA_integer_),
-    time = col("time", NA_character_),
+    time = parse_metric_time(col("time", NA_character_)),
     stringsAsFactors = FALSE
   )
 }
@@ -254,23 +256,33 @@ run_metrics <- function(run = "latest") {
 #' Cancel a run
 #'
 #' Stops every step process of the run (R and whatever it started); steps
-#' that had not finished end `Canceled`.
+#' that had not finished end `Canceled`. Cancelling a run that has already
+#' ended only says so, so `run_cancel()` is safe in clean-up code.
 #'
 #' @inheritParams run_status
 #' @return The `amlr_run`, invisibly.
 #' @family runs
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines("Sys.sleep(30)", script)
 #' run <- submit_r_pipeline(script, wait = FALSE, quiet = TRUE)
 #' run_cancel(run)
 #' run_status(run)
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_cancel <- function(run = "latest") {
-  out <- new_amlr_run(amlr_call("cancel", list(run = run_ref(run))))
-  cli::cli_alert_success("Run {.val {out$id}} is {out$status}.")
+  ref <- run_ref(run)
+  out <- tryCatch(
+    new_amlr_run(amlr_call("cancel", list(run = ref))),
+    amlr_error_run_not_active = function(e) NULL
+  )
+  if (is.null(out)) {
+    out <- run_info(ref)
+    cli::cli_alert_info("Run {.val {out$id}} had already ended ({out$status}); nothing to cancel.")
+  } else {
+    cli::cli_alert_success("Run {.val {out$id}} is {out$status}.")
+  }
   invisible(out)
 }
 
@@ -286,12 +298,12 @@ run_cancel <- function(run = "latest") {
 #' @family runs
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' dir <- tempfile("step"); dir.create(dir)
 #' writeLines('writeLines("hi", file.path(amlr::step_output("out"), "hi.txt"))', file.path(dir, "s.R"))
 #' submit_r_pipeline(r_step(file.path(dir, "s.R"), outputs = "out"), quiet = TRUE)
 #' run_download(dest = tempfile("dl"))
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_download <- function(run = "latest", step = NULL, output = NULL, dest = ".", overwrite = FALSE) {
   dest <- normalizePath(dest, winslash = "/", mustWork = FALSE)
   written <- amlr_call("download", list(run = run_ref(run), step = step, output = output, dest = dest,
@@ -305,4 +317,12 @@ format_published <- function(p) {
   if (is.character(p)) return(paste(p, collapse = " "))
   paste0("endpoint ", p$endpoint, ", version ", p$version,
          if (isTRUE(p$reused)) " (an identical pipeline was already published)" else "")
+}
+
+# Metric times as the step wrote them ("2026-11-28T07:12:24.170+0000"), as date-times.
+parse_metric_time <- function(x) {
+  out <- as.POSIXct(x, format = "%Y-%m-%dT%H:%M:%OS%z", tz = "UTC")
+  plain <- is.na(out) & !is.na(x)
+  out[plain] <- as.POSIXct(x[plain], format = "%Y-%m-%dT%H:%M:%OS", tz = "UTC")
+  out
 }

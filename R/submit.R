@@ -25,20 +25,28 @@
 #' @return An `amlr_run` (invisibly when `wait = TRUE`).
 #' @export
 #' @examples
-#' \dontshow{old <- Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('cat("Hello from", R.version.string, "\\n")', script)
 #' run <- submit_r_pipeline(script)
 #' run
 #' run_logs(run)
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("local", "azureml", "azureml_v2"),
                               workspace = NULL, wait = TRUE, ...) {
   backend <- match.arg(backend)
   options <- list(...)
   quiet <- isTRUE(options$quiet)
   options$quiet <- NULL
-  if (is.null(pipeline)) pipeline <- current_script()
+  if (is.null(pipeline)) {
+    # A script that submits itself runs that same line again inside its step:
+    # there it must fall through, so the rest of the script does the work.
+    if (in_step()) {
+      cli::cli_inform(c(i = "Already running as step {.val {Sys.getenv('AMLR_STEP_NAME')}} of run {.val {Sys.getenv('AMLR_RUN_ID')}}: not submitting again."))
+      return(invisible(NULL))
+    }
+    pipeline <- current_script()
+  }
   pipeline <- as_pipeline(pipeline)
   if (backend != "local" && is.null(workspace)) workspace <- aml_workspace_default(backend)
   if (!is.null(workspace)) options$workspace <- workspace_spec(workspace)

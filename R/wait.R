@@ -2,8 +2,9 @@
 #'
 #' Streams the steps' log lines as they are written and reports each step as
 #' it finishes. Interrupting (Esc in RStudio, Ctrl+C in a terminal) detaches
-#' without cancelling the run; call `run_wait()` again to reattach, or
-#' [run_cancel()] to stop it.
+#' without cancelling the run -- it says how to reattach (`run_wait()`) or stop
+#' it ([run_cancel()]) -- and then interrupts as usual, so the code after the
+#' call does not run against an unfinished run.
 #'
 #' @inheritParams run_status
 #' @param timeout Seconds to wait at most; the run goes on afterwards.
@@ -12,12 +13,12 @@
 #' @family runs
 #' @export
 #' @examples
-#' \dontshow{Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
 #' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
 #' writeLines('for (i in 1:3) { cat("tick", i, "\\n"); Sys.sleep(0.2) }', script)
 #' run <- submit_r_pipeline(script, wait = FALSE)
 #' run_wait(run)
-#' \dontshow{Sys.unsetenv("AMLR_HOME")}
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_wait <- function(run = "latest", timeout = Inf, quiet = FALSE) {
   id <- run_ref(run)
   follow_run("wait", list(run = id, timeout = if (is.finite(timeout)) timeout), quiet = quiet,
@@ -63,6 +64,9 @@ follow_run <- function(method, params, quiet = FALSE, fallback = NULL, on_submit
       "Detached from run {.val {id}}; it goes on. ",
       "Reattach with {.code run_wait(\"{id}\")}, stop it with {.code run_cancel(\"{id}\")}."
     ))
+    # The interrupt still means "stop what you are doing": the rest of a
+    # sourced script or of an Rscript does not run against an unfinished run.
+    rlang::interrupt()
     return(invisible(run))
   }
   run <- new_amlr_run(result)

@@ -351,3 +351,26 @@ def test_the_forked_runner_does_not_hold_the_bridge_pipe(home, src):
     assert call(home, "status", run=run["id"])["status"] in ("Queued", "Running")
     assert procs.pid_alive(Registry(str(home)).get_run(run["id"])["runner_pid"])
     assert call(home, "cancel", run=run["id"])["status"] == "Canceled"
+
+
+def test_editing_one_script_in_a_shared_folder_reruns_only_it_and_its_dependants(home, src):
+    write(src, "prepare.R", 'writeLines("1", file.path(Sys.getenv("AMLR_OUTPUT_o"), "v"))\n')
+    write(src, "train.R", 'x <- readLines(file.path(Sys.getenv("AMLR_INPUT_i"), "v")); '
+                          'writeLines(x, file.path(Sys.getenv("AMLR_OUTPUT_o"), "v"))\n')
+    write(src, "summarise.R", 'cat(readLines(file.path(Sys.getenv("AMLR_INPUT_i"), "v")), "\\n")\n')
+    write(src, "report.R", 'cat(readLines(file.path(Sys.getenv("AMLR_INPUT_i"), "v")), "\\n")\n')
+    steps = [step(src, "prepare", outputs=["o"]),
+             step(src, "train", inputs={"i": ref("prepare", "o")}, outputs=["o"]),
+             step(src, "summarise", inputs={"i": ref("prepare", "o")}),
+             step(src, "report", inputs={"i": ref("train", "o")})]
+    wait(home, submit(home, steps)["id"])
+    write(src, "train.R", (src / "train.R").read_text() + "# tuned\n")
+    again = submit(home, steps)
+    assert wait(home, again["id"])["status"] == "Completed"
+    reused = {s["name"]: s["reused"] for s in call(home, "steps", run=again["id"])}
+    assert reused == {"prepare": True, "train": False, "summarise": True, "report": False}
+    # A helper every step may source is part of every step's code.
+    write(src, "helpers.R", "f <- function() 1\n")
+    third = submit(home, steps)
+    wait(home, third["id"])
+    assert not any(s["reused"] for s in call(home, "steps", run=third["id"]))

@@ -68,7 +68,8 @@ test_that("wait = FALSE returns at once; run_wait() follows; run_cancel() stops 
   expect_message(cancelled <- run_cancel(run), "Canceled")
   expect_equal(cancelled$status, "Canceled")
   expect_equal(run_steps(run)$status, "Canceled")
-  expect_error(run_cancel(run), class = "amlr_error_run_not_active")
+  expect_message(again <- run_cancel(run), "already ended")
+  expect_equal(again$status, "Canceled")
 })
 
 test_that("run_wait() streams logs of a background run to the end", {
@@ -196,7 +197,8 @@ test_that("interrupting run_wait() detaches and leaves the run going", {
   out <- c(out, p$read_all_output_lines())
   err <- p$read_all_error_lines()
   expect_true(any(grepl("Detached from run", err)), info = paste(err, collapse = "\n"))
-  expect_true("AFTER WAIT" %in% out)
+  # The interrupt still stops the script: nothing after run_wait() runs.
+  expect_false("AFTER WAIT" %in% out)
   expect_equal(run_status(id), "Running")
   run_cancel(id)
   expect_equal(run_status(id), "Canceled")
@@ -246,4 +248,33 @@ test_that("a failing middle step cancels what depends on it, not the other branc
   expect_equal(steps$exit_code[steps$step == "b"], 3L)
   expect_true("independent branch finished" %in% run_logs(err$run, step = "d"))
   expect_equal(run_status(err$run), "Failed")
+})
+
+test_that("a script that submits itself does its work inside the step", {
+  skip_if_no_rscript()
+  home <- local_amlr_home()
+  dir <- write_scripts(analysis.R = c(
+    "run <- amlr::submit_r_pipeline(quiet = TRUE)",
+    'cat("the analysis: mean mpg =", mean(mtcars$mpg), "\\n")'
+  ))
+  out <- system2(file.path(R.home("bin"), "Rscript"), file.path(dir, "analysis.R"), stdout = TRUE, stderr = TRUE,
+                 env = paste0("AMLR_HOME=", shQuote(home)))
+  expect_equal(run_status(), "Completed")
+  logs <- run_logs()
+  expect_true(any(grepl("Already running as step", logs)))
+  expect_true(any(grepl("the analysis: mean mpg = 20.09", logs, fixed = TRUE)))
+})
+
+test_that("run_steps() subsets print, metrics keep their digits and times", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  dir <- write_scripts(m.R = c('amlr::log_metric("loss", 1/3)', 'amlr::log_metric("note", "text")'))
+  run <- suppressMessages(submit_r_pipeline(file.path(dir, "m.R"), quiet = TRUE))
+  steps <- run_steps(run)
+  expect_output(print(steps[, c("step", "status")]), "Completed")
+  expect_output(print(subset(steps, select = c(step, reused))), "FALSE")
+  m <- run_metrics(run)
+  expect_equal(as.numeric(m$value[m$name == "loss"]), 1 / 3, tolerance = 1e-12)
+  expect_s3_class(m$time, "POSIXct")
+  expect_false(anyNA(m$time))
 })

@@ -119,9 +119,10 @@ def is_always_excluded(relpath: str, is_dir: bool) -> bool:
 
 
 # Folders that are never a step's code, whatever they are called: a Python
-# virtual environment, and an amlr home (its registry and run folders, which
-# would otherwise snapshot themselves when a script lives above AMLR_HOME).
-FOREIGN_MARKERS = ("pyvenv.cfg", "registry.sqlite")
+# virtual environment, an amlr home (its registry and run folders, which
+# would otherwise snapshot themselves when a script lives above AMLR_HOME),
+# and the snapshot/environment folders export_pipeline() writes.
+FOREIGN_MARKERS = ("pyvenv.cfg", "registry.sqlite", ".amlr-export")
 
 
 def _skipper(source_dir: str, exclude: Iterable[str]) -> Callable[[str, bool], bool]:
@@ -387,3 +388,9 @@ def stage_snapshot(source_dir: str, snapshots_dir: str, *, bootstrapper_path: st
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging)
+
+
+def file_records(source_dir: str, exclude: Iterable[str] = ()) -> List[Record]:
+    """(path, content digest, executable) of every file a snapshot would hold."""
+    rels = list_files(source_dir, exclude)
+    return [(e.rel, file_digest(e.abspath), e.executable) for e in _entries(source_dir, rels)]

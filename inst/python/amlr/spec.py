@@ -306,6 +306,14 @@ def validate(raw: Any, *, check_paths: bool = True) -> Pipeline:
     """Parse and check a spec; raise ``InvalidSpec`` naming the offending field."""
     if not isinstance(raw, dict):
         raise _fail("pipeline", "A pipeline spec must be an object built by r_pipeline().")
+    steps_raw = raw.get("steps")
+    if not steps_raw:
+        raise _fail("steps", "The pipeline has no steps; add at least one r_step().")
+    if isinstance(steps_raw, dict):
+        steps_raw = list(steps_raw.values())
+    steps = [_parse_step(s, i, check_paths=check_paths) for i, s in enumerate(steps_raw)]
+    # After the steps: a single step's pipeline is named after it, and its
+    # own error says more than the pipeline's would.
     name = _as_str(raw.get("name"), "name")
     assert name is not None
     if not PIPELINE_NAME_RE.match(name):
@@ -313,12 +321,6 @@ def validate(raw: Any, *, check_paths: bool = True) -> Pipeline:
             "name",
             f"Pipeline name `{name}` is not allowed: use letters, digits, `_`, `-` and `.`, starting with a letter or digit.",
         )
-    steps_raw = raw.get("steps")
-    if not steps_raw:
-        raise _fail("steps", "The pipeline has no steps; add at least one r_step().")
-    if isinstance(steps_raw, dict):
-        steps_raw = list(steps_raw.values())
-    steps = [_parse_step(s, i, check_paths=check_paths) for i, s in enumerate(steps_raw)]
     seen: set[str] = set()
     for s in steps:
         if s.name in seen:
