@@ -106,7 +106,8 @@ output_of <- function(step, output) {
   check_string(output, "output")
   if (inherits(step, "amlr_step") && !output %in% step$outputs) {
     amlr_abort(c("Step {.val {name}} has no output {.val {output}}.",
-                 i = "Its outputs: {.val {step$outputs}}. Add {.val {output}} to its {.arg outputs}."),
+                 i = if (length(step$outputs)) "Its outputs: {.val {step$outputs}}." else "It declares no outputs.",
+                 i = "Add {.val {output}} to its {.arg outputs}: {.code r_step(..., outputs = \"{output}\")}."),
                "invalid_spec")
   }
   structure(list(type = "step_output", step = name, output = output), class = "amlr_output_ref")
@@ -238,6 +239,12 @@ default_pipeline_name <- function(step) {
   name <- gsub("[^A-Za-z0-9_.-]", "_", basename(step$source_dir))
   if (!grepl("^[A-Za-z0-9]", name)) name <- step$name
   name
+}
+
+#' @export
+print.amlr_output_ref <- function(x, ...) {
+  cat("<amlr_output_ref> output ", x$output, " of step ", x$step, "\n", sep = "")
+  invisible(x)
 }
 
 #' @export

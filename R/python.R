@@ -124,6 +124,18 @@ amlr_python_or_abort <- function(call = rlang::caller_env()) {
       if (length(found$tried)) c(x = "Tried: {.path {vapply(found$tried, `[[`, '', 'path')}}")
     ), "no_python", call = call)
   }
+  # A Python the user named explicitly but that does not work must not be
+  # replaced silently by another one.
+  for (t in found$tried) {
+    if (t$source %in% c("option", "environment variable")) {
+      setting <- if (t$source == "option") "options(amlr.python)" else "AMLR_PYTHON"
+      cli::cli_warn(
+        c("{.code {setting}} names {.path {t$path}}, which {t$problem}; using {.path {found$path}} ({found$source}) instead.",
+          i = "Fix or unset {.code {setting}}; {.run amlr::amlr_python()} shows the choice."),
+        .frequency = "regularly", .frequency_id = paste("amlr-python", t$path)
+      )
+    }
+  }
   found$path
 }
 
