@@ -305,6 +305,7 @@ run_cancel <- function(run = "latest") {
 #' run_download(dest = tempfile("dl"))
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_download <- function(run = "latest", step = NULL, output = NULL, dest = ".", overwrite = FALSE) {
+  if (!is_absolute_path(dest)) dest <- file.path(getwd(), dest)
   dest <- normalizePath(dest, winslash = "/", mustWork = FALSE)
   written <- amlr_call("download", list(run = run_ref(run), step = step, output = output, dest = dest,
                                         overwrite = isTRUE(overwrite)))

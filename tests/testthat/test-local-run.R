@@ -278,3 +278,14 @@ test_that("run_steps() subsets print, metrics keep their digits and times", {
   expect_s3_class(m$time, "POSIXct")
   expect_false(anyNA(m$time))
 })
+
+test_that("run_download() into a relative folder returns absolute paths", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  dir <- write_scripts(o.R = 'writeLines("x", file.path(amlr::step_output("out"), "x.txt"))')
+  run <- suppressMessages(submit_r_pipeline(r_step(file.path(dir, "o.R"), outputs = "out"), quiet = TRUE))
+  withr::local_dir(withr::local_tempdir())
+  written <- suppressMessages(run_download(run, output = "out", dest = "results"))
+  expect_true(all(startsWith(written, "/")))
+  expect_true(file.exists(file.path("results", "o", "out", "x.txt")))
+})
