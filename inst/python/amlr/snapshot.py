@@ -90,6 +90,9 @@ class Snapshot:
     files: int
     total_bytes: int
     largest: List[Tuple[str, int]] = field(default_factory=list)
+    # (path, digest, executable) of the source files, as hashed while copying:
+    # callers that fingerprint parts of the folder need not read it again.
+    records: List["Record"] = field(default_factory=list, repr=False)
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,7 @@ def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
         _write_bytes(_dest_path(dest_dir, name), data)
     _write_bytes(os.path.join(dest_dir, ".amlignore"), SNAPSHOT_AMLIGNORE.encode("utf-8"))
     return Snapshot(path=os.path.abspath(dest_dir), hash=fingerprint(records + _extra_records(extra)),
-                    files=len(entries), total_bytes=total, largest=largest)
+                    files=len(entries), total_bytes=total, largest=largest, records=records)
 
 
 def stage_snapshot(source_dir: str, snapshots_dir: str, *, bootstrapper_path: str,
@@ -388,9 +391,3 @@ def stage_snapshot(source_dir: str, snapshots_dir: str, *, bootstrapper_path: st
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging)
-
-
-def file_records(source_dir: str, exclude: Iterable[str] = ()) -> List[Record]:
-    """(path, content digest, executable) of every file a snapshot would hold."""
-    rels = list_files(source_dir, exclude)
-    return [(e.rel, file_digest(e.abspath), e.executable) for e in _entries(source_dir, rels)]

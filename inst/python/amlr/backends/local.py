@@ -61,7 +61,7 @@ def _fingerprint(step: Step, snapshot_hash: str, upstream: dict[str, str], input
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _code_hashes(pipeline: Pipeline, snapshots: dict[str, snapshot.Snapshot], home: str) -> dict[str, str]:
+def _code_hashes(pipeline: Pipeline, snapshots: dict[str, snapshot.Snapshot]) -> dict[str, str]:
     """What each step's reuse fingerprint takes from its folder.
 
     Steps that share a folder share its snapshot, but editing one step's
@@ -71,17 +71,14 @@ def _code_hashes(pipeline: Pipeline, snapshots: dict[str, snapshot.Snapshot], ho
     """
     with open(BOOTSTRAPPER, "rb") as fh:
         boot = hashlib.sha256(fh.read()).hexdigest()
-    records_by_source: dict[str, list] = {}
     out: dict[str, str] = {}
     for step in pipeline.steps:
         src = os.path.realpath(step.source_dir)
-        if src not in records_by_source:
-            records_by_source[src] = snapshot.file_records(src, exclude=[home])
         others = {
             s.script.replace(os.sep, "/") for s in pipeline.steps
             if os.path.realpath(s.source_dir) == src and s.script != step.script
         }
-        records = [r for r in records_by_source[src] if r[0] not in others]
+        records = [r for r in snapshots[step.name].records if r[0] not in others]
         records.append((snapshot.BOOTSTRAPPER_PATH, boot, False))
         out[step.name] = snapshot.fingerprint(records)
     return out
@@ -105,7 +102,7 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
         for inp in step.inputs.values():
             if inp.kind == "path" and inp.path not in input_hashes:
                 input_hashes[inp.path or ""] = snapshot.hash_path(inp.path or "")
-    code = _code_hashes(pipeline, snapshots, reg.home)
+    code = _code_hashes(pipeline, snapshots)
     fingerprints: dict[str, str] = {}
     for step in pipeline.steps:  # run order: upstream fingerprints exist already
         fingerprints[step.name] = _fingerprint(step, code[step.name], fingerprints, input_hashes)
