@@ -158,6 +158,9 @@ sync_python_environ <- function() {
 # re-signalled to the caller, which decides what it means.
 amlr_stream <- function(method, params = list(), on_event = function(event) NULL, call = rlang::caller_env()) {
   params$home <- params$home %||% amlr_home()
+  # An embedded Python hands the waiting between polls back to R, so that an
+  # interrupt lands in R's Sys.sleep() rather than inside Python.
+  if (identical(amlr_bridge(), "reticulate")) params$caller_sleeps <- TRUE
   request <- jsonlite::toJSON(
     list(method = method, params = params),
     auto_unbox = TRUE, null = "null", na = "null", digits = NA
@@ -176,6 +179,10 @@ amlr_stream <- function(method, params = list(), on_event = function(event) NULL
     event <- jsonlite::fromJSON(line, simplifyVector = TRUE, simplifyDataFrame = FALSE, simplifyMatrix = FALSE)
     if (!is.null(event$error)) bridge_abort(event$error, call = call)
     if ("result" %in% names(event)) return(event$result)
+    if (identical(event$event, "idle")) {
+      Sys.sleep(event$seconds %||% 0.02)
+      next
+    }
     on_event(event)
   }
 }

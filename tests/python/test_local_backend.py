@@ -374,3 +374,28 @@ def test_editing_one_script_in_a_shared_folder_reruns_only_it_and_its_dependants
     third = submit(home, steps)
     wait(home, third["id"])
     assert not any(s["reused"] for s in call(home, "steps", run=third["id"]))
+
+
+def test_an_embedded_caller_does_the_sleeping(home, src):
+    """With caller_sleeps, the stream never blocks in Python: R sleeps, so R gets the interrupts."""
+    write(src, "slow.R", "Sys.sleep(2)\n")
+    t0 = time.monotonic()
+    gen = api.stream_json(json.dumps({"method": "submit", "params": {
+        "home": str(home), "spec": {"name": "p", "steps": [step(src, "slow")]}, "wait": True, "caller_sleeps": True}}))
+    longest = 0.0
+    events = []
+    while True:
+        start = time.monotonic()
+        try:
+            line = next(gen)
+        except StopIteration:
+            break
+        longest = max(longest, time.monotonic() - start)
+        event = json.loads(line)
+        events.append(event)
+        if event.get("event") == "idle":
+            time.sleep(event["seconds"])
+    assert any(e.get("event") == "idle" for e in events)
+    assert events[-1]["result"]["status"] == "Completed"
+    assert longest < 1.0, f"a single step of the stream blocked for {longest:.2f}s"
+    assert time.monotonic() - t0 < 30

@@ -203,8 +203,14 @@ def stream_method(name: str) -> Callable[[Stream], Stream]:
 
 
 def follow_events(reg: Registry, run_id: str, *, timeout: Optional[float] = None,
-                  cursor: Optional[dict[str, Any]] = None) -> Generator[dict[str, Any], None, dict[str, Any]]:
-    """Log lines and step changes of a run until it ends (or ``timeout`` seconds pass)."""
+                  cursor: Optional[dict[str, Any]] = None,
+                  caller_sleeps: bool = False) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    """Log lines and step changes of a run until it ends (or ``timeout`` seconds pass).
+
+    ``caller_sleeps``: instead of sleeping between polls, yield ``{"event": "idle",
+    "seconds": s}`` and let the caller sleep -- an embedded Python (reticulate)
+    then returns to R at once, where an interrupt is R's to handle.
+    """
     run = reg.get_run(run_id)
     backend = get_backend(run["backend"])
     poll = float(getattr(backend, "POLL_SECONDS", 2.0))
@@ -241,7 +247,10 @@ def follow_events(reg: Registry, run_id: str, *, timeout: Optional[float] = None
                 left = min(left, deadline - now)
             if wake - now <= 0 or (deadline is not None and deadline - now <= 0):
                 break
-            time.sleep(max(0.0, left))
+            if caller_sleeps:
+                yield {"event": "idle", "seconds": round(max(0.0, left), 3)}
+            else:
+                time.sleep(max(0.0, left))
     run["cursor"] = cursor
     return run
 
@@ -252,14 +261,16 @@ def submit_stream(params: dict[str, Any]) -> Generator[dict[str, Any], None, dic
     yield {"event": "submitted", "run": run}
     if not params.get("wait"):
         return run
-    return (yield from follow_events(registry(params), run["id"], timeout=params.get("timeout")))
+    return (yield from follow_events(registry(params), run["id"], timeout=params.get("timeout"),
+                                     caller_sleeps=bool(params.get("caller_sleeps"))))
 
 
 @stream_method("wait")
 def wait_stream(params: dict[str, Any]) -> Generator[dict[str, Any], None, dict[str, Any]]:
     reg = registry(params)
     run_id = reg.resolve(params.get("run", "latest"))
-    return (yield from follow_events(reg, run_id, timeout=params.get("timeout"), cursor=params.get("cursor")))
+    return (yield from follow_events(reg, run_id, timeout=params.get("timeout"), cursor=params.get("cursor"),
+                                     caller_sleeps=bool(params.get("caller_sleeps"))))
 
 
 def stream(request: Any) -> Iterator[dict[str, Any]]:
@@ -277,6 +288,8 @@ def stream(request: Any) -> Iterator[dict[str, Any]]:
             raise BadRequest("`params` must be a JSON object.")
         result = yield from fn(params)
         yield {"result": result}
+    except KeyboardInterrupt:
+        raise  # an embedded Python's interrupt belongs to R (reticulate turns it back into one)
     except Exception as exc:
         yield _error(exc)
 
