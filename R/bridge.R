@@ -28,12 +28,17 @@ amlr_home <- function() {
   tools::R_user_dir("amlr", "data")
 }
 
-amlr_call <- function(method, params = list(), call = rlang::caller_env()) {
+# The request both entry points send: every request says where the registry is.
+bridge_request <- function(method, params) {
   params$home <- params$home %||% amlr_home()
-  request <- jsonlite::toJSON(
+  jsonlite::toJSON(
     list(method = method, params = params),
     auto_unbox = TRUE, null = "null", na = "null", digits = NA
   )
+}
+
+amlr_call <- function(method, params = list(), call = rlang::caller_env()) {
+  request <- bridge_request(method, params)
   text <- switch(amlr_bridge(),
     system2 = bridge_system2(request, call = call),
     reticulate = bridge_reticulate(request, call = call)
@@ -157,14 +162,10 @@ sync_python_environ <- function() {
 # while streaming stops the reading (the Python follower is ended) and is
 # re-signalled to the caller, which decides what it means.
 amlr_stream <- function(method, params = list(), on_event = function(event) NULL, call = rlang::caller_env()) {
-  params$home <- params$home %||% amlr_home()
   # An embedded Python hands the waiting between polls back to R, so that an
   # interrupt lands in R's Sys.sleep() rather than inside Python.
   if (identical(amlr_bridge(), "reticulate")) params$caller_sleeps <- TRUE
-  request <- jsonlite::toJSON(
-    list(method = method, params = params),
-    auto_unbox = TRUE, null = "null", na = "null", digits = NA
-  )
+  request <- bridge_request(method, params)
   next_line <- switch(amlr_bridge(),
     system2 = stream_system2(request, call = call),
     reticulate = stream_reticulate(request, call = call)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import os
 import shlex
 import shutil
@@ -40,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from .. import snapshot
 from . import AML_STATUS_MAP as STATUS_MAP, option_text
@@ -603,6 +604,28 @@ def prepare(reg: Registry, pipeline: Pipeline, run_dir: str, options: Mapping[st
     return Prepared(info, workspace, plan, built, warnings, secrets)
 
 
+@contextlib.contextmanager
+def _discarded_on_failure(folder: str) -> Iterator[None]:
+    """Create ``folder``; if what follows fails, nothing was recorded: remove it again."""
+    os.makedirs(folder, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def _as_remote_failure(action: str, secrets: Iterable[str]) -> Iterator[None]:
+    """An SDK exception becomes a classed amlr error with the secrets redacted."""
+    try:
+        yield
+    except AmlrError:
+        raise
+    except Exception as exc:
+        raise _remote_failure(action, exc, secrets) from None
+
+
 def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
     """Build, upload, submit; the run is recorded with its PipelineRun id and portal link.
 
@@ -612,11 +635,10 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
     ``regenerate_outputs`` (run every step even when AML could reuse it).
     """
     run_dir = reg.run_dir(run_id)
-    os.makedirs(run_dir, exist_ok=True)
-    try:
+    with _discarded_on_failure(run_dir):
         ready = prepare(reg, pipeline, run_dir, options)
         published = None
-        try:
+        with _as_remote_failure("submit the pipeline", ready.secrets):
             if _opt_bool(options, "publish"):
                 published = publish_pipeline(ready.workspace, ready.built, ready.plan,
                                              option_text(options, "publish_name") or pipeline.name)
@@ -629,14 +651,6 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
                 regenerate_outputs=_opt_bool(options, "regenerate_outputs"),
             )
             portal = remote.get_portal_url()
-        except AmlrError:
-            raise
-        except Exception as exc:
-            raise _remote_failure("submit the pipeline", exc, ready.secrets) from None
-    except BaseException:
-        # Nothing was recorded: leave no half-made run folder behind.
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     reg.insert_run(
         {
             "id": run_id,
@@ -663,18 +677,10 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
 def publish(reg: Registry, pipeline: Pipeline, name: Optional[str], options: Mapping[str, Any]) -> dict[str, Any]:
     """Publish without running (R's publish_r_pipeline()); the build is kept under ``<home>/published``."""
     build_dir = os.path.join(reg.home, "published", f"{pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    os.makedirs(build_dir, exist_ok=True)
-    try:
+    with _discarded_on_failure(build_dir):
         ready = prepare(reg, pipeline, build_dir, options)
-        try:
+        with _as_remote_failure("publish the pipeline", ready.secrets):
             out = publish_pipeline(ready.workspace, ready.built, ready.plan, name or pipeline.name)
-        except AmlrError:
-            raise
-        except Exception as exc:
-            raise _remote_failure("publish the pipeline", exc, ready.secrets) from None
-    except BaseException:
-        shutil.rmtree(build_dir, ignore_errors=True)
-        raise
     out["warnings"] = ready.warnings
     out["workspace"] = ready.info.to_json()
     out["portal_url"] = workspaces.portal_url(ready.info)
