@@ -30,8 +30,6 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PY_ROOT = os.path.join(REPO, "inst", "python")
-if PY_ROOT not in sys.path:
-    sys.path.insert(0, PY_ROOT)
 
 pytest.importorskip("azureml.pipeline.steps")
 

@@ -12,15 +12,11 @@ points at a config.json (see docs/azureml_v2.md).
 import json
 import os
 import sqlite3
-import sys
 import time
 from types import SimpleNamespace
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 from test_export import (  # noqa: E402  (also puts inst/python on sys.path)
     CLIENT_SECRET,

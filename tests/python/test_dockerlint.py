@@ -7,8 +7,6 @@ import textwrap
 import pytest
 
 PYDIR = os.path.join(os.path.dirname(__file__), "..", "..", "inst", "python")
-if not any(os.path.abspath(p) == os.path.abspath(PYDIR) for p in sys.path):
-    sys.path.insert(0, PYDIR)
 
 from amlr.dockerlint import find_hadolint, lint_file, lint_text, parse_dockerfile  # noqa: E402
 

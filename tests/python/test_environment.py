@@ -9,8 +9,6 @@ import tarfile
 import pytest
 
 PYDIR = os.path.join(os.path.dirname(__file__), "..", "..", "inst", "python")
-if not any(os.path.abspath(p) == os.path.abspath(PYDIR) for p in sys.path):
-    sys.path.insert(0, PYDIR)
 
 from amlr import environment as envmod  # noqa: E402
 from amlr.api import handle_json  # noqa: E402

@@ -10,15 +10,12 @@ import json
 import os
 import re
 import shlex
-import sys
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PYTHON_DIR = os.path.join(REPO, "inst", "python")
-if PYTHON_DIR not in sys.path:
-    sys.path.insert(0, PYTHON_DIR)
 
 import yaml  # noqa: E402  (PyYAML comes with azure-ai-ml)
 

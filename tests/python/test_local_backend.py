@@ -9,9 +9,6 @@ from multiprocessing import Pool
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "inst", "python")) if not any(
-    p.endswith(os.path.join("inst", "python")) for p in sys.path
-) else None
 
 from bridge_calls import call, call_error  # noqa: E402
 from amlr import api, procs  # noqa: E402

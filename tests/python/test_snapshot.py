@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Union
@@ -12,8 +11,6 @@ from typing import Dict, List, Union
 import pytest
 
 _PYROOT = str(Path(__file__).resolve().parents[2] / "inst" / "python")
-if _PYROOT not in sys.path:
-    sys.path.insert(0, _PYROOT)
 
 from amlr import snapshot  # noqa: E402
 from amlr.errors import AmlrError  # noqa: E402

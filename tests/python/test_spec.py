@@ -1,12 +1,7 @@
 """The one validator every backend relies on."""
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "inst", "python")) if not any(
-    p.endswith(os.path.join("inst", "python")) for p in sys.path
-) else None
 
 from amlr.errors import InvalidSpec  # noqa: E402
 from amlr.spec import find_cycle, suggest_name, validate  # noqa: E402

@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 PY_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "inst", "python")
-if not any(os.path.abspath(p) == os.path.abspath(PY_ROOT) for p in sys.path):
-    sys.path.insert(0, PY_ROOT)
 
 from amlr import api  # noqa: E402
 from amlr import workspace as ws  # noqa: E402
