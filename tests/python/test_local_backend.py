@@ -366,11 +366,26 @@ def test_editing_one_script_in_a_shared_folder_reruns_only_it_and_its_dependants
     assert wait(home, again["id"])["status"] == "Completed"
     reused = {s["name"]: s["reused"] for s in call(home, "steps", run=again["id"])}
     assert reused == {"prepare": True, "train": False, "summarise": True, "report": False}
-    # A helper every step may source is part of every step's code.
+    # A helper no step sources is nobody's code; once train sources it, it is train's.
     write(src, "helpers.R", "f <- function() 1\n")
     third = submit(home, steps)
     wait(home, third["id"])
-    assert not any(s["reused"] for s in call(home, "steps", run=third["id"]))
+    assert all(s["reused"] for s in call(home, "steps", run=third["id"]))
+    write(src, "train.R", 'source("helpers.R")\n' + (src / "train.R").read_text())
+    wait(home, submit(home, steps)["id"])
+    write(src, "helpers.R", "f <- function() 2\n")
+    fifth = submit(home, steps)
+    wait(home, fifth["id"])
+    reused = {s["name"]: s["reused"] for s in call(home, "steps", run=fifth["id"])}
+    assert reused == {"prepare": True, "train": False, "summarise": True, "report": False}
+    # A source() that cannot be resolved makes every R file (but other steps' scripts) train's code.
+    write(src, "train.R", 'f <- "helpers.R"; source(f)\n' + (src / "train.R").read_text())
+    wait(home, submit(home, steps)["id"])
+    write(src, "unrelated.R", "g <- 1\n")
+    sixth = submit(home, steps)
+    wait(home, sixth["id"])
+    reused = {s["name"]: s["reused"] for s in call(home, "steps", run=sixth["id"])}
+    assert reused == {"prepare": True, "train": False, "summarise": True, "report": False}
 
 
 def test_an_embedded_caller_does_the_sleeping(home, src):

@@ -74,6 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runner = sub.add_parser("runner", help="run a submitted local run to its end (started by submit)")
     runner.add_argument("--home", required=True, help="the amlr home holding the registry")
     runner.add_argument("--max-parallel", type=int, default=1, help="steps run at the same time")
+    runner.add_argument("--regenerate-outputs", action="store_true", help="run every step, reusing nothing")
     runner.add_argument("run_id")
     args = parser.parse_args(args_in)
     if args.version:
@@ -88,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "runner":
         from .backends.local import run_runner
 
-        return run_runner(args.home, args.run_id, args.max_parallel)
+        return run_runner(args.home, args.run_id, args.max_parallel, regenerate=args.regenerate_outputs)
     parser.print_help()
     return 0
 

@@ -18,7 +18,7 @@ import traceback
 from typing import Any, Callable, Generator, Iterator, Optional
 
 from . import __version__
-from .backends import get_backend
+from .backends import BACKENDS, get_backend
 from .errors import AmlrError, BadRequest
 from .registry import TERMINAL, Registry, default_home, new_run_id
 from .spec import validate
@@ -75,10 +75,13 @@ def submit(params: dict[str, Any]) -> dict[str, Any]:
             f"Experiment name `{experiment}` is not allowed: use letters, digits, `_`, `-` and `.`, "
             "starting with a letter or digit."
         )
+    from .backends import check_options
+
+    options = check_options(backend_name, params.get("options") or {}) if backend_name in BACKENDS else {}
     backend = get_backend(backend_name)
     reg = registry(params)
     run_id = new_run_id()
-    return backend.submit(reg, pipeline, experiment, run_id, params.get("options") or {})
+    return backend.submit(reg, pipeline, experiment, run_id, options)
 
 
 @method("status")

@@ -6,9 +6,19 @@ imports nothing from the rest of the ``amlr`` package.
 
 Usage::
 
+    python bootstrapper.py --step CONTRACT.json [--input NAME PATH]... [--output NAME PATH]...
     python bootstrapper.py [--input NAME=PATH]... [--output NAME=PATH]...
                            [--metrics-sink {auto,none,azureml,mlflow}]
                            [--] SCRIPT [ARGS...]
+
+The first form is what every amlr backend runs: the step's contract (script,
+arguments, environment, input/output names, metrics sink) is a JSON file of
+the snapshot, so the command line holds nothing a shell could change. A port
+whose PATH is missing, or arrives unsubstituted (``$AZUREML_DATAREFERENCE_x``,
+``${{inputs.x}}``), is taken from the variables Azure ML sets
+(``AZUREML_DATAREFERENCE_<name>``, ``AZURE_ML_INPUT_<name>``,
+``AZURE_ML_OUTPUT_<name>``). ``${{inputs.NAME}}`` and ``${{outputs.NAME}}`` in
+the arguments become the ports' paths; ``${{outputs.outputs}}`` is ``./outputs``.
 
 It runs ``Rscript --no-site-file --no-environ --no-restore SCRIPT ARGS...``
 (``$AMLR_RSCRIPT`` if set, else ``Rscript`` from PATH) with no shell, lets R
@@ -50,7 +60,8 @@ EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
 USAGE = (
-    "usage: python bootstrapper.py [--input NAME=PATH]... [--output NAME=PATH]...\n"
+    "usage: python bootstrapper.py --step CONTRACT.json [--input NAME PATH]... [--output NAME PATH]...\n"
+    "       python bootstrapper.py [--input NAME=PATH]... [--output NAME=PATH]...\n"
     "                              [--metrics-sink {auto,none,azureml,mlflow}]\n"
     "                              [--] SCRIPT [ARGS...]\n"
 )
@@ -59,6 +70,7 @@ HELP = USAGE + (
     "\n"
     "Run SCRIPT with Rscript as one amlr pipeline step.\n"
     "\n"
+    "  --step FILE           read script, args, env and port names from a step contract (JSON)\n"
     "  --input NAME=PATH     set AMLR_INPUT_<NAME>=PATH for R (repeatable)\n"
     "  --output NAME=PATH    set AMLR_OUTPUT_<NAME>=PATH and create the folder (repeatable)\n"
     "  --metrics-sink SINK   where log_metric() values go: auto (default), none, azureml, mlflow\n"
@@ -83,6 +95,8 @@ class Options(NamedTuple):
     outputs: Dict[str, str]
     metrics_sink: str = "auto"
     help: bool = False
+    step: Optional[str] = None
+    env: Dict[str, str] = {}
 
 
 class Metric(NamedTuple):
@@ -130,10 +144,14 @@ def parse_args(argv: Sequence[str]) -> Options:
     argparse would claim option-like words meant for R (``--foo`` after the
     script) and prints multi-line usage on errors; here the first word that
     is not one of our options is SCRIPT and everything after it belongs to R.
+    With ``--step`` there is no SCRIPT: the contract names it, and a port is
+    ``--input NAME PATH`` (two words, so a binding the service substitutes is
+    a word of its own) as well as ``--input NAME=PATH``.
     """
     inputs: Dict[str, str] = {}
     outputs: Dict[str, str] = {}
     sink = "auto"
+    step: Optional[str] = None
     i = 0
     n = len(argv)
     while i < n:
@@ -146,7 +164,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         if not word.startswith("-") or word == "-":
             break
         option, eq, value = word.partition("=")
-        if option not in ("--input", "--output", "--metrics-sink"):
+        if option not in ("--input", "--output", "--metrics-sink", "--step"):
             raise BootstrapError(
                 f"unknown option {word!r} before the script (put -- before a script whose name starts with -)",
                 EXIT_USAGE,
@@ -164,14 +182,128 @@ def parse_args(argv: Sequence[str]) -> Options:
                 )
             sink = value
             continue
-        name, path = _name_path(option, value)
+        if option == "--step":
+            step = value
+            continue
+        if "=" not in value and NAME_RE.match(value) and i < n:
+            # --input NAME PATH: the path is the next word, possibly empty or unexpanded.
+            name, path = value, argv[i]
+            i += 1
+        else:
+            name, path = _name_path(option, value)
         target = inputs if option == "--input" else outputs
         if name in target:
             raise BootstrapError(f"{option} {name} is given twice", EXIT_USAGE)
         target[name] = path
+    if step is not None:
+        if i < n:
+            raise BootstrapError(
+                f"--step names the script; unexpected {argv[i]!r} after the options (arguments belong in the contract)",
+                EXIT_USAGE,
+            )
+        return Options("", [], inputs, outputs, sink, step=step)
     if i >= n:
         raise BootstrapError("no R script given", EXIT_USAGE)
     return Options(argv[i], list(argv[i + 1:]), inputs, outputs, sink)
+
+
+# --------------------------------------------------------------------------
+# The step contract (--step)
+# --------------------------------------------------------------------------
+
+CONTRACT_FORMAT = "amlr-step/1"
+OUTPUTS_DIR = "outputs"
+_PLACEHOLDER = re.compile(r"\$\{\{\s*([^{}]*?)\s*\}\}")
+_PORT = re.compile(r"^(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)$")
+_UNEXPANDED = re.compile(r"^\$(\{\{.*\}\}|AZUREML_DATAREFERENCE_\w+|\{?AZURE_ML_\w+\}?)$")
+
+
+def _read_contract(path: str) -> Dict[str, object]:
+    """The contract JSON; relative paths are tried from the working directory, then the snapshot root."""
+    candidates = [path]
+    if not os.path.isabs(path):
+        candidates.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            try:
+                import json
+
+                with open(candidate, "rb") as fh:
+                    data = json.loads(fh.read().decode("utf-8"))
+            except (OSError, ValueError) as exc:
+                raise BootstrapError(f"cannot read the step contract {candidate}: {exc}", EXIT_USAGE) from None
+            if not isinstance(data, dict) or data.get("format") != CONTRACT_FORMAT:
+                raise BootstrapError(f"{candidate} is not an amlr step contract ({CONTRACT_FORMAT})", EXIT_USAGE)
+            return data
+    raise BootstrapError(f"step contract not found: {path} (working directory {os.getcwd()})", EXIT_USAGE)
+
+
+def _port_path(kind: str, name: str, given: Optional[str], env: Mapping[str, str]) -> str:
+    """A port's path: the argument if the service substituted it, else the service's variable."""
+    if given and not _UNEXPANDED.match(given):
+        return given
+    upper = "INPUT" if kind == "input" else "OUTPUT"
+    for var in ("AZUREML_DATAREFERENCE_" + name, f"AZURE_ML_{upper}_{name}", f"AZURE_ML_{upper}_{name.upper()}"):
+        value = env.get(var, "")
+        if value:
+            return value
+    raise BootstrapError(
+        f"{kind} {name} has no path: the command gave {given!r} and neither AZUREML_DATAREFERENCE_{name} "
+        f"nor AZURE_ML_{upper}_{name} is set",
+        EXIT_USAGE,
+    )
+
+
+def resolve_placeholders(text: str, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> str:
+    """``${{inputs.x}}``/``${{outputs.x}}`` -> paths (the same grammar as amlr.stepcontract)."""
+
+    def sub(match: "re.Match[str]") -> str:
+        port = _PORT.match(match.group(1))
+        table = inputs if port and port.group(1) == "inputs" else outputs
+        if port is None or port.group(2) not in table:
+            raise BootstrapError(f"argument placeholder {match.group(0)} names no port of this step", EXIT_USAGE)
+        return table[port.group(2)]
+
+    return _PLACEHOLDER.sub(sub, text)
+
+
+def _strings(value: object, what: str) -> List[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BootstrapError(f"the step contract's {what} must be a list of strings", EXIT_USAGE)
+    return list(value)
+
+
+def from_contract(options: Options, env: Mapping[str, str]) -> Options:
+    """Turn ``--step`` options into the plain form: script, args, ports, env and sink from the contract."""
+    data = _read_contract(options.step or "")
+    script = data.get("script")
+    if not isinstance(script, str) or not script:
+        raise BootstrapError("the step contract names no script", EXIT_USAGE)
+    values = data.get("values") or {}
+    step_env = data.get("env") or {}
+    if not isinstance(values, dict) or not isinstance(step_env, dict):
+        raise BootstrapError("the step contract's values and env must be objects", EXIT_USAGE)
+    inputs = {
+        name: str(values[name]) if name in values else _port_path("input", name, options.inputs.get(name), env)
+        for name in _strings(data.get("inputs", []), "inputs")
+    }
+    outputs = {name: _port_path("output", name, options.outputs.get(name), env)
+               for name in _strings(data.get("outputs", []), "outputs")}
+    extra = sorted(set(options.inputs) - set(inputs)) + sorted(set(options.outputs) - set(outputs))
+    if extra:
+        raise BootstrapError(f"the command binds {', '.join(extra)}, which the step contract does not declare",
+                             EXIT_USAGE)
+    ports = dict(outputs)
+    ports.setdefault(OUTPUTS_DIR, os.path.join(os.getcwd(), OUTPUTS_DIR))
+    try:  # Azure ML creates ./outputs before a job starts; so do we, everywhere.
+        os.makedirs(ports[OUTPUTS_DIR], exist_ok=True)
+    except OSError:
+        pass
+    args = [resolve_placeholders(a, inputs, ports) for a in _strings(data.get("args", []), "args")]
+    sink = options.metrics_sink if options.metrics_sink != "auto" else str(data.get("metrics_sink") or "auto")
+    if sink not in SINKS:
+        raise BootstrapError(f"the step contract's metrics_sink must be one of {', '.join(SINKS)}", EXIT_USAGE)
+    return Options(script, args, inputs, outputs, sink, env={str(k): str(v) for k, v in step_env.items()})
 
 
 # --------------------------------------------------------------------------
@@ -183,6 +315,7 @@ def build_env(
     inputs: Mapping[str, str],
     outputs: Mapping[str, str],
     metrics_file: str,
+    step_env: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, str]:
     """The child's environment: the caller's plus the step contract.
 
@@ -190,6 +323,7 @@ def build_env(
     them as plain environment variables; the command line wins on a clash.
     """
     env = dict(base)
+    env.update(step_env or {})
     for name, path in inputs.items():
         env["AMLR_INPUT_" + name] = path
     for name, path in outputs.items():
@@ -641,13 +775,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.write(HELP)
             sys.stdout.flush()
             return 0
+        if options.step is not None:
+            options = from_contract(options, os.environ)
         if not os.path.isfile(options.script):
             where = "" if os.path.isabs(options.script) else f" (working directory {os.getcwd()})"
             raise BootstrapError(f"R script not found: {options.script}{where}", EXIT_USAGE)
         rscript = find_rscript(os.environ)
         make_output_dirs(options.outputs)
         metrics_path, tmpdir = _metrics_file(dict(os.environ))
-        env = build_env(os.environ, options.inputs, options.outputs, metrics_path)
+        env = build_env(os.environ, options.inputs, options.outputs, metrics_path, options.env)
         metrics = _start_metrics(options.metrics_sink, metrics_path)
         try:
             returncode = run(rscript, options.script, options.args, env)

@@ -31,6 +31,12 @@ class BadRequest(AmlrError):
     kind = "bad_request"
 
 
+class BadOption(AmlrError):
+    """An option of submit_r_pipeline() that the backend does not know, or of the wrong type."""
+
+    kind = "bad_option"
+
+
 class InvalidSpec(AmlrError):
     """A pipeline spec that no backend can run; ``field`` names the culprit."""
 

@@ -339,9 +339,45 @@ def _write_bytes(path: str, data: bytes) -> None:
         fh.write(data)
 
 
+def _blob_path(store: str, digest: str, executable: bool) -> str:
+    return os.path.join(store, digest[:2], digest[2:] + ("-x" if executable else ""))
+
+
+def _link_or_copy(entry: _Entry, dest: str, store: Optional[str]) -> str:
+    """Put ``entry`` at ``dest``; with a ``store``, hash first and hard-link from content-addressed blobs.
+
+    An unchanged file is then read once (to hash it) and stored once, however
+    many runs and steps use it. Where hard links are not possible (another
+    file system, Windows without privileges) the file is copied.
+    """
+    if store is None:
+        return _copy_with_digest(entry.abspath, dest)
+    digest = file_digest(entry.abspath)
+    blob = _blob_path(store, digest, entry.executable)
+    if not os.path.exists(blob):
+        os.makedirs(os.path.dirname(blob), exist_ok=True)
+        tmp = f"{blob}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+        try:
+            copied = _copy_with_digest(entry.abspath, tmp)
+            if copied != digest:  # changed while we read it: store what we copied, under its own name
+                digest, blob = copied, _blob_path(store, copied, entry.executable)
+            os.replace(tmp, blob)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        os.link(blob, dest)
+    except OSError:
+        shutil.copy2(blob, dest)
+    return digest
+
+
 def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
                    warn_bytes: Optional[float] = None, max_bytes: Optional[float] = None,
-                   warn: Optional[Callable[[str], None]] = None, exclude: Iterable[str] = ()) -> Snapshot:
+                   warn: Optional[Callable[[str], None]] = None, exclude: Iterable[str] = (),
+                   files: Optional[Iterable[str]] = None, extra: Optional[Mapping[str, bytes]] = None,
+                   store: Optional[str] = None) -> Snapshot:
     """Copy the included files of ``source_dir`` and the bootstrapper to ``dest_dir``.
 
     ``dest_dir`` must be absent or empty. The size is checked before anything is
@@ -350,28 +386,34 @@ def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
     (default ``$AMLR_SNAPSHOT_MAX_MB`` or 300 MB) :class:`SnapshotTooLarge` is
     raised. The result's hash equals ``content_hash(source_dir, extra=
     {BOOTSTRAPPER_PATH: <bootstrapper bytes>})``.
+
+    ``files``: only these (relative POSIX paths, from :func:`list_files`), e.g. one
+    step's code; ``extra``: more entries (name -> bytes) under the reserved folder;
+    ``store``: a content-addressed blob folder to hard-link files from.
     """
-    rels = list_files(source_dir, exclude)
+    rels = list_files(source_dir, exclude) if files is None else sorted(files)
     with open(bootstrapper_path, "rb") as fh:
-        extra = {BOOTSTRAPPER_PATH: fh.read()}
-    _check_reserved(source_dir, rels, extra)
+        extras = {BOOTSTRAPPER_PATH: fh.read(), **(extra or {})}
+    _check_reserved(source_dir, rels, extras)
     entries = _entries(source_dir, rels)
     total = sum(e.size for e in entries)
     largest = _largest(entries)
     _check_size(source_dir, total, largest, resolve_limit(warn_bytes, WARN_ENV, DEFAULT_WARN_MB),
                 resolve_limit(max_bytes, MAX_ENV, DEFAULT_MAX_MB), warn or _default_warn)
     _prepare_dest(dest_dir)
-    records = [(e.rel, _copy_with_digest(e.abspath, _dest_path(dest_dir, e.rel)), e.executable)
+    records = [(e.rel, _link_or_copy(e, _dest_path(dest_dir, e.rel), store), e.executable)
                for e in entries]
-    for name, data in extra.items():
+    for name, data in extras.items():
         _write_bytes(_dest_path(dest_dir, name), data)
     _write_bytes(os.path.join(dest_dir, ".amlignore"), SNAPSHOT_AMLIGNORE.encode("utf-8"))
-    return Snapshot(path=os.path.abspath(dest_dir), hash=fingerprint(records + _extra_records(extra)),
+    return Snapshot(path=os.path.abspath(dest_dir), hash=fingerprint(records + _extra_records(extras)),
                     files=len(entries), total_bytes=total, largest=largest, records=records)
 
 
 def stage_snapshot(source_dir: str, snapshots_dir: str, *, bootstrapper_path: str,
-                   warn: Optional[Callable[[str], None]] = None, exclude: Iterable[str] = ()) -> Snapshot:
+                   warn: Optional[Callable[[str], None]] = None, exclude: Iterable[str] = (),
+                   files: Optional[Iterable[str]] = None, extra: Optional[Mapping[str, bytes]] = None,
+                   store: Optional[str] = None) -> Snapshot:
     """Snapshot ``source_dir`` into ``snapshots_dir/<hash12>``, content-addressed.
 
     Steps that share a folder, and runs that package an unchanged folder, get
@@ -382,7 +424,8 @@ def stage_snapshot(source_dir: str, snapshots_dir: str, *, bootstrapper_path: st
     # Not tempfile.mkdtemp: its 0700 mode would stick to an exported folder.
     staging = os.path.join(snapshots_dir, f".staging-{os.getpid()}-{os.urandom(4).hex()}")
     try:
-        snap = build_snapshot(source_dir, staging, bootstrapper_path=bootstrapper_path, warn=warn, exclude=exclude)
+        snap = build_snapshot(source_dir, staging, bootstrapper_path=bootstrapper_path, warn=warn, exclude=exclude,
+                              files=files, extra=extra, store=store)
         final = os.path.join(snapshots_dir, snap.hash[:12])
         if not os.path.exists(final):
             os.replace(staging, final)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .errors import InvalidSpec
+from .stepcontract import OUTPUTS_DIR, placeholder_problem, placeholders
 
 # Azure ML v2 pipeline node names and port names must be valid Python
 # identifiers; lower case keeps them identical on the classic path, whose step
@@ -54,6 +55,8 @@ class Step:
     compute: Optional[str] = None
     allow_reuse: bool = True
     step_type: str = "command"
+    env: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
 
     def upstream(self) -> list[str]:
         return sorted({i.step for i in self.inputs.values() if i.kind == "step_output" and i.step})
@@ -70,6 +73,8 @@ class Step:
             "compute": self.compute,
             "allow_reuse": self.allow_reuse,
             "step_type": self.step_type,
+            "env": dict(self.env),
+            "files": list(self.files),
         }
 
 
@@ -180,7 +185,7 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
     source_dir = _as_str(raw.get("source_dir"), where + ".source_dir")
     assert script is not None and source_dir is not None
     source_dir = os.path.abspath(os.path.expanduser(source_dir))
-    args = [str(a) for a in _as_list(raw.get("args"))]
+    args = _parse_args(raw.get("args"), where, name)
     inputs_raw = raw.get("inputs") or {}
     if isinstance(inputs_raw, list) and not inputs_raw:
         inputs_raw = {}
@@ -204,6 +209,12 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
             )
         if out.lower() in seen_out:
             raise _fail(f"{where}.outputs", f"Step `{name}` declares output `{out}` twice.")
+        if out == OUTPUTS_DIR:
+            raise _fail(
+                f"{where}.outputs",
+                f"Output name `{OUTPUTS_DIR}` of step `{name}` is reserved: files the script writes under ./outputs "
+                "are kept as that output already. Write there, or give this output another name.",
+            )
         if out.lower() in {i.lower() for i in inputs}:
             raise _fail(f"{where}.outputs", f"Step `{name}` uses `{out}` both as an input and an output name; rename one.")
         seen_out.add(out.lower())
@@ -229,9 +240,86 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
         compute=_as_str(raw.get("compute"), where + ".compute", required=False),
         allow_reuse=allow_reuse,
         step_type=step_type,
+        env=_parse_env(raw.get("env"), where, name),
+        files=_parse_files(raw.get("files"), where, name, source_dir, check_paths=check_paths),
     )
     _check_script(step, check_paths=check_paths)
+    _check_placeholders(step)
     return step
+
+
+def _parse_args(value: Any, where: str, step: str) -> list[str]:
+    """Script arguments: strings (numbers are written as R would print them), never NA or nested."""
+    if isinstance(value, dict):
+        if value:
+            raise _fail(where + ".args", f"`args` of step `{step}` must be an unnamed character vector; named "
+                        "arguments have no meaning to Rscript. Write c(\"--alpha\", \"0.1\") instead of "
+                        "c(alpha = \"0.1\").")
+        return []
+    out: list[str] = []
+    for i, a in enumerate(_as_list(value), start=1):
+        if a is None:
+            raise _fail(f"{where}.args[{i}]", f"Argument {i} of step `{step}` is NA; give a string, or leave it out.")
+        if isinstance(a, (list, dict)):
+            raise _fail(f"{where}.args[{i}]", f"Argument {i} of step `{step}` is a list; `args` must be a character "
+                        "vector (use unlist() or paste() first).")
+        if isinstance(a, bool):
+            a = "TRUE" if a else "FALSE"
+        out.append(str(a))
+    return out
+
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV_PREFIXES = ("AMLR_", "AZUREML_", "AZURE_ML_")
+
+
+def _parse_env(value: Any, where: str, step: str) -> dict[str, str]:
+    if value is None or value == [] or value == {}:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(where + ".env", f"`env` of step `{step}` must be a named character vector, "
+                    "e.g. env = c(N_TREES = \"500\").")
+    out: dict[str, str] = {}
+    for key, val in value.items():
+        if isinstance(val, list) and len(val) == 1:
+            val = val[0]
+        if not ENV_NAME_RE.match(key):
+            raise _fail(f"{where}.env.{key}", f"Environment variable name `{key}` of step `{step}` is not valid: "
+                        "letters, digits and `_`, not starting with a digit.")
+        if key.upper().startswith(RESERVED_ENV_PREFIXES):
+            raise _fail(f"{where}.env.{key}", f"Environment variable `{key}` of step `{step}` uses a prefix that "
+                        "amlr and Azure ML set themselves (AMLR_, AZUREML_, AZURE_ML_); choose another name.")
+        if val is None or isinstance(val, (list, dict)):
+            raise _fail(f"{where}.env.{key}", f"Environment variable `{key}` of step `{step}` must be one string, "
+                        "not NA or a vector.")
+        out[key] = "TRUE" if val is True else "FALSE" if val is False else str(val)
+    return out
+
+
+def _parse_files(value: Any, where: str, step: str, source_dir: str, *, check_paths: bool) -> list[str]:
+    """Extra files a step reads (relative to its source_dir), for its code identity."""
+    out: list[str] = []
+    for i, f in enumerate(_as_list(value), start=1):
+        if not isinstance(f, str) or not f:
+            raise _fail(f"{where}.files[{i}]", f"`files` of step `{step}` must be paths inside its source_dir.")
+        rel = f.replace("\\", "/")
+        if os.path.isabs(rel):
+            rel = os.path.relpath(rel, source_dir).replace(os.sep, "/")
+        if rel.startswith("../") or rel == "..":
+            raise _fail(f"{where}.files[{i}]", f"File `{f}` of step `{step}` is outside its source_dir "
+                        f"`{source_dir}`; only files of the snapshot can be read on Azure ML.")
+        if check_paths and not os.path.exists(os.path.join(source_dir, rel)):
+            raise _fail(f"{where}.files[{i}]", f"File `{f}` of step `{step}` does not exist in `{source_dir}`.")
+        out.append(rel)
+    return sorted(set(out))
+
+
+def _check_placeholders(step: Step) -> None:
+    for i, arg in enumerate(step.args, start=1):
+        for expr in placeholders(arg):
+            problem = placeholder_problem(expr, list(step.inputs), step.outputs)
+            if problem:
+                raise _fail(f"steps[{step.name}].args[{i}]", f"Argument {i} of step `{step.name}`: {problem}.")
 
 
 def _check_script(step: Step, *, check_paths: bool) -> None:

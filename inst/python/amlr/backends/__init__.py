@@ -10,7 +10,7 @@ import importlib
 from types import ModuleType
 from typing import Any, Mapping, Optional
 
-from ..errors import BackendUnavailable, BadRequest
+from ..errors import BackendUnavailable, BadOption, BadRequest
 
 BACKENDS = {
     "local": ("amlr.backends.local", None),
@@ -65,5 +65,53 @@ def option_text(options: Mapping[str, Any], key: str) -> Optional[str]:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise BadRequest(f"Option `{key}` must be a string.", field=key)
+        raise BadOption(f"Option `{key}` must be a string.", field=key)
     return value
+
+
+# Every option a backend takes, with its type. An option a backend does not
+# know is an error that names the known ones (and the closest to a misspelling).
+COMMON_OPTIONS: dict[str, str] = {"regenerate_outputs": "bool"}
+BACKEND_OPTIONS: dict[str, dict[str, str]] = {
+    "local": {"max_parallel": "count"},
+    "azureml": {"workspace": "object", "compute": "string", "datastore": "string", "publish": "bool",
+                "publish_name": "string", "continue_on_step_failure": "bool"},
+    "azureml_v2": {"workspace": "object", "compute": "string"},
+}
+
+
+def known_options(backend: str) -> dict[str, str]:
+    return {**COMMON_OPTIONS, **BACKEND_OPTIONS.get(backend, {})}
+
+
+def _scalar(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def check_options(backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options checked against the backend's known names and types; scalars unwrapped."""
+    import difflib
+
+    known = known_options(backend)
+    out: dict[str, Any] = {}
+    for key, raw in options.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise BadOption(
+                f"Unknown option `{key}` for backend \"{backend}\".{hint} It takes: {', '.join(sorted(known))}.",
+                field=key,
+            )
+        value = _scalar(raw)
+        kind = known[key]
+        if value is None:
+            continue
+        if kind == "bool" and not isinstance(value, bool):
+            raise BadOption(f"Option `{key}` must be TRUE or FALSE, not {value!r}.", field=key)
+        if kind == "count" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                or value != int(value) or value < 1):
+            raise BadOption(f"Option `{key}` must be a whole number of at least 1, not {value!r}.", field=key)
+        if kind == "string" and (not isinstance(value, str) or not value):
+            raise BadOption(f"Option `{key}` must be a non-empty string, not {value!r}.", field=key)
+        out[key] = int(value) if kind == "count" else value
+    return out

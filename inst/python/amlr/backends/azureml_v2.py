@@ -403,12 +403,9 @@ def client_for(run: Mapping[str, Any]) -> Any:
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
-    unknown = sorted(set(options) - set(KNOWN_OPTIONS))
-    if unknown:
-        raise BadRequest(
-            f"Unknown option(s) for backend \"azureml_v2\": {', '.join(unknown)}. "
-            f"It takes: {', '.join(KNOWN_OPTIONS)} (e.g. compute = \"cpu-cluster\")."
-        )
+    from . import check_options
+
+    check_options(BACKEND, options)
 
 
 

@@ -18,8 +18,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from .. import procs, snapshot
-from ..jobspec import bootstrapper_args
+from .. import packaging, procs, snapshot, stepcontract
 from ..errors import AmlrError, FileExists, RunNotActive
 from ..registry import ACTIVE, TERMINAL, Registry
 from ..spec import Pipeline, Step, validate
@@ -39,8 +38,26 @@ POLL_SECONDS = 0.02  # how often a waiting reader looks at the run folder
 
 # -- submit -------------------------------------------------------------------
 
+# What a local step sees of the R session's environment: what an Azure ML job
+# would have too (a PATH, a home, a locale, a time zone, a temp folder, R's
+# library paths, a proxy), plus the step's own r_step(env =) and amlr's
+# AMLR_* contract. Nothing else -- in particular no credential -- reaches a
+# step, and every variable that does is part of the step's fingerprint.
+PASSTHROUGH_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "R_LIBS", "R_LIBS_USER", "R_LIBS_SITE", "AMLR_RSCRIPT",
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+)
 
-def _fingerprint(step: Step, snapshot_hash: str, upstream: dict[str, str], input_hashes: dict[str, str]) -> str:
+
+def step_base_env(environ: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """The session variables a local step inherits (see PASSTHROUGH_ENV), locale categories included."""
+    environ = dict(os.environ if environ is None else environ)
+    return {k: v for k, v in sorted(environ.items()) if k in PASSTHROUGH_ENV or k.startswith("LC_")}
+
+
+def _fingerprint(step: Step, snapshot_hash: str, upstream: dict[str, str], input_hashes: dict[str, str],
+                 base_env: dict[str, str]) -> str:
     inputs: dict[str, str] = {}
     for name, inp in sorted(step.inputs.items()):
         if inp.kind == "step_output":
@@ -50,68 +67,46 @@ def _fingerprint(step: Step, snapshot_hash: str, upstream: dict[str, str], input
         else:
             inputs[name] = f"uri:{inp.uri}"
     payload = {
+        # The snapshot is the step's code, its contract (script, args, env) and the bootstrapper.
         "snapshot": snapshot_hash,
-        "script": step.script,
-        "args": step.args,
         "inputs": inputs,
         "outputs": sorted(step.outputs),
         "environment": step.environment,
         "step_type": step.step_type,
+        "session_env": base_env,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _code_hashes(pipeline: Pipeline, snapshots: dict[str, snapshot.Snapshot]) -> dict[str, str]:
-    """What each step's reuse fingerprint takes from its folder.
-
-    Steps that share a folder share its snapshot, but editing one step's
-    script must re-run only that step (and what depends on it): a step's code
-    hash is its folder's content minus the entry scripts of the *other* steps
-    there. Everything else in the folder (helpers it may source, data) counts.
-    """
-    with open(BOOTSTRAPPER, "rb") as fh:
-        boot = hashlib.sha256(fh.read()).hexdigest()
-    out: dict[str, str] = {}
-    for step in pipeline.steps:
-        src = os.path.realpath(step.source_dir)
-        others = {
-            s.script.replace(os.sep, "/") for s in pipeline.steps
-            if os.path.realpath(s.source_dir) == src and s.script != step.script
-        }
-        records = [r for r in snapshots[step.name].records if r[0] not in others]
-        records.append((snapshot.BOOTSTRAPPER_PATH, boot, False))
-        out[step.name] = snapshot.fingerprint(records)
-    return out
-
-
 def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[str, Any]:
-    """Snapshots and fingerprints for every step, written to ``spec.json``."""
+    """Per-step snapshots and fingerprints for every step, written to ``spec.json``."""
     run_dir = reg.run_dir(run_id)
     os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
-    snapshots: dict[str, snapshot.Snapshot] = {}
-    by_source: dict[str, snapshot.Snapshot] = {}
-    for step in pipeline.steps:
-        src = os.path.realpath(step.source_dir)
-        if src not in by_source:
-            by_source[src] = snapshot.stage_snapshot(
-                src, os.path.join(run_dir, "snapshots"), bootstrapper_path=BOOTSTRAPPER, warn=warn, exclude=[reg.home]
-            )
-        snapshots[step.name] = by_source[src]
+    staged = packaging.stage_steps(pipeline, os.path.join(run_dir, "snapshots"), metrics_sink="none",
+                                   values=_fixed_values, exclude=[reg.home], warn=warn,
+                                   store=os.path.join(reg.home, "objects"))
     input_hashes: dict[str, str] = {}
     for step in pipeline.steps:
         for inp in step.inputs.values():
             if inp.kind == "path" and inp.path not in input_hashes:
                 input_hashes[inp.path or ""] = snapshot.hash_path(inp.path or "")
-    code = _code_hashes(pipeline, snapshots)
+            if inp.kind == "uri" and warn is not None and (inp.uri or "").lower().startswith(("http://", "https://")):
+                warn(f"Input `{[n for n, i in step.inputs.items() if i is inp][0]}` of step `{step.name}` is a web "
+                     "URL: a local step gets the URL itself and reads it, while on azureml_v2 Azure ML downloads "
+                     "it and the step gets a file path.")
+    base_env = step_base_env()
     fingerprints: dict[str, str] = {}
     for step in pipeline.steps:  # run order: upstream fingerprints exist already
-        fingerprints[step.name] = _fingerprint(step, code[step.name], fingerprints, input_hashes)
+        fingerprints[step.name] = _fingerprint(step, staged[step.name].snapshot.hash, fingerprints, input_hashes,
+                                               base_env)
     plan = {
         "pipeline": pipeline.to_json(),
         "steps": {
             s.name: {
-                "snapshot": snapshots[s.name].path,
-                "snapshot_hash": snapshots[s.name].hash,
+                "snapshot": staged[s.name].snapshot.path,
+                "snapshot_hash": staged[s.name].snapshot.hash,
+                "code_files": staged[s.name].code.files,
+                "code_conservative": staged[s.name].code.reason,
                 "fingerprint": fingerprints[s.name],
                 "log": os.path.join(run_dir, "logs", f"{s.name}.log"),
                 "outputs": {o: os.path.join(run_dir, "outputs", s.name, o) for o in s.outputs},
@@ -125,10 +120,19 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
     return plan
 
 
+def _fixed_values(step: Step) -> dict[str, str]:
+    """Inputs whose value is known when the job is built: URIs the script reads itself."""
+    return {name: inp.uri or "" for name, inp in step.inputs.items() if inp.kind == "uri"}
+
+
 def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
     warnings: list[str] = []
-    plan = prepare(reg, pipeline, run_id, warn=warnings.append)
     run_dir = reg.run_dir(run_id)
+    try:
+        plan = prepare(reg, pipeline, run_id, warn=warnings.append)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing was recorded: leave nothing behind
+        raise
     reg.insert_run(
         {
             "id": run_id,
@@ -150,16 +154,18 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
         ],
     )
     max_parallel = int(options.get("max_parallel") or os.cpu_count() or 1)
+    regenerate = bool(options.get("regenerate_outputs"))
     log_path = os.path.join(run_dir, "runner.log")
     if procs.FORK_RUNNER and os.name == "posix":
-        pid = procs.fork_detached(lambda: run_runner(reg.home, run_id, max_parallel, cwd=run_dir), log_path=log_path)
+        pid = procs.fork_detached(lambda: run_runner(reg.home, run_id, max_parallel, cwd=run_dir,
+                                                     regenerate=regenerate), log_path=log_path)
     else:
         env = dict(os.environ)
         env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
         proc = procs.spawn_detached(
             [procs.python_executable(), "-S", "-m", "amlr", "runner", "--home", reg.home, "--max-parallel",
-             str(max_parallel), run_id],
+             str(max_parallel), *(["--regenerate-outputs"] if regenerate else []), run_id],
             cwd=run_dir, log_path=log_path, env=env,
         )
         # Let the runner outlive us without Python warning about an unreaped child.
@@ -178,8 +184,9 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
 class Runner:
     """Runs one local run to its end; lives in its own detached process."""
 
-    def __init__(self, reg: Registry, run_id: str, max_parallel: int):
+    def __init__(self, reg: Registry, run_id: str, max_parallel: int, regenerate: bool = False):
         self.reg = reg
+        self.regenerate = regenerate
         self.run_id = run_id
         self.max_parallel = max(1, max_parallel)
         self.run_dir = reg.run_dir(run_id)
@@ -281,36 +288,63 @@ class Runner:
                 out[name] = inp.uri or ""
         return out
 
+    def _reuse(self, step: Step, info: dict[str, Any]) -> Optional[str]:
+        """Complete ``step`` from an earlier identical one, if there is one; its status, else None."""
+        if not step.allow_reuse or self.regenerate:
+            return None
+        prior = self.reg.find_reusable(info["fingerprint"], self.run_id)
+        if prior is None:
+            return None
+        # Always name the run that actually executed, never another reuse of it.
+        origin = prior.get("reused_from") or prior["run_id"]
+        with self.lock:
+            self.outputs[step.name] = prior["outputs"]
+        now = time.time()
+        self._log(info["log"], f"amlr: reused step `{step.name}` of run {origin} (same fingerprint "
+                               f"{info['fingerprint'][:12]}); outputs not copied.")
+        self.reg.update_step(
+            self.run_id, step.name, status="Completed", reused=1, reused_from=origin,
+            exit_code=prior["exit_code"], started=now, ended=now, outputs=prior["outputs"],
+        )
+        self.reg.add_metrics(self.run_id, step.name, [
+            {"name": m["name"], "value": m["value_num"] if m["value_num"] is not None else m["value_str"], "time": m["time"]}
+            for m in self.reg.get_metrics(prior["run_id"]) if m["step"] == prior["name"]
+        ])
+        return "Completed"
+
+    def _argv(self, step: Step, info: dict[str, Any]) -> list[str]:
+        paths = {"input": self._inputs(step), "output": info["outputs"]}
+        command = stepcontract.command(
+            step.name, [n for n, i in step.inputs.items() if i.kind != "uri"], step.outputs,
+            lambda kind, name: paths[kind][name],
+        )
+        # The bootstrapper is standard library only: -S skips site-packages start-up.
+        return [procs.python_executable(), "-S", "-c", BOOTSTRAP_FROM_PACKAGE, *command[2:]]
+
+    def _keep_outputs_dir(self, step: Step, info: dict[str, Any]) -> dict[str, str]:
+        """Move what the script wrote under ./outputs out of its snapshot, as the output `outputs`."""
+        written = os.path.join(info["snapshot"], stepcontract.OUTPUTS_DIR)
+        outputs = dict(info["outputs"])
+        if os.path.isdir(written) and os.listdir(written):
+            target = os.path.join(self.run_dir, "outputs", step.name, stepcontract.OUTPUTS_DIR)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(written, target)
+            outputs[stepcontract.OUTPUTS_DIR] = target
+        elif os.path.isdir(written):
+            os.rmdir(written)
+        return outputs
+
     def _run_step(self, step: Step) -> str:
         info = self.plan["steps"][step.name]
         log_path = info["log"]
-        if step.allow_reuse:
-            prior = self.reg.find_reusable(info["fingerprint"], self.run_id)
-            if prior is not None:
-                with self.lock:
-                    self.outputs[step.name] = prior["outputs"]
-                now = time.time()
-                self._log(log_path, f"amlr: reused step `{step.name}` of run {prior['run_id']} (same fingerprint {info['fingerprint'][:12]}); outputs not copied.")
-                self.reg.update_step(
-                    self.run_id, step.name, status="Completed", reused=1, reused_from=prior["run_id"],
-                    exit_code=prior["exit_code"], started=now, ended=now, outputs=prior["outputs"],
-                )
-                self.reg.add_metrics(self.run_id, step.name, [
-                    {"name": m["name"], "value": m["value_num"] if m["value_num"] is not None else m["value_str"], "time": m["time"]}
-                    for m in self.reg.get_metrics(prior["run_id"]) if m["step"] == prior["name"]
-                ])
-                return "Completed"
+        reused = self._reuse(step, info)
+        if reused is not None:
+            return reused
         for path in info["outputs"].values():
             os.makedirs(path, exist_ok=True)
         os.makedirs(os.path.dirname(info["metrics"]), exist_ok=True)
-        argv = [
-            procs.python_executable(),
-            "-S",  # the bootstrapper is standard library only: skip site-packages start-up
-            "-c",
-            BOOTSTRAP_FROM_PACKAGE,
-            *bootstrapper_args(step, self._inputs(step), info["outputs"], metrics_sink="none"),
-        ]
-        env = dict(os.environ)
+        argv = self._argv(step, info)
+        env = step_base_env()
         env.update({
             "AMLR_METRICS_FILE": info["metrics"],
             "AMLR_RUN_ID": self.run_id,
@@ -334,15 +368,17 @@ class Runner:
         # R may have left children of its own (system(), parallel): the step owns its group.
         procs.terminate_group(child.pid, grace=1.0)
         self._ingest_metrics(step.name, info["metrics"])
+        outputs = self._keep_outputs_dir(step, info)
         if self.cancelled.is_set():
             status, error = "Canceled", "the run was canceled"
         elif code == 0:
             status, error = "Completed", None
             with self.lock:
-                self.outputs[step.name] = info["outputs"]
+                self.outputs[step.name] = outputs
         else:
             status, error = "Failed", f"exit code {code}"
-        self.reg.update_step(self.run_id, step.name, status=status, exit_code=code, ended=time.time(), error=error)
+        self.reg.update_step(self.run_id, step.name, status=status, exit_code=code, ended=time.time(), error=error,
+                             outputs=outputs)
         return status
 
     def _ingest_metrics(self, step: str, path: str) -> None:
@@ -363,10 +399,11 @@ class Runner:
         self.reg.add_metrics(self.run_id, step, records)
 
 
-def run_runner(home: str, run_id: str, max_parallel: int, cwd: Optional[str] = None) -> int:
+def run_runner(home: str, run_id: str, max_parallel: int, cwd: Optional[str] = None,
+               regenerate: bool = False) -> int:
     if cwd:
         os.chdir(cwd)
-    status = Runner(Registry(home), run_id, max_parallel).run()
+    status = Runner(Registry(home), run_id, max_parallel, regenerate).run()
     return 0 if status == "Completed" else 1
 
 
@@ -416,9 +453,22 @@ def _read_lines(path: Optional[str]) -> list[str]:
         return fh.read().decode("utf-8", "replace").splitlines()
 
 
+def _step_log(reg: Registry, s: dict[str, Any]) -> list[str]:
+    """A step's log; for a reused step, the log of the run that executed it, headed by where it came from."""
+    lines = _read_lines(s.get("log_path"))
+    if not s.get("reused") or not s.get("reused_from"):
+        return lines
+    try:
+        origin = reg.get_step(s["reused_from"], s["name"])
+    except AmlrError:
+        return lines + [f"amlr: the log of run {s['reused_from']} is no longer available."]
+    return lines + [f"amlr: ---- log of step `{s['name']}` in run {s['reused_from']} ----"] + \
+        _read_lines(origin.get("log_path"))
+
+
 def logs(reg: Registry, run: dict[str, Any], step: Optional[str]) -> dict[str, list[str]]:
     chosen = [reg.get_step(run["id"], step)] if step else reg.get_steps(run["id"])
-    return {s["name"]: _read_lines(s.get("log_path")) for s in chosen}
+    return {s["name"]: _step_log(reg, s) for s in chosen}
 
 
 def follow(reg: Registry, run: dict[str, Any], cursor: dict[str, int]) -> dict[str, Any]:
