@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 import time
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -36,7 +36,7 @@ pytest.importorskip("azureml.pipeline.steps")
 from bridge_calls import call, call_error  # noqa: E402
 from amlr import workspace as workspaces  # noqa: E402
 from amlr.backends import azureml as backend  # noqa: E402
-from amlr.jobspec import BOOTSTRAPPER_IN_SNAPSHOT, bootstrapper_argv  # noqa: E402
+from amlr.stepcontract import BOOTSTRAPPER_IN_SNAPSHOT  # noqa: E402
 from amlr.registry import Registry  # noqa: E402
 from amlr.spec import validate  # noqa: E402
 
@@ -189,12 +189,10 @@ def test_hello_builds_one_command_step_that_runs_the_bootstrapper(offline, tmp_p
     plan, built = build(offline, hello_spec(), str(tmp_path))
     assert [n.name for n in built.pipeline.graph.nodes] == ["hello"]
     hello = node(built, "hello")
-    command = node_command(hello)
-    assert command[:2] == ["sh", "-c"] and len(command) == 3
-    words = shlex.split(command[2])
-    step = plan.steps[0].step
-    assert words == ["exec", *bootstrapper_argv(step, {}, {}, metrics_sink="auto")]
-    assert words[1:] == ["python", BOOTSTRAPPER_IN_SNAPSHOT, "--metrics-sink", "auto", "--", "hello.R", "R user"]
+    # No shell text: the words of the command, the R arguments in the step's contract.
+    assert node_command(hello) == ["python", BOOTSTRAPPER_IN_SNAPSHOT, "--step", "_amlr/steps/hello.json"]
+    contract = json.loads((Path(plan.steps[0].snapshot.path) / "_amlr/steps/hello.json").read_text())
+    assert (contract["script"], contract["args"], contract["metrics_sink"]) == ("hello.R", ["R user"], "auto")
     assert hello.get_param("Target").value == "cpu-cluster"
     assert hello.get_param("MLCComputeType").value == "AmlCompute"
     assert hello._module_builder._module_def.allow_reuse is False
@@ -245,18 +243,16 @@ def test_cars_pipeline_graph_has_the_data_dependencies_of_output_of(offline, tmp
         ("summarise", "summary", "report", "summary"),
     }
     report = plan.pipeline.step("report")
-    words = shlex.split(node_command(node(built, "report"))[2])
-    assert words == ["exec", *bootstrapper_argv(
-        report,
-        {"model": "$AZUREML_DATAREFERENCE_model", "summary": "$AZUREML_DATAREFERENCE_summary"},
-        {"report": "$AZUREML_DATAREFERENCE_report"},
-        metrics_sink="auto",
-    )]
+    assert node_command(node(built, "report")) == [
+        "python", BOOTSTRAPPER_IN_SNAPSHOT, "--step", "_amlr/steps/report.json",
+        "--input", "model", "input:model", "--input", "summary", "input:summary",
+        "--output", "report", "output:report"]
+    assert report.name == "report"
     assert [(o.name, o.datastore_name, o.bind_mode) for o in node(built, "prepare").outputs
             if not o.name.startswith("_run_after")] == [("data", "workspaceblobstore", "mount")]
     assert [(i.name, i.bind_mode) for i in node(built, "train").inputs] == [("data", "mount")]
-    # One snapshot and one environment for four steps of one folder and one r_environment().
-    assert len({p.snapshot.path for p in plan.steps}) == 1
+    # One snapshot per step (its own code identity), one environment for one r_environment().
+    assert len({p.snapshot.hash for p in plan.steps}) == 4
     assert len(built.environments) == 1
     assert all(n._module_builder._module_def.allow_reuse for n in built.pipeline.graph.nodes)
     assert built.pipeline.validate() == []
@@ -299,9 +295,10 @@ def test_local_inputs_are_mounted_from_a_content_keyed_datastore_path(offline, t
     assert refs["config"].path_on_datastore == f"amlr/inputs/{plan.input_hashes[str(single)][:32]}/config.yml"
     assert refs["stored"].path_on_datastore == "shared/cars"
     assert {r.datastore.name for r in refs.values()} == {"workspaceblobstore"}
-    words = shlex.split(node_command(hello)[2])
-    assert "data=$AZUREML_DATAREFERENCE_data" in words
-    assert "remote=https://example.org/file.csv" in words  # a web URI reaches R as given
+    words = node_command(hello)
+    assert words[words.index("data") - 1:words.index("data") + 2] == ["--input", "data", "input:data"]
+    contract = json.loads((Path(plan.steps[0].snapshot.path) / "_amlr/steps/hello.json").read_text())
+    assert contract["values"] == {"remote": "https://example.org/file.csv"}  # a web URI reaches R as given
     assert built.pipeline.validate() == []
     # Same content elsewhere: same datastore path, so nothing new is uploaded.
     copy = tmp_path / "copy"
@@ -388,8 +385,7 @@ def test_estimator_step_reproduces_the_classic_article(offline, tmp_path, monkey
     assert rc.environment.python.user_managed_dependencies is True
     assert rc.script == BOOTSTRAPPER_IN_SNAPSHOT
     hello = node(built, "hello")
-    assert [str(a) for a in hello._module_builder._arguments] == \
-        bootstrapper_argv(plan.steps[0].step, {}, {}, metrics_sink="auto")[2:]
+    assert [str(a) for a in hello._module_builder._arguments] == ["--step", "_amlr/steps/hello.json"]
     assert hello.get_param("Target").value == "cpu-cluster"
     assert REGISTRY_PASSWORD not in json.dumps(rc.environment._serialize_to_dict(rc.environment), default=str)
 
@@ -402,46 +398,12 @@ def test_python_script_step_runs_the_bootstrapper_as_its_script(offline, tmp_pat
     train = node(built, "train")
     assert type(built.steps["train"]).__name__ == "PythonScriptStep"
     assert train.get_param("Script").value == BOOTSTRAPPER_IN_SNAPSHOT
-    assert [str(a) for a in train._module_builder._arguments] == bootstrapper_argv(
-        plan.pipeline.step("train"), {"data": "$AZUREML_DATAREFERENCE_data"},
-        {"model": "$AZUREML_DATAREFERENCE_model"}, metrics_sink="auto")[2:]
+    # The bindings are the SDK's objects, which it turns into structured input / output arguments
+    # (`input:data`) for the service to substitute, not text it would pass on literally.
+    assert [str(a) for a in train._module_builder._arguments] == [
+        "--step", "_amlr/steps/train.json", "--input", "data", "input:data", "--output", "model", "output:model"]
     assert ("prepare", "data", "train", "data") in edges(built)
     assert built.pipeline.validate() == []
-
-
-@pytest.mark.skipif(shutil.which("Rscript") is None or shutil.which("sh") is None, reason="needs Rscript and sh")
-def test_the_built_command_runs_as_aml_would_run_it(offline, tmp_path):
-    """Run a node's command the way the job does: in the snapshot, with AML's mount variables set."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "double.R").write_text(textwrap.dedent("""\
-        x <- as.numeric(readLines(file.path(Sys.getenv("AMLR_INPUT_numbers"), "n.txt")))
-        writeLines(as.character(2 * x), file.path(Sys.getenv("AMLR_OUTPUT_doubled"), "n.txt"))
-        cat("doubled", length(x), "numbers for", commandArgs(TRUE), "\\n")
-        """))
-    numbers = tmp_path / "numbers"
-    numbers.mkdir()
-    (numbers / "n.txt").write_text("1\n2\n")
-    spec = {"name": "doubling", "compute": "cpu-cluster", "environment": image_env(),
-            "steps": [{"name": "double", "script": "double.R", "source_dir": str(src), "args": ["a test"],
-                       "inputs": {"numbers": str(numbers)}, "outputs": ["doubled"]}]}
-    plan, built = build(offline, spec, str(tmp_path / "run"))
-    command = node_command(node(built, "double"))
-    mounted_in, mounted_out = tmp_path / "mnt" / "in", tmp_path / "mnt" / "out"
-    shutil.copytree(numbers, mounted_in)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    os.symlink(sys.executable, bin_dir / "python")
-    env = dict(os.environ, AZUREML_DATAREFERENCE_numbers=str(mounted_in),
-               AZUREML_DATAREFERENCE_doubled=str(mounted_out),
-               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    env.pop("AMLR_METRICS_FILE", None)
-    done = subprocess.run(command, cwd=plan.steps[0].snapshot.path, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert (mounted_out / "n.txt").read_text().split() == ["2", "4"]
-    assert "doubled 2 numbers for a test" in done.stdout
-    assert "Pipeline step execution returned 0" in done.stderr
 
 
 def test_importing_the_backend_and_building_command_steps_never_imports_the_estimator(tmp_path):

@@ -18,12 +18,16 @@ local-path / datastore inputs are ``DataReference`` mounts. AML mounts both
 itself and sets ``$AZUREML_DATAREFERENCE_<port>`` to the mounted path, so the
 job image needs no azureml-dataprep / FUSE packages (which dataset mounts,
 ``OutputFileDatasetConfig`` included, would need inside a user-managed R
-image). A CommandStep's command is ``sh -c 'exec python _amlr/bootstrapper.py
-... --input "data=$AZUREML_DATAREFERENCE_data" ...'``: the shell in the job
-expands the variable, so each ``--input NAME=PATH`` stays the one word the
-bootstrapper wants. EstimatorStep and PythonScriptStep have no shell; there
-the same ``$AZUREML_DATAREFERENCE_<port>`` text is what AML expands in step
-arguments (it is what ``str(PipelineData)`` gives).
+image). Every step type runs ``python _amlr/bootstrapper.py --step
+_amlr/steps/<step>.json --input NAME <binding> --output NAME <binding>``, the
+bindings being the SDK's own objects as arguments of their own (the SDK turns
+them into structured input/output arguments that the service substitutes).
+Nothing in it is shell text: joined with spaces and run by a shell it means the
+same (the shell expands ``$AZUREML_DATAREFERENCE_<port>``), and a binding that
+arrives unsubstituted is read from that variable by the bootstrapper. The R
+script, its arguments and its variables are in the step's contract file.
+Each step has its own snapshot (:mod:`amlr.packaging`), so Azure ML's reuse
+re-runs only the steps whose code or contract changed.
 
 The Azure SDKs are imported inside the functions that need them; importing
 this module costs nothing, and ``azureml.train.estimator`` (about five
@@ -35,7 +39,6 @@ import hashlib
 import json
 import contextlib
 import os
-import shlex
 import shutil
 import tempfile
 import time
@@ -54,7 +57,8 @@ from ..environment import (
     write_build_context,
 )
 from ..errors import AmlrError, Credentials, FileExists, InvalidSpec, RunNotActive, StepNotFound
-from ..jobspec import BOOTSTRAPPER_IN_SNAPSHOT, bootstrapper_argv
+from .. import packaging, stepcontract
+from ..stepcontract import BOOTSTRAPPER_IN_SNAPSHOT
 from ..registry import TERMINAL, Registry
 from ..spec import Pipeline, Step
 
@@ -137,6 +141,12 @@ class Plan:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def _fixed_values(step: Step) -> dict[str, str]:
+    """Inputs the script gets as text: web URIs (it reads them itself); datastore URIs are mounted."""
+    return {name: inp.uri or "" for name, inp in step.inputs.items()
+            if inp.kind == "uri" and datastore_uri(inp.uri or "") is None}
+
+
 def plan_pipeline(pipeline: Pipeline, run_dir: str, *, default_compute: Optional[str] = None,
                   warn: Optional[Callable[[str], None]] = None,
                   default_dockerfile: Optional[str] = None) -> Plan:
@@ -149,19 +159,16 @@ def plan_pipeline(pipeline: Pipeline, run_dir: str, *, default_compute: Optional
                 "r_pipeline(compute = ...) or submit_r_pipeline(..., compute = \"<cluster name>\").",
                 field=f"steps[{name}].compute",
             )
-    by_source: dict[str, snapshot.Snapshot] = {}
+    staged = packaging.stage_steps(pipeline, os.path.join(run_dir, "snapshots"), metrics_sink=METRICS_SINK,
+                                   values=_fixed_values, warn=warn)
     envs: dict[str, ResolvedEnvironment] = {}
     steps: list[StepPlan] = []
     for step in pipeline.steps:
-        src = os.path.realpath(step.source_dir)
-        if src not in by_source:
-            by_source[src] = snapshot.stage_snapshot(src, os.path.join(run_dir, "snapshots"),
-                                                     bootstrapper_path=BOOTSTRAPPER, warn=warn)
         env_spec = step.environment or pipeline.environment
         key = json.dumps(env_spec, sort_keys=True)
         if key not in envs:
             envs[key] = resolve_environment(env_spec, default_dockerfile=default_dockerfile)
-        steps.append(StepPlan(step, by_source[src], envs[key], computes[step.name] or ""))
+        steps.append(StepPlan(step, staged[step.name].snapshot, envs[key], computes[step.name] or ""))
     hashes: dict[str, str] = {}
     for step in pipeline.steps:
         for inp in step.inputs.values():
@@ -238,8 +245,12 @@ def classic_environment(env: ResolvedEnvironment, *, build_context: Any = None,
 
     aml = Environment(env.name)
     aml.version = env.version
-    # The R image brings its own Python for the bootstrapper; AML must not add conda.
+    # The R image brings its own Python for the bootstrapper; AML must not add
+    # conda, and the SDK's placeholder variable would only vary the hash.
     aml.python.user_managed_dependencies = True
+    aml.python.conda_dependencies = None
+    # The public setter is deprecated (and logs so); run-time variables go on the RunConfiguration.
+    aml._environment_variables = {}
     if env.image is not None:
         aml.docker.base_image = env.image
         if env.registry_address:
@@ -343,13 +354,15 @@ def build_pipeline(workspace: Any, plan: Plan, *, datastore: Any, input_paths: M
     argv: dict[str, list[str]] = {}
     inputs_by_step: dict[str, dict[str, Any]] = {}
     for p in plan.steps:
-        ports, in_bindings = _inputs(p.step, outputs, datastore, input_paths, plan.input_hashes, get_datastore)
-        out_bindings = {o: binding(o) for o in p.step.outputs}
-        argv[p.step.name] = bootstrapper_argv(p.step, in_bindings, out_bindings, metrics_sink=METRICS_SINK)
+        ports = _inputs(p.step, outputs, datastore, input_paths, plan.input_hashes, get_datastore)
+        bindings = {"input": ports, "output": outputs[p.step.name]}
+        command = stepcontract.command(p.step.name, list(ports), p.step.outputs,
+                                       lambda kind, name: bindings[kind][name])
+        argv[p.step.name] = [w if isinstance(w, str) else binding(w.name) for w in command]
         compute = (p.compute, compute_types.get(p.compute, DEFAULT_COMPUTE_TYPE))
         make = {"estimator": _estimator_step, "python_script": _python_script_step}.get(p.step.step_type, _command_step)
         built_steps[p.step.name] = make(p, environments[p.environment.identity], compute, list(ports.values()),
-                                        list(outputs[p.step.name].values()), argv[p.step.name])
+                                        list(outputs[p.step.name].values()), command)
         inputs_by_step[p.step.name] = ports
     pipeline = AmlPipeline(
         workspace=workspace,
@@ -362,13 +375,12 @@ def build_pipeline(workspace: Any, plan: Plan, *, datastore: Any, input_paths: M
 
 def _inputs(step: Step, outputs: Mapping[str, Mapping[str, Any]], datastore: Any, input_paths: Mapping[str, str],
             input_hashes: Mapping[str, str],
-            get_datastore: Optional[Callable[[str], Any]]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Input ports (name -> InputPortBinding) and the command's spelling of every input."""
+            get_datastore: Optional[Callable[[str], Any]]) -> dict[str, Any]:
+    """Input ports (name -> InputPortBinding) of the inputs Azure ML mounts (web URIs are contract values)."""
     from azureml.data.data_reference import DataReference
     from azureml.pipeline.core.graph import InputPortBinding
 
     ports: dict[str, Any] = {}
-    spelled: dict[str, str] = {}
     for name, inp in sorted(step.inputs.items()):
         if inp.kind == "step_output":
             ports[name] = outputs[inp.step or ""][inp.output or ""].as_input(name)
@@ -382,17 +394,14 @@ def _inputs(step: Step, outputs: Mapping[str, Mapping[str, Any]], datastore: Any
         else:
             target = datastore_uri(inp.uri or "")
             if target is None:
-                # https://, wasbs://, abfss:// ...: the script gets the URI and reads it itself.
-                spelled[name] = inp.uri or ""
-                continue
+                continue  # https://, wasbs://, abfss:// ...: the script gets the URI and reads it itself
             store_name, path = target
             store = datastore if store_name == datastore.name else _lookup_datastore(get_datastore, store_name, step,
                                                                                      name)
             digest = hashlib.sha256((inp.uri or "").encode("utf-8")).hexdigest()[:10]
             ref = DataReference(store, data_reference_name=f"{name}_{digest}", path_on_datastore=path, mode="mount")
             ports[name] = InputPortBinding(name, bind_object=ref, bind_mode="mount")
-        spelled[name] = binding(name)
-    return ports, spelled
+    return ports
 
 
 def _lookup_datastore(get_datastore: Optional[Callable[[str], Any]], name: str, step: Step, input_name: str) -> Any:
@@ -402,64 +411,63 @@ def _lookup_datastore(get_datastore: Optional[Callable[[str], Any]], name: str, 
     return get_datastore(name)
 
 
-def shell_script(argv: Iterable[str]) -> str:
-    """``exec`` + argv for ``sh -c``: bindings in double quotes (the shell expands them), the rest literal."""
-    words = []
-    for arg in argv:
-        if "$AZUREML_DATAREFERENCE_" in arg and not any(c in arg for c in '"\\`'):
-            # Only the variable may expand: a literal `$` elsewhere is escaped.
-            head, sep, tail = arg.partition("$AZUREML_DATAREFERENCE_")
-            words.append('"' + head.replace("$", "\\$") + sep + tail + '"')
-        else:
-            words.append(shlex.quote(arg))
-    return "exec " + " ".join(words)
-
-
-def _script_args(argv: list[str]) -> list[str]:
-    """The bootstrapper's arguments from its argv, for steps that name the script themselves."""
-    assert argv[1] == BOOTSTRAPPER_IN_SNAPSHOT
-    return argv[2:]
-
-
-def _command_step(p: StepPlan, env: Any, compute: tuple[str, str], inputs: list, outputs: list,
-                  argv: list[str]) -> Any:
-    from azureml.core import ScriptRunConfig
-    from azureml.pipeline.steps import CommandStep
-
-    config = ScriptRunConfig(source_directory=p.snapshot.path, command=["sh", "-c", shell_script(argv)],
-                             environment=env, compute_target=compute[0])
-    return CommandStep(name=p.step.name, runconfig=config, compute_target=compute, inputs=inputs or None,
-                       outputs=outputs or None, allow_reuse=p.step.allow_reuse)
-
-
-def _python_script_step(p: StepPlan, env: Any, compute: tuple[str, str], inputs: list, outputs: list,
-                        argv: list[str]) -> Any:
-    # PythonScriptStep runs the bootstrapper under AML's own Python wrapper
-    # (run context and output collection set up before it starts) instead of a
-    # shell: the better fit for images whose Python has azureml-core, where
-    # log_metric() values then always reach run history.
+def _runconfig(p: StepPlan, env: Any, compute: tuple[str, str]) -> Any:
     from azureml.core.runconfig import RunConfiguration
-    from azureml.pipeline.steps import PythonScriptStep
 
     config = RunConfiguration()
     config.environment = env
     config.target = compute[0]
+    # Also set on the job, so the studio shows them; the contract sets them for R either way.
+    config.environment_variables = dict(p.step.env)
+    return config
+
+
+def _command_step(p: StepPlan, env: Any, compute: tuple[str, str], inputs: list, outputs: list,
+                  command: list[Any]) -> Any:
+    """A CommandStep whose command is a list: words, and the SDK's binding objects as words of their own.
+
+    No shell text: the command means the same whether the service keeps the
+    words apart (and substitutes the bindings) or joins them and runs a shell
+    (which expands ``$AZUREML_DATAREFERENCE_<port>``).
+    """
+    from azureml.pipeline.steps import CommandStep
+
+    return CommandStep(name=p.step.name, command=command, runconfig=_runconfig(p, env, compute),
+                       compute_target=compute, source_directory=p.snapshot.path, inputs=inputs or None,
+                       outputs=outputs or None, allow_reuse=p.step.allow_reuse)
+
+
+def _script_args(command: list[Any]) -> list[Any]:
+    """The bootstrapper's arguments, for steps that name the script themselves."""
+    assert command[1] == BOOTSTRAPPER_IN_SNAPSHOT
+    return command[2:]
+
+
+def _python_script_step(p: StepPlan, env: Any, compute: tuple[str, str], inputs: list, outputs: list,
+                        command: list[Any]) -> Any:
+    # PythonScriptStep runs the bootstrapper under AML's own Python wrapper
+    # (run context and output collection set up before it starts) instead of a
+    # shell: the better fit for images whose Python has azureml-core, where
+    # log_metric() values then always reach run history.
+    from azureml.pipeline.steps import PythonScriptStep
+
     return PythonScriptStep(
         script_name=BOOTSTRAPPER_IN_SNAPSHOT,
         name=p.step.name,
-        arguments=_script_args(argv),
-        compute_target=compute, runconfig=config, inputs=inputs or None, outputs=outputs or None,
-        source_directory=p.snapshot.path, allow_reuse=p.step.allow_reuse,
+        arguments=_script_args(command),
+        compute_target=compute, runconfig=_runconfig(p, env, compute), inputs=inputs or None,
+        outputs=outputs or None, source_directory=p.snapshot.path, allow_reuse=p.step.allow_reuse,
     )
 
 
 def _estimator_step(p: StepPlan, env: Any, compute: tuple[str, str], inputs: list, outputs: list,
-                    argv: list[str]) -> Any:
+                    command: list[Any]) -> Any:
     """The classic article's Estimator + EstimatorStep (custom image, registry details, user_managed)."""
     from azureml.pipeline.steps import EstimatorStep
     from azureml.train.estimator import Estimator  # seconds to import: only for estimator steps
 
-    common = dict(source_directory=p.snapshot.path, compute_target=compute[0], entry_script=BOOTSTRAPPER_IN_SNAPSHOT)
+    common = dict(source_directory=p.snapshot.path, compute_target=compute[0], entry_script=BOOTSTRAPPER_IN_SNAPSHOT,
+                  environment_variables=dict(p.step.env) or None)
     if p.environment.image is not None:
         estimator = Estimator(
             **common,
@@ -471,7 +479,7 @@ def _estimator_step(p: StepPlan, env: Any, compute: tuple[str, str], inputs: lis
         estimator = Estimator(**common, environment_definition=env)
     return EstimatorStep(
         name=p.step.name, estimator=estimator,
-        estimator_entry_script_arguments=_script_args(argv),
+        estimator_entry_script_arguments=_script_args(command),
         inputs=inputs or None, outputs=outputs or None, compute_target=compute, allow_reuse=p.step.allow_reuse,
     )
 
