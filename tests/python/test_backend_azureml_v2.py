@@ -174,8 +174,8 @@ def test_submit_builds_a_real_pipeline_job_and_records_the_run(tmp_path, azure):
     assert job.jobs["train"].compute == "azureml:gpu-cluster"
     train = job.jobs["train"]
     assert train.component.command == (
-        "python _amlr/bootstrapper.py --metrics-sink mlflow --input data=${{inputs.data}} "
-        "--output model=${{outputs.model}} -- train.R"
+        "python _amlr/bootstrapper.py --step _amlr/steps/train.json --input data ${{inputs.data}} "
+        "--output model ${{outputs.model}}"
     )
     assert train.inputs["data"]._data.path == "${{parent.jobs.prepare.outputs.data}}"
     assert job.jobs["summarise"].component.is_deterministic is False
@@ -249,7 +249,7 @@ def test_no_compute_anywhere_means_serverless_and_the_compute_option_sets_the_de
 def test_unknown_options_are_refused_before_anything_is_packaged(tmp_path, azure):
     err = call_error(tmp_path / "home", "submit", spec=hello_spec(tmp_path), backend="azureml_v2",
                      options={"workspace": WORKSPACE, "max_paralel": 2})
-    assert err["class"] == "bad_request" and "max_paralel" in err["message"] and "compute" in err["message"]
+    assert err["class"] == "bad_option" and "max_paralel" in err["message"] and "compute" in err["message"]
     assert azure.jobs.calls == []
 
 

@@ -200,8 +200,8 @@ def test_multi_step_yaml_spells_inputs_compute_and_environments(tmp_path, secret
     with open(os.path.join(context, "Dockerfile"), encoding="utf-8") as fh:
         assert 'ARG CRAN_PACKAGES="DBI zoo"' in fh.read()
     assert os.path.isfile(os.path.join(context, "install.R"))
-    # One snapshot for the one source folder, shared by all four jobs.
-    assert len({component_view(j)["code"] for j in jobs.values()}) == 1
+    # One code folder per job (its own code identity, so Azure ML reuses the unchanged ones).
+    assert len({component_view(j)["code"] for j in jobs.values()}) == 4
     # The registry is private: the export says that Azure ML needs its own access.
     assert any("myacr.azurecr.io" in w for w in result.warnings)
 
@@ -219,15 +219,20 @@ def test_each_command_references_only_ports_its_job_declares(tmp_path, name, sec
         assert used_in == set(job.get("inputs", {})) == set(body.get("inputs", job.get("inputs", {})))
         assert used_out == set(job.get("outputs", {}))
         assert not re.search(r"\$\{\{(?!inputs\.|outputs\.)", command), command
-        # The command is what the bootstrapper parses: same script, args and ports as the step.
-        argv = shlex.split(command)
+        # The command is what the bootstrapper parses: the step's contract and its ports, no shell text;
+        # the contract in the job's code folder has the step's script and args.
+        argv = command.split(" ")
+        assert argv == shlex.split(command)
         assert argv[:2] == ["python", "_amlr/bootstrapper.py"]
         opts = bootstrapper.parse_args(argv[2:])
         step = spec[job_name]
-        assert opts.metrics_sink == "mlflow"
-        assert (opts.script, opts.args) == (step.script, step.args)
+        assert opts.step == f"_amlr/steps/{job_name}.json"
         assert opts.inputs == {n: "${{inputs.%s}}" % n for n in step.inputs}
         assert opts.outputs == {n: "${{outputs.%s}}" % n for n in step.outputs}
+        code = os.path.join(os.path.dirname(result.path), body["code"])
+        with open(os.path.join(code, opts.step), encoding="utf-8") as fh:
+            contract = json.load(fh)
+        assert (contract["script"], contract["args"], contract["metrics_sink"]) == (step.script, step.args, "mlflow")
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -359,7 +364,8 @@ def test_exporting_into_the_steps_own_folder_does_not_package_the_export(tmp_pat
     export_pipeline(validate(spec), path, overwrite=True)
     assert tree(src) == before
     snapshot, = [f for f in first.files if "_snapshots" in f]
-    assert sorted(tree(snapshot)) == [".amlignore", os.path.join("_amlr", "bootstrapper.py"), "hello.R"]
+    assert sorted(tree(snapshot)) == [".amlignore", os.path.join("_amlr", "bootstrapper.py"),
+                                      os.path.join("_amlr", "steps", "hello.json"), "hello.R"]
 
 
 def test_a_failed_overwrite_puts_the_previous_export_back(tmp_path):

@@ -178,13 +178,16 @@ def node_document(node: CommandNode, base_dir: str) -> dict[str, Any]:
         "command": node.command,
         "environment": _environment_document(node.environment, base_dir),
     }
+    if node.env:
+        body["environment_variables"] = dict(node.env)
     inputs = {name: _input_document(node, name, inp, base_dir) for name, inp in node.inputs}
     outputs = {name: {"type": "uri_folder"} for name in node.outputs}
     doc: dict[str, Any] = {"type": "command", "display_name": node.name}
     if node.reuse:
         doc.update(body)
     else:
-        component: dict[str, Any] = {"type": "command", "name": node.name, **body, "is_deterministic": False}
+        # No `name:` -- Azure ML replaces an inline component's name with azureml_anonymous anyway.
+        component: dict[str, Any] = {"type": "command", **body, "is_deterministic": False}
         if node.inputs:
             component["inputs"] = {name: {"type": inp.type} for name, inp in node.inputs}
         if outputs:

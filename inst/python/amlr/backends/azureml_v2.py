@@ -39,19 +39,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional
 
-from .. import snapshot
 from . import AML_STATUS_MAP as STATUS_MAP, option_text
 from ..environment import ResolvedEnvironment, resolve_environment, write_build_context
 from ..errors import AmlrError, BackendUnavailable, BadRequest, Credentials, FileExists, RunNotActive
-from ..jobspec import bootstrapper_argv, quote_command
+from .. import packaging, stepcontract
 from ..registry import TERMINAL, Registry
 from ..spec import Pipeline, Step
 
 BACKEND = "azureml_v2"
-BOOTSTRAPPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bootstrapper.py")
+METRICS_SINK = "mlflow"  # Azure ML v2 jobs log to MLflow
 SERVERLESS = "serverless"
 """Azure ML's serverless compute: the pipeline default when no compute is named."""
-KNOWN_OPTIONS = ("workspace", "compute")
 CHILDREN_FILE = "children.json"
 CANCEL_WAIT = 60.0
 LOG_FETCH_TIMEOUT = 30.0
@@ -116,6 +114,7 @@ class CommandNode:
     environment: NodeEnvironment
     compute: Optional[str]  # "azureml:<name>", "serverless", or None (the pipeline default)
     reuse: bool
+    env: tuple[tuple[str, str], ...] = ()  # r_step(env =), also set on the job
 
 
 @dataclass(frozen=True)
@@ -126,6 +125,7 @@ class JobPlan:
     default_compute: str
     nodes: tuple[CommandNode, ...]  # in run order
     warnings: tuple[str, ...] = ()
+    force_rerun: bool = False  # submit_r_pipeline(regenerate_outputs = TRUE)
 
 
 def input_binding(name: str) -> str:
@@ -172,26 +172,27 @@ def plan_input(step: Step, name: str) -> NodeInput:
 
 
 def plan_node(step: Step, *, code: str, environment: NodeEnvironment, compute: Optional[str]) -> CommandNode:
-    """The command job for one step: the one place both export and submit get it from."""
-    argv = bootstrapper_argv(
-        step,
-        {name: input_binding(name) for name in step.inputs},
-        {name: output_binding(name) for name in step.outputs},
-        python="python",
-        metrics_sink="mlflow",
+    """The command job for one step: the one place both export and submit get it from.
+
+    The command is :mod:`amlr.stepcontract`'s: no shell-quoted text, each port a
+    ``${{inputs.x}}`` / ``${{outputs.x}}`` word that Azure ML replaces before
+    ``bash -c`` runs it; the R arguments are in the step's contract file.
+    """
+    argv = stepcontract.command(
+        step.name, list(step.inputs), step.outputs,
+        lambda kind, name: input_binding(name) if kind == "input" else output_binding(name),
     )
     return CommandNode(
         name=step.name,
         code=code,
-        command=quote_command(argv),
+        command=stepcontract.command_line(argv),
         inputs=tuple((name, plan_input(step, name)) for name in sorted(step.inputs)),
         outputs=tuple(sorted(step.outputs)),
         environment=environment,
         compute=compute_ref(step.compute),
         reuse=step.allow_reuse,
+        env=tuple(sorted(step.env.items())),
     )
-
-
 
 
 def _stage_environment(env: ResolvedEnvironment, environments_dir: str) -> NodeEnvironment:
@@ -215,24 +216,20 @@ def registry_note(env: ResolvedEnvironment) -> Optional[str]:
 
 
 def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, experiment_name: str,
-          default_compute: Optional[str] = None) -> JobPlan:
+          default_compute: Optional[str] = None, force_rerun: bool = False) -> JobPlan:
     """Package every step and plan its command job.
 
-    Snapshots land in ``snapshots_dir/<hash12>`` (one per distinct source
-    folder) and Docker build contexts in ``environments_dir/<version>``, both
-    named by content so that the same pipeline gives the same folders.
+    Snapshots land in ``snapshots_dir/<hash12>`` (one per step: its code and
+    contract, see :mod:`amlr.packaging`) and Docker build contexts in
+    ``environments_dir/<version>``, both named by content so that the same
+    pipeline gives the same folders and Azure ML uploads each code once.
     """
     warnings: list[str] = []
-    code_by_source: dict[str, str] = {}
+    staged = packaging.stage_steps(pipeline, snapshots_dir, metrics_sink=METRICS_SINK, warn=warnings.append)
     resolved_by_spec: dict[str, ResolvedEnvironment] = {}
     env_by_identity: dict[str, NodeEnvironment] = {}
     nodes = []
     for step in pipeline.steps:
-        source = os.path.realpath(step.source_dir)
-        if source not in code_by_source:
-            code_by_source[source] = snapshot.stage_snapshot(
-                source, snapshots_dir, bootstrapper_path=BOOTSTRAPPER, warn=warnings.append
-            ).path
         spec = step.environment or pipeline.environment
         spec_key = json.dumps(spec, sort_keys=True)
         if spec_key not in resolved_by_spec:  # resolving hashes the build context: once per spec
@@ -243,7 +240,7 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
             note = registry_note(resolved)
             if note and note not in warnings:
                 warnings.append(note)
-        nodes.append(plan_node(step, code=code_by_source[source], environment=env_by_identity[resolved.identity],
+        nodes.append(plan_node(step, code=staged[step.name].snapshot.path, environment=env_by_identity[resolved.identity],
                                compute=step.compute))
     return JobPlan(
         display_name=pipeline.name,
@@ -252,6 +249,7 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
         default_compute=compute_ref(pipeline.compute or default_compute) or SERVERLESS,
         nodes=tuple(nodes),
         warnings=tuple(warnings),
+        force_rerun=force_rerun,
     )
 
 
@@ -302,13 +300,17 @@ def to_azure_job(plan: JobPlan) -> Any:
             environment=_sdk_environment(node.environment),
             compute=node.compute,
             is_deterministic=node.reuse,
+            environment_variables=dict(node.env) or None,
         )
+    settings = PipelineJobSettings(default_compute=plan.default_compute)
+    if plan.force_rerun:
+        settings.force_rerun = True
     return PipelineJob(
         display_name=plan.display_name,
         description=plan.description,
         experiment_name=plan.experiment_name,
         jobs=jobs,
-        settings=PipelineJobSettings(default_compute=plan.default_compute),
+        settings=settings,
     )
 
 
@@ -425,6 +427,7 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
             environments_dir=os.path.join(run_dir, "environments"),
             experiment_name=experiment,
             default_compute=option_text(options, "compute"),
+            force_rerun=bool(options.get("regenerate_outputs")),
         )
         job = to_azure_job(plan)
         client = connect(info)
