@@ -2,7 +2,7 @@
 
 One plan, two renderings. :func:`stage` packages every step (snapshot, build
 context) and :func:`plan_node` turns a step into what a v2 command job needs:
-its command line (from :mod:`amlr.jobspec`, like every backend), inputs,
+its command line (from :mod:`amlr.stepcontract`, like every backend), inputs,
 outputs, environment and compute. :mod:`amlr.export` writes that plan as the
 YAML ``az ml job create --file`` reads; :func:`to_azure_job` builds the same
 job from azure-ai-ml objects, which :func:`submit` sends through
