@@ -8,7 +8,12 @@
 #' @param script Path to the R script.
 #' @param name Step name: lower-case letters, digits and `_` (Azure ML's rule).
 #'   Defaults to the script's file name without extension.
-#' @param args Character vector of arguments for the script (`commandArgs(TRUE)`).
+#' @param args Character vector of arguments for the script (`commandArgs(TRUE)`),
+#'   passed byte for byte on every backend. `${{inputs.NAME}}` and
+#'   `${{outputs.NAME}}` (Azure ML's placeholder syntax) become the path of that
+#'   input or output on every backend, so `optparse` scripts written for Azure ML
+#'   run unchanged: `args = c("--data_folder", "${{inputs.data}}")`.
+#'   `${{outputs.outputs}}` is the `./outputs` folder.
 #' @param inputs Named list: each element a local path, a URI
 #'   (`azureml://...`, `https://...`) or `output_of(step, output)`.
 #' @param outputs Character vector of output names; each becomes a folder.
@@ -18,7 +23,20 @@
 #' @param allow_reuse Reuse the results of an identical earlier step.
 #' @param source_dir Folder packaged with the step; `script` must be inside it.
 #' @param step_type `"command"` (default); `"estimator"` reproduces the classic
-#'   `EstimatorStep` on the `"azureml"` backend.
+#'   `EstimatorStep` on the `"azureml"` backend; `"python_script"` runs the
+#'   bootstrapper as a `PythonScriptStep` there.
+#' @param env Named character vector of environment variables for this step
+#'   (`c(N_TREES = "500")`), set on every backend and part of the step's
+#'   fingerprint. Not for secrets: they would be stored with the job. A local
+#'   step sees only these, `PATH`, `HOME`, the locale, `TZ`, the temp folder,
+#'   R's library paths and proxy settings of the R session -- what an Azure ML
+#'   job would see too.
+#' @param files More files of `source_dir` the script reads (paths relative to
+#'   it, or folders), for reuse: a step's code is its script, the R files it
+#'   `source()`s (found by reading the code; when a `source()` call cannot be
+#'   resolved, every R file of the folder), the files named here and every
+#'   non-R file of the folder. Editing other steps' scripts or the file that
+#'   builds the pipeline never re-runs it.
 #' @return An `amlr_step`.
 #' @family pipeline builders
 #' @export
@@ -28,9 +46,15 @@
 #' r_step(script, args = c("--greeting", "hi"))
 r_step <- function(script, name = NULL, args = character(), inputs = list(), outputs = character(),
                    environment = NULL, compute = NULL, allow_reuse = TRUE, source_dir = dirname(script),
-                   step_type = c("command", "estimator")) {
+                   step_type = c("command", "estimator", "python_script"), env = character(),
+                   files = character()) {
   check_string(script, "script")
   step_type <- match.arg(step_type)
+  args <- check_step_args(args)
+  env <- check_step_env(env)
+  if (!is.character(files) || anyNA(files)) {
+    amlr_abort("{.arg files} must be a character vector of paths inside {.arg source_dir}.", "invalid_spec")
+  }
   force(source_dir)
   check_string(source_dir, "source_dir")
   if (!dir.exists(source_dir)) {
@@ -69,21 +93,62 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
     amlr_abort("Every element of {.arg inputs} needs a name, e.g. {.code inputs = list(data = \"data.csv\")}.",
                "invalid_spec")
   }
-  structure(
+  if (!is.logical(allow_reuse) || length(allow_reuse) != 1L || is.na(allow_reuse)) {
+    amlr_abort("{.arg allow_reuse} must be TRUE or FALSE.", "invalid_spec")
+  }
+  step <- structure(
     list(
       name = name,
       script = rel,
       source_dir = source_dir,
-      args = as.character(args),
+      args = args,
       inputs = lapply(inputs, normalize_input),
       outputs = as.character(outputs),
       environment = environment,
       compute = compute,
-      allow_reuse = isTRUE(allow_reuse),
-      step_type = step_type
+      allow_reuse = allow_reuse,
+      step_type = step_type,
+      env = env,
+      files = files
     ),
     class = "amlr_step"
   )
+  # Placeholders are checked by the one validator, at once, but only when there are any.
+  if (any(grepl("${{", args, fixed = TRUE))) {
+    amlr_call("validate", list(spec = pipeline_spec(new_pipeline(list(step), name = "check")),
+                               check_paths = FALSE))
+  }
+  step
+}
+
+check_step_args <- function(args, call = rlang::caller_env()) {
+  if (is.list(args)) {
+    amlr_abort(c("{.arg args} must be a character vector, not a list.",
+                 i = "Use {.code unlist()} or {.code paste()} to make one."), "invalid_spec", call = call)
+  }
+  if (!is.null(names(args)) && any(nzchar(names(args)))) {
+    amlr_abort(c("{.arg args} must not have names: {.code Rscript} receives only the values.",
+                 i = "Write {.code c(\"--alpha\", \"0.1\")} instead of {.code c(alpha = \"0.1\")}."),
+               "invalid_spec", call = call)
+  }
+  if (anyNA(args)) {
+    amlr_abort("Argument{?s} {which(is.na(args))} of {.arg args} {?is/are} NA; give strings or leave {?it/them} out.",
+               "invalid_spec", call = call)
+  }
+  if (!(is.character(args) || is.numeric(args) || is.logical(args))) {
+    amlr_abort("{.arg args} must be a character vector, not {.cls {class(args)}}.", "invalid_spec", call = call)
+  }
+  unname(as.character(args))
+}
+
+check_step_env <- function(env, call = rlang::caller_env()) {
+  if (is.list(env)) env <- unlist(env)
+  if (!length(env)) return(structure(list(), names = character()))
+  if (is.null(names(env)) || any(!nzchar(names(env))) || anyNA(env) || !is.atomic(env)) {
+    amlr_abort(c("{.arg env} must be a named character vector without NA.",
+                 i = "For example {.code env = c(N_TREES = \"500\")}."), "invalid_spec", call = call)
+  }
+  as.list(stats::setNames(as.character(env), names(env)))
 }
 
 #' Use one step's output as another step's input
@@ -204,7 +269,9 @@ step_spec <- function(s) {
     environment = resolve_environment_spec(s$environment, s),
     compute = s$compute,
     allow_reuse = s$allow_reuse,
-    step_type = s$step_type
+    step_type = s$step_type,
+    env = if (length(s$env)) s$env else structure(list(), names = character()),
+    files = I(s$files %||% character())
   )
 }
 
@@ -251,6 +318,7 @@ print.amlr_output_ref <- function(x, ...) {
 print.amlr_step <- function(x, ...) {
   cli::cli_text("{.cls amlr_step} {.strong {x$name}}: {.file {x$script}} in {.path {x$source_dir}}")
   if (length(x$args)) cli::cli_text("  args: {.val {x$args}}")
+  if (length(x$env)) cli::cli_text("  env: {paste0(names(x$env), '=', unlist(x$env), collapse = ', ')}")
   for (nm in names(x$inputs)) cli::cli_text("  input {.field {nm}} <- {format_input(x$inputs[[nm]])}")
   if (length(x$outputs)) cli::cli_text("  outputs: {.field {x$outputs}}")
   invisible(x)

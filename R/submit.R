@@ -19,9 +19,19 @@
 #'   `"azureml_v2"` (azure-ai-ml pipeline job).
 #' @param workspace An [aml_workspace()] for the Azure ML backends.
 #' @param wait Follow the run until it ends.
-#' @param ... Backend options: `max_parallel` (local: steps at once, default
-#'   the number of cores), `quiet` (do not stream logs), and the Azure ML
-#'   backends' options.
+#' @param ... Backend options, checked by name and type (a misspelt option is
+#'   an `amlr_error_bad_option` that names the closest one):
+#'   `regenerate_outputs = TRUE` runs every step, reusing nothing (every
+#'   backend); `quiet` (do not stream logs); local: `max_parallel` (steps at
+#'   once, default the number of cores); `"azureml"`: `compute`, `datastore`,
+#'   `publish`, `publish_name`, `continue_on_step_failure`; `"azureml_v2"`:
+#'   `compute`.
+#'
+#'   A script that submits itself (`submit_r_pipeline()` with no `pipeline`)
+#'   does its work once, in the step: run with `Rscript`, the outer process
+#'   ends when the run does (status 1 if it failed); run with `source()` or
+#'   RStudio's Source button, the sourcing stops after the submit line. Run line
+#'   by line in a console, the following lines are yours to run or not.
 #' @return An `amlr_run` (invisibly when `wait = TRUE`).
 #' @export
 #' @examples
@@ -38,6 +48,7 @@ submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("l
   options <- list(...)
   quiet <- isTRUE(options$quiet)
   options$quiet <- NULL
+  self <- NULL
   if (is.null(pipeline)) {
     # A script that submits itself runs that same line again inside its step:
     # there it must fall through, so the rest of the script does the work.
@@ -45,7 +56,8 @@ submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("l
       cli::cli_inform(c(i = "Already running as step {.val {Sys.getenv('AMLR_STEP_NAME')}} of run {.val {Sys.getenv('AMLR_RUN_ID')}}: not submitting again."))
       return(invisible(NULL))
     }
-    pipeline <- current_script()
+    self <- current_script_origin()
+    pipeline <- self$path
   }
   pipeline <- as_pipeline(pipeline)
   if (backend != "local" && is.null(workspace)) workspace <- aml_workspace_default(backend)
@@ -62,14 +74,34 @@ submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("l
     res <- amlr_call("submit", params)
     run <- new_amlr_run(res)
     announce(run, unlist(res$warnings))
+    if (!is.null(self)) end_self_submitted(self, run)
     return(run)
   }
   # One stream submits and follows: no extra round trip, logs as they come.
   params$wait <- TRUE
   run <- follow_run("submit", params, quiet = quiet,
                     on_submitted = function(run) announce(run, unlist(attr(run, "warnings"))))
+  if (!is.null(self)) end_self_submitted(self, run)
   if (identical(run$status, "Failed")) signal_run_failed(run)
   invisible(run)
+}
+
+# A script that submitted itself has done its work in the step: the rest of it
+# must not run again here. From Rscript the process ends (status 1 when the run
+# failed); from source() (RStudio's Source button too) the sourcing stops.
+# Run line by line in a console, the lines after this one are the user's to run.
+end_self_submitted <- function(self, run) {
+  if (identical(self$how, "source")) {
+    cli::cli_inform(c(i = "The rest of {.path {basename(self$path)}} ran in the step; not running it again here.",
+                      " " = "The run: {.code run_status(\"{run$id}\")}."))
+    invokeRestart("abort")
+  }
+  if (identical(self$how, "rscript") && !interactive()) {
+    failed <- identical(run$status, "Failed")
+    if (failed) try(signal_run_failed(run), silent = FALSE)
+    quit(save = "no", status = if (failed) 1L else 0L)
+  }
+  invisible(NULL)
 }
 
 # Defaults that backends refine; overridden by the workspace code when present.
@@ -101,6 +133,30 @@ signal_run_failed <- function(run, call = rlang::caller_env()) {
   }
   bullets <- c(bullets, i = "The run stays in the registry: {.code run_logs(\"{run$id}\")}.")
   amlr_abort(bullets, "run_failed", run = run, class = "amlr_run_failed", call = call)
+}
+
+# The script to submit when none is given, and how it is being run: the file
+# being source()d (RStudio's Source button too), else the active RStudio
+# document, else the file that Rscript is running.
+current_script_origin <- function(call = rlang::caller_env()) {
+  sourced <- sourced_file()
+  if (!is.null(sourced)) return(list(path = sourced, how = "source"))
+  doc <- rstudio_document()
+  file <- rscript_file()
+  path <- current_script(doc = doc, file = file, call = call)
+  list(path = path, how = if (is.null(doc)) "rscript" else "rstudio")
+}
+
+# The innermost file being source()d, if any.
+sourced_file <- function(frames = sys.nframe()) {
+  for (i in rev(seq_len(frames))) {
+    fun <- tryCatch(as.character(sys.call(i)[[1]]), error = function(e) "")
+    if (!length(fun) || !utils::tail(fun, 1) %in% c("source", "debugSource", "sys.source")) next
+    env <- sys.frame(i)
+    file <- get0("ofile", envir = env, inherits = FALSE) %||% get0("file", envir = env, inherits = FALSE)
+    if (is.character(file) && length(file) == 1L && file.exists(file)) return(normalizePath(file, winslash = "/"))
+  }
+  NULL
 }
 
 #' The script to submit when none is given
