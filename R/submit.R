@@ -91,17 +91,13 @@ submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("l
 # failed); from source() (RStudio's Source button too) the sourcing stops.
 # Run line by line in a console, the lines after this one are the user's to run.
 end_self_submitted <- function(self, run) {
-  if (identical(self$how, "source")) {
-    cli::cli_inform(c(i = "The rest of {.path {basename(self$path)}} ran in the step; not running it again here.",
-                      " " = "The run: {.code run_status(\"{run$id}\")}."))
-    invokeRestart("abort")
-  }
-  if (identical(self$how, "rscript") && !interactive()) {
-    failed <- identical(run$status, "Failed")
-    if (failed) try(signal_run_failed(run), silent = FALSE)
-    quit(save = "no", status = if (failed) 1L else 0L)
-  }
-  invisible(NULL)
+  if (identical(self$how, "rstudio")) return(invisible(NULL))
+  cli::cli_inform(c(i = "The rest of {.path {basename(self$path)}} ran in the step; not running it again here.",
+                    " " = "The run: {.code run_status(\"{run$id}\")}."))
+  if (interactive()) invokeRestart("abort")
+  failed <- identical(run$status, "Failed")
+  if (failed) try(signal_run_failed(run), silent = FALSE)
+  quit(save = "no", status = if (failed) 1L else 0L)
 }
 
 # Defaults that backends refine; overridden by the workspace code when present.

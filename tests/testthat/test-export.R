@@ -35,15 +35,19 @@ test_that("export_pipeline() writes a v2 pipeline job with one command job per s
   for (name in names(job$jobs)) {
     step <- job$jobs[[name]]
     expect_identical(step$type, "command")
-    expect_match(step$command, "^python _amlr/bootstrapper\\.py --metrics-sink mlflow ")
-    expect_match(step$command, paste0("-- ", name, "\\.R"))
+    expect_match(step$command, paste0("^python _amlr/bootstrapper\\.py --step _amlr/steps/", name, "\\.json"))
     expect_true(file.exists(file.path(out, step$code, "_amlr", "bootstrapper.py")))
+    contract <- jsonlite::read_json(file.path(out, step$code, "_amlr", "steps", paste0(name, ".json")))
+    expect_identical(contract$script, paste0(name, ".R"))
+    expect_identical(contract$metrics_sink, "mlflow")
     expect_identical(step$environment$image, "myacr.azurecr.io/amlr-r:4.4.1")
   }
   expect_identical(job$jobs$train$compute, "azureml:gpu-cluster")
   expect_identical(job$jobs$train$inputs$data, "${{parent.jobs.prepare.outputs.data}}")
   expect_identical(job$jobs$report$inputs$model, "${{parent.jobs.train.outputs.model}}")
-  expect_match(job$jobs$report$command, "-- report.R final run$")
+  report <- jsonlite::read_json(file.path(out, job$jobs$report$code, "_amlr", "steps", "report.json"),
+                                simplifyVector = TRUE)
+  expect_identical(report$args, c("final", "run"))
 })
 
 test_that("export_pipeline() refuses to overwrite unless asked, with a classed error", {

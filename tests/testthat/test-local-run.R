@@ -114,21 +114,39 @@ test_that("a multi-step pipeline passes data, runs branches and reuses steps", {
                class = "amlr_error_file_exists")
 })
 
-test_that("with no argument, Rscript's own file is submitted", {
+test_that("with no argument, Rscript's own file is submitted and its work is done once, in the step", {
   skip_if_no_rscript()
   home <- local_amlr_home()
   dir <- write_scripts(
-    job.R = c('if (!nzchar(Sys.getenv("AMLR_IN_STEP"))) {',
-              '  run <- amlr::submit_r_pipeline(quiet = TRUE)',
-              '  cat("SUBMITTED", run$id, run$status, "\\n")',
-              '} else cat("inside the step\\n")')
+    job.R = c('amlr::submit_r_pipeline(quiet = TRUE)',
+              'cat("WORK DONE", nzchar(Sys.getenv("AMLR_IN_STEP")), "\\n")')
   )
-  out <- system2(file.path(R.home("bin"), "Rscript"), file.path(dir, "job.R"), stdout = TRUE, stderr = TRUE)
-  line <- grep("^SUBMITTED", out, value = TRUE)
-  expect_length(line, 1)
-  id <- strsplit(line, " ")[[1]][2]
-  expect_match(line, "Completed")
-  expect_equal(run_logs(id)[[1]], "inside the step")
+  out <- suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), file.path(dir, "job.R"),
+                                  stdout = TRUE, stderr = TRUE))
+  expect_null(attr(out, "status"))
+  expect_false(any(grepl("WORK DONE", out)))  # not again in the outer Rscript
+  first <- run_list()$id[1]
+  expect_equal(run_status(first), "Completed")
+  expect_true(any(grepl("WORK DONE TRUE", run_logs(first))))
+
+  # From source() (RStudio's Source button): the sourcing stops after the submit line.
+  out <- system2(file.path(R.home("bin"), "Rscript"),
+                 c("-e", shQuote(sprintf('source("%s"); cat("AFTER SOURCE\\n")', file.path(dir, "job.R")))),
+                 stdout = TRUE, stderr = TRUE)
+  expect_false(any(grepl("WORK DONE|AFTER SOURCE", out)))
+  expect_true(any(grepl("ran in the step", out)))
+  expect_equal(run_status("latest"), "Completed")
+  expect_equal(nrow(run_list()), 2L)
+})
+
+test_that("a failed self-submitted run ends Rscript with status 1", {
+  skip_if_no_rscript()
+  home <- local_amlr_home()
+  dir <- write_scripts(job.R = c('amlr::submit_r_pipeline(quiet = TRUE)', 'stop("boom in the step")'))
+  out <- suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), file.path(dir, "job.R"),
+                                  stdout = TRUE, stderr = TRUE))
+  expect_equal(attr(out, "status"), 1L)
+  expect_equal(run_status("latest"), "Failed")
 })
 
 test_that("with no argument and no script, the error says to pass a path", {
