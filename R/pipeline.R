@@ -113,8 +113,8 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
     ),
     class = "amlr_step"
   )
-  # Placeholders are checked by the one validator, at once, but only when there are any.
-  if (any(grepl("${{", args, fixed = TRUE))) {
+  # Placeholders and variable names are checked by the one validator, at once, when there are any.
+  if (any(grepl("${{", args, fixed = TRUE)) || length(env)) {
     amlr_call("validate", list(spec = pipeline_spec(new_pipeline(list(step), name = "check")),
                                check_paths = FALSE))
   }

@@ -118,10 +118,10 @@ steps_frame <- function(rows) {
     exit_code = col("exit_code", NA_integer_),
     started = as_time(started),
     ended = as_time(ended),
-    duration = mapply(run_duration, started, ended, USE.NAMES = FALSE),
+    duration = as_seconds(mapply(run_duration, started, ended, USE.NAMES = FALSE)),
     stringsAsFactors = FALSE
   )
-  if (!length(rows)) df$duration <- numeric()
+  if (!length(rows)) df$duration <- as_seconds(numeric())
   class(df) <- c("amlr_steps", "data.frame")
   df
 }
@@ -129,7 +129,7 @@ steps_frame <- function(rows) {
 #' @export
 print.amlr_steps <- function(x, ...) {
   out <- as.data.frame(unclass(x), stringsAsFactors = FALSE)
-  if ("duration" %in% names(out)) out$duration <- vapply(out$duration, format_duration, "")
+  if ("duration" %in% names(out)) out$duration <- vapply(as.numeric(out$duration), format_duration, "")
   for (col in intersect(c("started", "ended"), names(out))) {
     if (inherits(out[[col]], "POSIXct")) out[[col]] <- format(out[[col]], "%H:%M:%S")
   }
@@ -190,7 +190,7 @@ tail.amlr_logs <- function(x, n = 6L, ...) {
 #' @param experiment Only runs of this experiment; `NULL` for all.
 #' @param limit At most this many runs, newest first.
 #' @return A data frame: `id`, `experiment`, `pipeline`, `backend`, `status`,
-#'   `created`, `duration` (seconds), newest first.
+#'   `created`, `duration` (a `difftime` in seconds), newest first.
 #' @family runs
 #' @export
 #' @examples
@@ -211,11 +211,13 @@ run_list <- function(experiment = NULL, limit = 20) {
     backend = col("backend", NA_character_),
     status = col("status", NA_character_),
     created = as_time(col("created", NA_real_)),
-    duration = if (length(rows)) mapply(run_duration, started, ended, USE.NAMES = FALSE) else numeric(),
+    duration = as_seconds(if (length(rows)) mapply(run_duration, started, ended, USE.NAMES = FALSE) else numeric()),
     stringsAsFactors = FALSE
   )
   df
 }
+
+as_seconds <- function(x) as.difftime(as.numeric(x), units = "secs")
 
 #' Metrics a run logged
 #'
@@ -223,8 +225,9 @@ run_list <- function(experiment = NULL, limit = 20) {
 #' series (`index` 0, 1, ...).
 #'
 #' @inheritParams run_status
-#' @return A data frame: `step`, `name`, `value` (numeric when every value is
-#'   numeric, else character), `index`, `time`.
+#' @return A data frame: `step`, `name`, `value` (always numeric; `NaN`/`Inf`
+#'   as such), `text` (the value of string metrics, whose `value` is `NA`),
+#'   `index`, `time`.
 #' @family runs
 #' @export
 #' @examples
@@ -241,12 +244,17 @@ run_metrics <- function(run = "latest") {
   }
   num <- col("value_num", NA_real_)
   txt <- col("value_str", NA_character_)
-  # Mixed series become text without losing digits (as.character keeps 15).
-  value <- if (all(is.na(txt))) num else ifelse(is.na(txt), as.character(num), txt)
+  # Numbers stay numbers: a string metric (or NaN / Inf, which JSON cannot
+  # carry as numbers) goes to `text`, and never turns `value` into character.
+  special <- c("NaN" = NaN, "Inf" = Inf, "-Inf" = -Inf, "NA" = NA_real_)
+  is_special <- !is.na(txt) & txt %in% names(special)
+  num[is_special] <- special[txt[is_special]]
+  txt[is_special] <- NA_character_
   data.frame(
     step = col("step", NA_character_),
     name = col("name", NA_character_),
-    value = value,
+    value = num,
+    text = txt,
     index = col("idx", NA_integer_),
     time = parse_metric_time(col("time", NA_character_)),
     stringsAsFactors = FALSE
@@ -306,12 +314,24 @@ run_cancel <- function(run = "latest") {
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_download <- function(run = "latest", step = NULL, output = NULL, dest = ".", overwrite = FALSE) {
   if (!is_absolute_path(dest)) dest <- file.path(getwd(), dest)
-  dest <- normalizePath(dest, winslash = "/", mustWork = FALSE)
+  dest <- normalize_dest(dest)
   written <- amlr_call("download", list(run = run_ref(run), step = step, output = output, dest = dest,
                                         overwrite = isTRUE(overwrite)))
-  written <- as.character(unlist(written))
+  written <- vapply(as.character(unlist(written)), normalize_dest, "", USE.NAMES = FALSE)
   cli::cli_alert_success("Copied {length(written)} item{?s} to {.path {dest}}.")
   invisible(written)
+}
+
+# An absolute path without `.`/`..` or doubled slashes, also when (part of) it does not exist yet.
+normalize_dest <- function(path) {
+  path <- normalizePath(path, winslash = "/", mustWork = FALSE)
+  parts <- strsplit(path, "/", fixed = TRUE)[[1]]
+  out <- character()
+  for (p in parts[-1]) {
+    if (p %in% c("", ".")) next
+    if (p == "..") out <- utils::head(out, -1L) else out <- c(out, p)
+  }
+  paste0(parts[1], "/", paste(out, collapse = "/"))
 }
 
 format_published <- function(p) {

@@ -3,8 +3,10 @@
 #' Streams the steps' log lines as they are written and reports each step as
 #' it finishes. Interrupting (Esc in RStudio, Ctrl+C in a terminal) detaches
 #' without cancelling the run -- it says how to reattach (`run_wait()`) or stop
-#' it ([run_cancel()]) -- and then interrupts as usual, so the code after the
-#' call does not run against an unfinished run.
+#' it ([run_cancel()]). At the console the call then returns the run, so
+#' `run <- submit_r_pipeline(...)` keeps it; inside a `source()`d script or an
+#' `Rscript` the interrupt goes on as usual, so the rest of the script does not
+#' run against an unfinished run.
 #'
 #' @inheritParams run_status
 #' @param timeout Seconds to wait at most; the run goes on afterwards.
@@ -64,9 +66,10 @@ follow_run <- function(method, params, quiet = FALSE, fallback = NULL, on_submit
       "Detached from run {.val {id}}; it goes on. ",
       "Reattach with {.code run_wait(\"{id}\")}, stop it with {.code run_cancel(\"{id}\")}."
     ))
-    # The interrupt still means "stop what you are doing": the rest of a
-    # sourced script or of an Rscript does not run against an unfinished run.
-    rlang::interrupt()
+    # In a sourced script or an Rscript the interrupt still means "stop what you
+    # are doing": the rest must not run against an unfinished run. At the
+    # console, hand the run back so `run <- submit_r_pipeline()` keeps it.
+    if (!interactive() || !is.null(sourced_file())) rlang::interrupt()
     return(invisible(run))
   }
   run <- new_amlr_run(result)
@@ -84,6 +87,9 @@ follow_run <- function(method, params, quiet = FALSE, fallback = NULL, on_submit
 
 emit_log <- function(lines, state) {
   if (!length(lines)) return(invisible())
+  # Lines replayed before the first step report still say which step wrote them.
+  steps <- unique(vapply(lines, function(l) l$step %||% "", ""))
+  if (length(steps) > 1L || (!is.null(state$run$n_steps) && state$run$n_steps > 1L)) state$many <- TRUE
   text <- vapply(lines, function(l) if (state$many) paste0("[", l$step, "] ", l$line) else l$line, "")
   emit_lines(text, state)
 }

@@ -292,7 +292,11 @@ test_that("run_steps() subsets print, metrics keep their digits and times", {
   expect_output(print(steps[, c("step", "status")]), "Completed")
   expect_output(print(subset(steps, select = c(step, reused))), "FALSE")
   m <- run_metrics(run)
-  expect_equal(as.numeric(m$value[m$name == "loss"]), 1 / 3, tolerance = 1e-12)
+  expect_type(m$value, "double")  # a string metric does not turn the numbers into text
+  expect_equal(m$value[m$name == "loss"], 1 / 3, tolerance = 1e-12)
+  expect_identical(m$text[m$name == "note"], "text")
+  expect_true(is.na(m$value[m$name == "note"]))
+  expect_s3_class(run_list()$duration, "difftime")
   expect_s3_class(m$time, "POSIXct")
   expect_false(anyNA(m$time))
 })
