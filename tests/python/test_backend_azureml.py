@@ -701,6 +701,24 @@ def test_download_fetches_outputs_and_logs_into_dest(azure, tmp_path):
     err = call_error(azure.home, "download", run=run["id"], step="report", dest=str(dest))
     assert err["class"] == "file_exists"
     call(azure.home, "download", run=run["id"], step="report", dest=str(dest), overwrite=True)
+    # ./outputs, which AML keeps with the step's run, is the output named `outputs` as on every backend.
+    kept = call(azure.home, "download", run=run["id"], step="report", output="outputs", dest=str(tmp_path / "o"))
+    assert kept == [str(tmp_path / "o" / "report" / "outputs")]
+    assert (tmp_path / "o" / "report" / "outputs" / "x.txt").exists()
+
+
+def test_step_env_is_set_on_the_job_and_in_the_contract(offline, tmp_path):
+    spec = hello_spec()
+    spec["steps"][0]["env"] = {"N_TREES": "500"}
+    for step_type in ("command", "python_script"):
+        spec["steps"][0]["step_type"] = step_type
+        plan, built = build(offline, spec, str(tmp_path / step_type))
+        assert built.steps["hello"]._runconfig.environment_variables == {"N_TREES": "500"}
+        contract = json.loads((Path(plan.steps[0].snapshot.path) / "_amlr/steps/hello.json").read_text())
+        assert contract["env"] == {"N_TREES": "500"}
+        # The environment carries neither the SDK's placeholder variable nor a conda spec.
+        env = built.steps["hello"]._runconfig.environment
+        assert env._environment_variables == {} and env.python.conda_dependencies is None
 
 
 def test_publish_creates_an_endpoint_then_reuses_an_identical_pipeline(azure, monkeypatch):

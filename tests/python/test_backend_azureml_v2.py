@@ -437,6 +437,11 @@ def test_download_puts_outputs_and_logs_where_the_local_backend_does(tmp_path, a
     assert again == [str(dest / "report" / "report")]
     err = call_error(home, "download", run=run["id"], step="report", output="nope", dest=str(dest))
     assert "has no output `nope`" in err["message"]
+    # ./outputs, kept by Azure ML with the job's artifacts, is the output named `outputs` as on every backend.
+    azure.jobs.artifacts[f"{REMOTE}_report"]["outputs/model.rds"] = "model"
+    kept = call(home, "download", run=run["id"], step="report", output="outputs", dest=str(tmp_path / "o"))
+    assert kept == [str(tmp_path / "o" / "report" / "outputs")]
+    assert (tmp_path / "o" / "report" / "outputs" / "model.rds").read_text() == "model"
 
 
 def test_download_of_a_running_step_says_to_wait(tmp_path, azure):
@@ -567,3 +572,19 @@ def test_wait_stream_follows_a_v2_run_in_one_process(tmp_path, azure):
     assert lines == ["Hello from R", "Pipeline step execution returned 0"]
     assert [e["steps"][0]["status"] for e in events if e.get("event") == "steps"] == ["Completed"]
     assert events[-1]["result"]["status"] == "Completed"
+
+
+def test_step_env_and_regenerate_outputs_reach_the_job(tmp_path, azure):
+    def spec(root):
+        raw = multi_step_spec(root)
+        raw["steps"][1]["env"] = {"N_TREES": "500"}
+        return raw
+
+    submit(tmp_path, spec, regenerate_outputs=True)
+    (_, job, _), = azure.jobs.asked("create_or_update")
+    assert job.jobs["train"].environment_variables == {"N_TREES": "500"}
+    assert not job.jobs["prepare"].environment_variables
+    assert job.settings.force_rerun is True
+    assert job._validate().passed
+    body = job._to_rest_object().as_dict()
+    assert body["properties"]["settings"]["force_rerun"] is True

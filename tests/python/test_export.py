@@ -456,3 +456,32 @@ def test_yaml_nested_documents_read_back():
     doc = {"$schema": "https://x/y.json", "a": {"b": {"c": True, "d": None, "e": 3, "f": 1.25}, "g": {}},
            "h": [], "i": ["x", "y: z"]}
     assert yaml.safe_load(dump_yaml(doc)) == doc
+
+
+def test_step_env_is_exported_as_environment_variables(tmp_path):
+    spec = hello_spec(tmp_path)
+    spec["steps"][0]["env"] = {"N_TREES": "500", "MODE": "it's \"quoted\""}
+    result = export_pipeline(validate(spec), str(tmp_path / "hello.yml"))
+    job = load_yaml(result.path)["jobs"]["hello"]
+    assert component_view(job)["environment_variables"] == {"MODE": "it's \"quoted\"", "N_TREES": "500"}
+
+
+def test_editing_one_script_changes_only_that_jobs_code(tmp_path):
+    """Per-step code folders: Azure ML uploads (and re-runs) only the step whose code changed."""
+    from amlr.backends import azureml_v2
+
+    spec = multi_step_spec(tmp_path)
+
+    def codes(tag):
+        plan = azureml_v2.stage(validate(spec), snapshots_dir=str(tmp_path / tag / "s"),
+                                environments_dir=str(tmp_path / tag / "e"), experiment_name="x")
+        return {n.name: os.path.basename(n.code) for n in plan.nodes}
+
+    before = codes("a")
+    assert codes("b") == before
+    step = next(s for s in spec["steps"] if s["name"] == "train")
+    script = os.path.join(step["source_dir"], step["script"])
+    with open(script, "a", encoding="utf-8") as fh:
+        fh.write("# tuned\n")
+    after = codes("c")
+    assert {n for n in before if before[n] != after[n]} == {"train"}

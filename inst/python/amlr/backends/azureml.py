@@ -58,7 +58,7 @@ from ..environment import (
 )
 from ..errors import AmlrError, Credentials, FileExists, InvalidSpec, RunNotActive, StepNotFound
 from .. import packaging, stepcontract
-from ..stepcontract import BOOTSTRAPPER_IN_SNAPSHOT
+from ..stepcontract import BOOTSTRAPPER_IN_SNAPSHOT, OUTPUTS_DIR
 from ..registry import TERMINAL, Registry
 from ..spec import Pipeline, Step
 
@@ -942,7 +942,7 @@ def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Op
     spec = _built_outputs(run)
     wanted: list[tuple[str, str]] = []
     for name in names:
-        outs = spec.get(name, [])
+        outs = [*spec.get(name, []), OUTPUTS_DIR]  # ./outputs, which AML keeps with the step's run
         if output is not None:
             if output not in outs:
                 raise AmlrError(f"Step `{name}` has no output `{output}` (its outputs: {', '.join(outs) or 'none'}).")
@@ -962,6 +962,10 @@ def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Op
             if step_name not in step_runs:
                 continue
             target = os.path.join(dest, step_name, out_name)
+            if out_name == OUTPUTS_DIR:
+                if _download_run_folder(step_runs[step_name], OUTPUTS_DIR, target):
+                    written.append(target)
+                continue
             _download_output(step_runs[step_name].get_output_data(out_name), target)
             written.append(target)
         if output is None:
@@ -1002,6 +1006,16 @@ def _download_output(port: Any, target: str) -> None:
             os.makedirs(target, exist_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download_run_folder(step_run: Any, prefix: str, target: str) -> bool:
+    """The files a step's run kept under ``prefix/`` (AML uploads ./outputs there), to ``target``."""
+    names = [n for n in step_run.get_file_names() if n.startswith(prefix + "/")]
+    for name in names:
+        path = os.path.join(target, *name[len(prefix) + 1:].split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        step_run.download_file(name, output_file_path=path)
+    return bool(names)
 
 
 def _download_logs(step_run: Any, target: str) -> list[str]:

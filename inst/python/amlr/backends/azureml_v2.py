@@ -660,7 +660,8 @@ def cancel(reg: Registry, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _step_outputs(row: dict[str, Any]) -> list[str]:
-    return sorted((row.get("outputs") or {}).keys())
+    """Declared outputs, and ``outputs``: what the job kept from ./outputs (its artifacts)."""
+    return sorted({*(row.get("outputs") or {}).keys(), stepcontract.OUTPUTS_DIR})
 
 
 def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Optional[str], dest: str,
@@ -706,6 +707,9 @@ def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Op
                 if out_name is None:
                     client.jobs.download(child, download_path=staging)
                     got = os.path.join(staging, "artifacts")
+                elif out_name == stepcontract.OUTPUTS_DIR:
+                    client.jobs.download(child, download_path=staging)
+                    got = os.path.join(staging, "artifacts", stepcontract.OUTPUTS_DIR)
                 else:
                     client.jobs.download(child, output_name=out_name, download_path=staging)
                     got = os.path.join(staging, "named-outputs", out_name)
