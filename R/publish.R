@@ -31,6 +31,7 @@ publish_r_pipeline <- function(pipeline = NULL, name = NULL, workspace = NULL, .
   options <- list(...)
   if (is.null(pipeline)) pipeline <- current_script()
   pipeline <- as_pipeline(pipeline)
+  classic_sdk_notice()
   if (!is.null(name)) check_string(name, "name")
   if (is.null(workspace)) workspace <- aml_workspace()
   options$workspace <- workspace_spec(workspace)

@@ -60,6 +60,7 @@ submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("l
     pipeline <- self$path
   }
   pipeline <- as_pipeline(pipeline)
+  if (backend == "azureml") classic_sdk_notice()
   if (backend != "local" && is.null(workspace)) workspace <- aml_workspace_default(backend)
   if (!is.null(workspace)) options$workspace <- workspace_spec(workspace)
   params <- list(spec = pipeline_spec(pipeline), backend = backend, experiment = experiment, options = options)
@@ -98,6 +99,18 @@ end_self_submitted <- function(self, run) {
   failed <- identical(run$status, "Failed")
   if (failed) try(signal_run_failed(run), silent = FALSE)
   quit(save = "no", status = if (failed) 1L else 0L)
+}
+
+# The classic SDK (azureml-core, azureml-pipeline-*) reached its end of
+# support on 2026-06-30: say so once per session, and name the supported path.
+classic_sdk_notice <- function() {
+  if (isTRUE(bridge_env$classic_notice_shown) || isFALSE(getOption("amlr.classic_notice", TRUE))) return(invisible())
+  bridge_env$classic_notice_shown <- TRUE
+  cli::cli_inform(c(
+    "!" = "The classic Azure ML SDK ({.code backend = \"azureml\"}) reached its end of support on 2026-06-30.",
+    i = "It keeps working here, but {.code backend = \"azureml_v2\"} is the supported path; the same pipeline runs there unchanged.",
+    i = "Silence this with {.code options(amlr.classic_notice = FALSE)}."
+  ), class = "amlr_classic_notice")
 }
 
 # Defaults that backends refine; overridden by the workspace code when present.

@@ -149,3 +149,12 @@ test_that("bad step arguments and options are classed errors before anything run
                class = "amlr_error_bad_option")
   expect_equal(nrow(run_list()), 0L)  # nothing was recorded
 })
+
+test_that("the classic backend says once per session that its SDK is past its end of support", {
+  env <- amlr:::bridge_env
+  old <- env$classic_notice_shown
+  withr::defer(env$classic_notice_shown <- old)
+  env$classic_notice_shown <- NULL
+  expect_message(amlr:::classic_sdk_notice(), "end of support on 2026-06-30", class = "amlr_classic_notice")
+  expect_silent(amlr:::classic_sdk_notice())
+})
