@@ -66,7 +66,7 @@ bridge_system2 <- function(request, call = rlang::caller_env()) {
   old <- set_bridge_env()
   on.exit(restore_env(old), add = TRUE)
   out <- suppressWarnings(system2(
-    python, c("-m", "amlr", "call"),
+    python, c("-S", "-m", "amlr", "call"),
     stdin = req_file, stdout = TRUE, stderr = err_file
   ))
   status <- attr(out, "status") %||% 0L
@@ -194,7 +194,7 @@ stream_system2 <- function(request, call = rlang::caller_env()) {
   err_file <- tempfile("amlr-err-", fileext = ".txt")
   writeBin(charToRaw(enc2utf8(request)), req_file)
   old <- set_bridge_env()
-  cmd <- paste(shQuote(python), "-m amlr stream <", shQuote(req_file), "2>", shQuote(err_file))
+  cmd <- paste(shQuote(python), "-S -m amlr stream <", shQuote(req_file), "2>", shQuote(err_file))
   con <- tryCatch(pipe(cmd, open = "r", encoding = "UTF-8"), finally = restore_env(old))
   pid <- NULL
   function(close = FALSE) {

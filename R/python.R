@@ -23,20 +23,22 @@ amlr_python <- function() {
   find_python(python_candidates())
 }
 
-# Where amlr looks for its interpreter, in order of precedence.
+# Where amlr looks for its interpreter, in order of precedence. Each path is
+# looked up only when the ones before it did not work: `Sys.which()` starts
+# shells, which a named interpreter should not pay for on every call.
 python_candidates <- function() {
   list(
-    list(source = "option", path = getOption("amlr.python")),
-    list(source = "environment variable", path = Sys.getenv("AMLR_PYTHON", "")),
-    list(source = "default venv", path = default_venv_python()),
-    list(source = "PATH", path = path_python())
+    list(source = "option", path = function() getOption("amlr.python")),
+    list(source = "environment variable", path = function() Sys.getenv("AMLR_PYTHON", "")),
+    list(source = "default venv", path = function() default_venv_python()),
+    list(source = "PATH", path = path_python)
   )
 }
 
 find_python <- function(candidates) {
   tried <- list()
   for (cand in candidates) {
-    path <- cand$path
+    path <- if (is.function(cand$path)) cand$path() else cand$path
     if (is.null(path) || length(path) != 1L || is.na(path) || !nzchar(path)) next
     path <- absolute_path(path)
     problem <- interpreter_problem(path)
@@ -116,6 +118,11 @@ print.amlr_python <- function(x, ...) {
 }
 
 amlr_python_or_abort <- function(call = rlang::caller_env()) {
+  # A Python named by options(amlr.python) or AMLR_PYTHON is looked up once a
+  # session (again only when the setting changes or the file disappears).
+  key <- paste(getOption("amlr.python", ""), Sys.getenv("AMLR_PYTHON", ""), sep = "\r")
+  cached <- bridge_env$python
+  if (!is.null(cached) && identical(cached$key, key) && file.exists(cached$path)) return(cached$path)
   found <- amlr_python()
   if (is.na(found$path)) {
     amlr_abort(c(
@@ -136,6 +143,7 @@ amlr_python_or_abort <- function(call = rlang::caller_env()) {
       )
     }
   }
+  if (found$source %in% c("option", "environment variable")) bridge_env$python <- list(key = key, path = found$path)
   found$path
 }
 

@@ -2,7 +2,32 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
+
+
+class SiteOnDemand:
+    """With ``python -S`` (the bridge's cheapest safe start), add site-packages at the first miss.
+
+    Most bridge calls need only the standard library; the ones that import an
+    Azure SDK (or anything else installed) find it anyway: this finder sits
+    last on ``sys.meta_path``, so it is asked only when nothing else found a
+    module, and then runs ``site.main()`` once and lets the path finder retry.
+    """
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if path is not None or self not in sys.meta_path:
+            return None
+        sys.meta_path.remove(self)
+        import importlib.machinery
+        import site
+
+        site.main()
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
+
+
+def site_on_demand() -> None:
+    if sys.flags.no_site and not any(isinstance(f, SiteOnDemand) for f in sys.meta_path):
+        sys.meta_path.append(SiteOnDemand())
 
 
 def call() -> int:
@@ -56,6 +81,7 @@ def stream() -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
+    site_on_demand()
     if args_in == ["call"]:
         return call()
     if args_in == ["stream"]:
