@@ -33,19 +33,26 @@ follow_run <- function(method, params, quiet = FALSE, fallback = NULL, on_submit
                        call = rlang::caller_env()) {
   state <- new.env(parent = emptyenv())
   state$run <- NULL
-  state$seen <- character()
+  state$steps <- list()     # step name -> its latest state (events carry only what changed)
+  state$done <- 0L
+  state$running <- character()
+  state$open <- list()      # step name -> TRUE when its last chunk ended inside a line
   state$bar <- NULL
   state$many <- FALSE
+  # Python reads no log at all when nothing would be printed.
+  if (quiet) params$quiet <- TRUE
   on_event <- function(event) {
     switch(event$event %||% "",
       submitted = {
         state$run <- new_amlr_run(event$run)
+        state$many <- (state$run$n_steps %||% 1L) > 1L
         if (!is.null(on_submitted)) on_submitted(state$run)
       },
-      log = if (!quiet) emit_log(event$lines, state),
+      log = if (!quiet) emit_chunk(event$step, event$text, state),
       steps = {
         state$run <- new_amlr_run(event$run)
-        if (!quiet) report_steps(event$steps, state)
+        state$many <- (event$n_steps %||% length(state$steps)) > 1L
+        if (!quiet) report_steps(event$steps, state, event$n_steps %||% length(event$steps))
       },
       NULL
     )
@@ -85,48 +92,55 @@ follow_run <- function(method, params, quiet = FALSE, fallback = NULL, on_submit
   invisible(run)
 }
 
-emit_log <- function(lines, state) {
-  if (!length(lines)) return(invisible())
-  # Lines replayed before the first step report still say which step wrote them.
-  steps <- unique(vapply(lines, function(l) l$step %||% "", ""))
-  if (length(steps) > 1L || (!is.null(state$run$n_steps) && state$run$n_steps > 1L)) state$many <- TRUE
-  text <- vapply(lines, function(l) if (state$many) paste0("[", l$step, "] ", l$line) else l$line, "")
-  emit_lines(text, state)
+# One step's chunk of log text; with several steps each line says which step wrote it.
+emit_chunk <- function(step, text, state) {
+  if (is.null(text) || !nzchar(text)) return(invisible())
+  open_end <- !endsWith(text, "\n")
+  if (state$many) {
+    lines <- strsplit(text, "\n", fixed = TRUE)[[1]]
+    prefix <- rep(paste0("[", step, "] "), length(lines))
+    if (isTRUE(state$open[[step]])) prefix[1] <- ""
+    text <- paste0(paste0(prefix, lines, collapse = "\n"), if (!open_end) "\n")
+  }
+  state$open[[step]] <- open_end
+  emit_text(text, state)
 }
 
-report_steps <- function(steps, state) {
-  state$many <- length(steps) > 1L
-  done <- 0L
-  current <- character()
-  for (s in steps) {
-    if (s$status %in% terminal_statuses) {
-      done <- done + 1L
-      if (!s$name %in% state$seen) {
-        state$seen <- c(state$seen, s$name)
-        if (state$many || !identical(s$status, "Completed")) announce_step(s)
-      }
-    } else if (identical(s$status, "Running")) {
-      current <- c(current, s$name)
+# Step changes: only the steps in `changed` are looked at, so a long run costs
+# the same per step whatever its length.
+report_steps <- function(changed, state, n_steps) {
+  for (s in changed) {
+    before <- state$steps[[s$name]]$status %||% ""
+    state$steps[[s$name]] <- s
+    if (s$status %in% terminal_statuses && !before %in% terminal_statuses) {
+      state$done <- state$done + 1L
+      if (state$many || !identical(s$status, "Completed")) announce_step(s)
+    }
+    if (identical(s$status, "Running")) {
+      state$running <- union(state$running, s$name)
+    } else {
+      state$running <- setdiff(state$running, s$name)
     }
   }
   if (state$many && interactive()) {
     if (is.null(state$bar)) {
       state$bar <- cli::cli_progress_bar(
-        total = length(steps), format = "{cli::pb_bar} {cli::pb_current}/{cli::pb_total} steps {cli::pb_status}",
+        total = n_steps, format = "{cli::pb_bar} {cli::pb_current}/{cli::pb_total} steps {cli::pb_status}",
         clear = TRUE, .envir = globalenv()
       )
     }
-    cli::cli_progress_update(id = state$bar, set = done,
+    current <- state$running
+    cli::cli_progress_update(id = state$bar, set = state$done,
                              status = if (length(current)) paste("|", paste(current, collapse = ", ")) else "",
                              .envir = globalenv())
   }
 }
 
-emit_lines <- function(text, state) {
+emit_text <- function(text, state) {
   if (!is.null(state$bar)) {
-    cli::cli_verbatim(text)
+    cli::cli_verbatim(sub("\n$", "", text))
   } else {
-    cat(text, sep = "\n")
+    cat(text)
     utils::flush.console()
   }
 }

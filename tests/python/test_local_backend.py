@@ -302,12 +302,33 @@ def test_submit_stream_delivers_logs_step_changes_and_heartbeats(home, src):
     kinds = [e.get("event") for e in events[:-1]]
     assert kinds[0] == "submitted"
     assert "tick" in kinds, "a silent step must still produce heartbeats"
-    lines = [l["line"] for e in events if e.get("event") == "log" for l in e["lines"]]
+    text = "".join(e["text"] for e in events if e.get("event") == "log")
+    lines = text.splitlines()
     assert lines[:2] == ["first", "second"]
     assert lines[-1] == "Pipeline step execution returned 0"
-    statuses = [e["steps"][0]["status"] for e in events if e.get("event") == "steps"]
+    statuses = [e["steps"][0]["status"] for e in events if e.get("event") == "steps" and e["steps"]]
     assert statuses[-1] == "Completed" and len(statuses) >= 2
     assert events[-1]["result"]["status"] == "Completed"
+    # The end of the step comes after its last line.
+    last_log = max(i for i, e in enumerate(events) if e.get("event") == "log")
+    assert any(e.get("event") == "steps" for e in events[last_log:])
+
+
+def test_a_streamed_log_loses_no_byte_and_each_event_is_bounded(home, src):
+    """20 lines of 1 MB, then a last line: every byte arrives, in events of at most LOG_CHUNK_BYTES."""
+    write(src, "big.R", 'for (i in 1:20) cat(strrep("x", 1e6), "\\n", sep = ""); cat("LAST LINE\\n")\n')
+    events = stream(home, "submit", spec={"name": "p", "steps": [step(src, "big")]}, wait=True)
+    texts = [e["text"] for e in events if e.get("event") == "log"]
+    assert max(len(t.encode()) for t in texts) <= api.LOG_CHUNK_BYTES
+    lines = "".join(texts).splitlines()
+    assert lines[:20] == ["x" * 1_000_000] * 20
+    assert lines[20] == "LAST LINE"
+    assert lines[-1] == "Pipeline step execution returned 0"
+    # quiet: the follower reads no log at all, and still reports the steps.
+    quiet = stream(home, "submit", spec={"name": "p", "steps": [step(src, "big", allow_reuse=False)]}, wait=True,
+                   quiet=True)
+    assert not [e for e in quiet if e.get("event") == "log"]
+    assert quiet[-1]["result"]["status"] == "Completed"
 
 
 def test_wait_stream_resumes_from_a_cursor_and_stops_at_timeout(home, src):

@@ -205,55 +205,95 @@ def stream_method(name: str) -> Callable[[Stream], Stream]:
     return register
 
 
-def follow_events(reg: Registry, run_id: str, *, timeout: Optional[float] = None,
-                  cursor: Optional[dict[str, Any]] = None,
-                  caller_sleeps: bool = False) -> Generator[dict[str, Any], None, dict[str, Any]]:
-    """Log lines and step changes of a run until it ends (or ``timeout`` seconds pass).
+LOG_CHUNK_BYTES = 256 * 1024  # the most log text one event carries; a longer line spans several events
 
-    ``caller_sleeps``: instead of sleeping between polls, yield ``{"event": "idle",
-    "seconds": s}`` and let the caller sleep -- an embedded Python (reticulate)
-    then returns to R at once, where an interrupt is R's to handle.
+
+def _log_events(backend: Any, reg: Registry, run: dict[str, Any], cursor: dict[str, Any],
+                steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """New log text since ``cursor``, one event per step and chunk (``{"event": "log", "step", "text"}``)."""
+    chunks_fn = getattr(backend, "follow_chunks", None)
+    if chunks_fn is not None:
+        chunks, cursor = chunks_fn(reg, run, cursor, steps, LOG_CHUNK_BYTES)
+        return [{"event": "log", "step": c["step"], "text": c["text"]} for c in chunks], cursor
+    # Backends that follow by lines (Azure ML): group each step's new lines into one chunk.
+    chunk = backend.follow(reg, run, cursor)
+    by_step: dict[str, list[str]] = {}
+    for line in chunk.get("lines") or []:
+        by_step.setdefault(line["step"], []).append(line["line"])
+    events = [{"event": "log", "step": name, "text": "\n".join(lines) + "\n"} for name, lines in by_step.items()]
+    return events, chunk.get("cursor") or cursor
+
+
+def follow_events(reg: Registry, run_id: str, *, timeout: Optional[float] = None,
+                  cursor: Optional[dict[str, Any]] = None, caller_sleeps: bool = False,
+                  logs: bool = True) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    """Log text and step changes of a run until it ends (or ``timeout`` seconds pass).
+
+    Events carry only what changed: ``steps`` holds the steps whose state
+    changed since the last event (all of them the first time), ``log`` a chunk
+    of one step's log (complete lines, at most LOG_CHUNK_BYTES). ``logs =
+    False`` (R's ``quiet``) reads no log at all. Between polls the follower
+    sleeps -- on the local runner's pidfd where there is one, so the end of
+    the run wakes it at once -- or, with ``caller_sleeps``, yields ``{"event":
+    "idle", "seconds": s}`` and lets the caller sleep: an embedded Python
+    (reticulate) then returns to R at once, where an interrupt is R's to handle.
     """
     run = reg.get_run(run_id)
     backend = get_backend(run["backend"])
     poll = float(getattr(backend, "POLL_SECONDS", 2.0))
     cursor = dict(cursor or {})
     deadline = None if timeout is None or timeout == float("inf") else time.monotonic() + float(timeout)
-    last_signature: Optional[list] = None
+    known: dict[str, tuple] = {}
     last_event = time.monotonic()
-    while True:
-        # Status first: once it reads terminal, the logs read next are complete.
-        run = backend.refresh(reg, reg.get_run(run_id))
-        chunk = backend.follow(reg, run, cursor)
-        cursor = chunk.get("cursor") or cursor
-        if chunk.get("lines"):
-            last_event = time.monotonic()
-            yield {"event": "log", "lines": chunk["lines"]}
-        steps = backend.steps(reg, run)
-        signature = [(s["name"], s["status"], s.get("reused")) for s in steps]
-        if signature != last_signature:
-            last_signature = signature
-            last_event = time.monotonic()
-            yield {"event": "steps", "steps": steps, "run": run}
-        if run["status"] in TERMINAL:
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        wake = time.monotonic() + poll
+    waiter = getattr(backend, "end_waiter", lambda reg, run: None)(reg, run)
+    try:
         while True:
-            now = time.monotonic()
-            if now - last_event >= HEARTBEAT_SECONDS:
-                last_event = now
-                yield {"event": "tick"}
-            left = min(wake, last_event + HEARTBEAT_SECONDS) - now
-            if deadline is not None:
-                left = min(left, deadline - now)
-            if wake - now <= 0 or (deadline is not None and deadline - now <= 0):
+            # Status first: once it reads terminal, the logs read next are complete.
+            run = backend.refresh(reg, reg.get_run(run_id))
+            steps = backend.steps(reg, run)
+            first = not known
+            changed = [s for s in steps
+                       if known.get(s["name"]) != (s["status"], s.get("reused"), s.get("exit_code"))]
+            for s in changed:
+                known[s["name"]] = (s["status"], s.get("reused"), s.get("exit_code"))
+            news = {"event": "steps", "steps": changed, "n_steps": len(steps), "run": run}
+            if first:  # the reader learns the steps before any log line
+                last_event = time.monotonic()
+                yield news
+            if logs:
+                events, cursor = _log_events(backend, reg, run, cursor, steps)
+                for event in events:
+                    last_event = time.monotonic()
+                    yield event
+            if changed and not first:  # after the logs: a step's end follows its last line
+                last_event = time.monotonic()
+                yield news
+            if run["status"] in TERMINAL:
                 break
-            if caller_sleeps:
-                yield {"event": "idle", "seconds": round(max(0.0, left), 3)}
-            else:
-                time.sleep(max(0.0, left))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            wake = time.monotonic() + poll
+            while True:
+                now = time.monotonic()
+                if now - last_event >= HEARTBEAT_SECONDS:
+                    last_event = now
+                    yield {"event": "tick"}
+                left = min(wake, last_event + HEARTBEAT_SECONDS) - now
+                if deadline is not None:
+                    left = min(left, deadline - now)
+                if wake - now <= 0 or (deadline is not None and deadline - now <= 0):
+                    break
+                if caller_sleeps:
+                    yield {"event": "idle", "seconds": round(max(0.0, left), 3)}
+                elif waiter is not None:
+                    if waiter(max(0.0, left)):
+                        break  # the runner ended: read the final state now
+                else:
+                    time.sleep(max(0.0, left))
+    finally:
+        close = getattr(waiter, "close", None)
+        if close is not None:
+            close()
     run["cursor"] = cursor
     return run
 
@@ -265,7 +305,8 @@ def submit_stream(params: dict[str, Any]) -> Generator[dict[str, Any], None, dic
     if not params.get("wait"):
         return run
     return (yield from follow_events(registry(params), run["id"], timeout=params.get("timeout"),
-                                     caller_sleeps=bool(params.get("caller_sleeps"))))
+                                     caller_sleeps=bool(params.get("caller_sleeps")),
+                                     logs=not params.get("quiet")))
 
 
 @stream_method("wait")
@@ -273,7 +314,8 @@ def wait_stream(params: dict[str, Any]) -> Generator[dict[str, Any], None, dict[
     reg = registry(params)
     run_id = reg.resolve(params.get("run", "latest"))
     return (yield from follow_events(reg, run_id, timeout=params.get("timeout"), cursor=params.get("cursor"),
-                                     caller_sleeps=bool(params.get("caller_sleeps"))))
+                                     caller_sleeps=bool(params.get("caller_sleeps")),
+                                     logs=not params.get("quiet")))
 
 
 def stream(request: Any) -> Iterator[dict[str, Any]]:

@@ -33,7 +33,7 @@ BOOTSTRAP_FROM_PACKAGE = (
     "import runpy, sys; sys.path.insert(0, {parent!r}); "
     "runpy.run_module('amlr.bootstrapper', run_name='__main__', alter_sys=True)"
 ).format(parent=PACKAGE_PARENT)
-POLL_SECONDS = 0.02  # how often a waiting reader looks at the run folder
+POLL_SECONDS = 0.1  # how often a waiting reader looks at the run folder (the run's end wakes it at once)
 
 
 # -- submit -------------------------------------------------------------------
@@ -494,6 +494,91 @@ def follow(reg: Registry, run: dict[str, Any], cursor: dict[str, int]) -> dict[s
         for line in chunk.decode("utf-8", "replace").splitlines():
             out.append({"step": s["name"], "line": line})
     return {"lines": out, "cursor": new_cursor}
+
+
+DONE_KEY = ""  # cursor entry listing the steps whose whole log has been sent (no step has this name)
+
+
+def follow_chunks(reg: Registry, run: dict[str, Any], cursor: dict[str, Any], steps: list[dict[str, Any]],
+                  limit: int) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """New log text of each step since ``cursor`` (step -> byte offset), in chunks of at most ``limit`` bytes.
+
+    Only steps that have started are looked at, and a step whose log was sent
+    to its end after it finished is not looked at again. A chunk ends at a
+    line end unless the step has finished (its last, unterminated line) or a
+    single line is longer than ``limit``; nothing is ever dropped.
+    """
+    cursor = dict(cursor)
+    done = set(cursor.get(DONE_KEY) or [])
+    finished = run["status"] in TERMINAL
+    chunks: list[dict[str, str]] = []
+    for s in steps:
+        name = s["name"]
+        if name in done or s["status"] in ("NotStarted", "Queued") and not finished:
+            continue
+        path = s.get("log_path")
+        step_done = finished or s["status"] in TERMINAL
+        offset = int(cursor.get(name, 0))
+        try:
+            size = os.stat(path).st_size if path else 0
+        except OSError:
+            size = 0
+        if size > offset:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                while offset < size:
+                    data = fh.read(min(limit, size - offset))
+                    if not data:
+                        break
+                    if offset + len(data) < size or not step_done:
+                        cut = data.rfind(b"\n")
+                        if cut >= 0:
+                            data = data[:cut + 1]
+                        elif len(data) < limit:
+                            break  # a partial line: wait for its end
+                    offset += len(data)
+                    chunks.append({"step": name, "text": data.decode("utf-8", "replace")})
+                    fh.seek(offset)
+            cursor[name] = offset
+        if step_done and offset >= size:
+            done.add(name)
+    cursor[DONE_KEY] = sorted(done)
+    return chunks, cursor
+
+
+class RunnerWaiter:
+    """Sleep until a timeout or until the local runner process ends, whichever is first (a pidfd)."""
+
+    def __init__(self, fd: int):
+        import select
+
+        self.fd = fd
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def __call__(self, timeout: float) -> bool:
+        return bool(self.poller.poll(max(0, int(timeout * 1000))))
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def end_waiter(reg: Registry, run: dict[str, Any]) -> Optional[RunnerWaiter]:
+    """A waiter on the run's runner, where the OS can tell us when a process ends (Linux pidfds)."""
+    pid = run.get("runner_pid")
+    if run["status"] in TERMINAL or not pid or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if not procs.same_process(pid, run.get("runner_identity")):  # the pid was reused: not our runner
+        os.close(fd)
+        return None
+    return RunnerWaiter(fd)
 
 
 def cancel(reg: Registry, run: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
