@@ -324,6 +324,8 @@ LAZY_METHODS = {
     "environment_source_files": "amlr.environment",
     "workspace_resolve": "amlr.workspace",
     "publish": "amlr.workspace",
+    **{m: "amlr.assets" for m in ("data_register", "data_get", "data_list", "data_download", "model_register",
+                                   "model_get", "model_list", "store_rebuild")},
 }
 
 

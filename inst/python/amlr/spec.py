@@ -26,15 +26,20 @@ URI_RE = re.compile(r"^(azureml|https?|wasbs?|abfss?|adl)://", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Input:
-    """A step input: a local path, a remote URI, or another step's output."""
+    """A step input: a local path, a remote URI, another step's output, or a registered data asset."""
 
-    kind: str  # "path" | "uri" | "step_output"
+    kind: str  # "path" | "uri" | "step_output" | "data_asset"
     path: Optional[str] = None
     uri: Optional[str] = None
     step: Optional[str] = None
     output: Optional[str] = None
+    asset: Optional[str] = None  # data_asset: name, version ("latest" or a version), mode
+    version: Optional[str] = None
+    mode: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
+        if self.kind == "data_asset":
+            return {"type": "data_asset", "name": self.asset, "version": self.version, "mode": self.mode}
         if self.kind == "path":
             return {"type": "path", "path": self.path}
         if self.kind == "uri":
@@ -54,6 +59,7 @@ class Step:
     compute: Optional[str] = None
     allow_reuse: bool = True
     step_type: str = "command"
+    register: dict[str, str] = field(default_factory=dict)  # output -> data asset name
 
     def upstream(self) -> list[str]:
         return sorted({i.step for i in self.inputs.values() if i.kind == "step_output" and i.step})
@@ -70,6 +76,7 @@ class Step:
             "compute": self.compute,
             "allow_reuse": self.allow_reuse,
             "step_type": self.step_type,
+            **({"register": dict(sorted(self.register.items()))} if self.register else {}),
         }
 
 
@@ -151,7 +158,47 @@ def _parse_input(step: str, name: str, value: Any) -> Input:
     if kind == "path":
         path = _as_str(value.get("path"), where + ".path") or ""
         return Input("path", path=os.path.abspath(os.path.expanduser(path)))
+    if kind == "data_asset":
+        return _parse_data_asset(where, value)
     raise _fail(where, f"Input `{name}` of step `{step}` has unknown type {kind!r}; use a path, a URI or output_of().")
+
+
+DATA_MODES = ("ro_mount", "download")
+
+
+def _parse_data_asset(where: str, value: dict) -> Input:
+    from .store import InvalidAssetName, check_name, check_version
+
+    try:
+        name = check_name(_as_str(value.get("name"), where + ".name"))
+        version = value.get("version")
+        version = "latest" if version in (None, "", "latest", ["latest"]) else check_version(version)
+    except InvalidAssetName as exc:
+        raise _fail(where, exc.message) from exc
+    mode = _as_str(value.get("mode"), where + ".mode", required=False) or "ro_mount"
+    if mode not in DATA_MODES:
+        raise _fail(where + ".mode", f"`mode` of aml_data(\"{name}\") must be one of: {', '.join(DATA_MODES)}.")
+    return Input("data_asset", asset=name, version=version, mode=mode)
+
+
+def _parse_register(where: str, raw: Any, outputs: list[str]) -> dict[str, str]:
+    """``r_step(register = c(output = "asset-name"))``: outputs registered as data assets on completion."""
+    from .store import InvalidAssetName, check_name
+
+    if raw in (None, [], {}):
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(where, "`register` must be a named character vector: c(output = \"asset-name\").")
+    out: dict[str, str] = {}
+    for output, asset in raw.items():
+        if output not in outputs:
+            raise _fail(where, f"`register` names output `{output}`, which the step does not declare "
+                               f"(its outputs: {', '.join(outputs) or 'none'}); add it to `outputs`.")
+        try:
+            out[output] = check_name(asset)
+        except InvalidAssetName as exc:
+            raise _fail(where, f"register = c({output} = ...): {exc.message}") from exc
+    return out
 
 
 def _as_list(value: Any) -> list:
@@ -229,6 +276,7 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
         compute=_as_str(raw.get("compute"), where + ".compute", required=False),
         allow_reuse=allow_reuse,
         step_type=step_type,
+        register=_parse_register(where + ".register", raw.get("register"), outputs),
     )
     _check_script(step, check_paths=check_paths)
     return step

@@ -47,6 +47,8 @@ def _fingerprint(step: Step, snapshot_hash: str, upstream: dict[str, str], input
             inputs[name] = f"step:{upstream[inp.step or '']}:{inp.output}"
         elif inp.kind == "path":
             inputs[name] = f"path:{input_hashes[inp.path or '']}"
+        elif inp.kind == "data_asset":  # the resolved version's content: "latest" re-runs only when it changes
+            inputs[name] = f"data:{input_hashes[data_key(inp)]}:{inp.mode}"
         else:
             inputs[name] = f"uri:{inp.uri}"
     payload = {
@@ -102,6 +104,10 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
         for inp in step.inputs.values():
             if inp.kind == "path" and inp.path not in input_hashes:
                 input_hashes[inp.path or ""] = snapshot.hash_path(inp.path or "")
+    data_assets = resolve_data_assets(reg, pipeline)
+    for step_assets in data_assets.values():
+        for info in step_assets.values():
+            input_hashes[info["key"]] = info["content_hash"]
     code = _code_hashes(pipeline, snapshots)
     fingerprints: dict[str, str] = {}
     for step in pipeline.steps:  # run order: upstream fingerprints exist already
@@ -116,6 +122,7 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
                 "log": os.path.join(run_dir, "logs", f"{s.name}.log"),
                 "outputs": {o: os.path.join(run_dir, "outputs", s.name, o) for o in s.outputs},
                 "metrics": os.path.join(run_dir, "metrics", f"{s.name}.jsonl"),
+                "data_assets": data_assets[s.name],
             }
             for s in pipeline.steps
         },
@@ -123,6 +130,29 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
     with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as fh:
         json.dump(plan, fh, indent=2, sort_keys=True)
     return plan
+
+
+def data_key(inp: Any) -> str:
+    return f"asset:{inp.asset}:{inp.version}"
+
+
+def resolve_data_assets(reg: Registry, pipeline: Pipeline) -> dict[str, dict[str, dict[str, Any]]]:
+    """Step -> input -> the store version that ``aml_data(name, version)`` means now (before anything runs)."""
+    from ..store import Store
+
+    store = Store(reg.home)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for step in pipeline.steps:
+        out[step.name] = {}
+        for name, inp in sorted(step.inputs.items()):
+            if inp.kind != "data_asset":
+                continue
+            asset = store.get("data", inp.asset or "", inp.version)
+            out[step.name][name] = {
+                "name": asset.name, "version": asset.version, "requested": inp.version, "mode": inp.mode,
+                "content_hash": asset.content_hash, "path": asset.path, "key": data_key(inp),
+            }
+    return out
 
 
 def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -277,9 +307,51 @@ class Runner:
                 out[name] = self.outputs[inp.step or ""][inp.output or ""]
             elif inp.kind == "path":
                 out[name] = os.path.abspath(inp.path or "")
+            elif inp.kind == "data_asset":
+                out[name] = self._data_input(step, name)
             else:
                 out[name] = inp.uri or ""
         return out
+
+    def _data_input(self, step: Step, name: str) -> str:
+        """The store's read-only copy (ro_mount), or a private writable copy (download), as on Azure ML."""
+        info = self.plan["steps"][step.name]["data_assets"][name]
+        if info["mode"] != "download":
+            return info["path"]
+        target = os.path.join(self.run_dir, "inputs", step.name, name)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        if os.path.isdir(info["path"]):
+            shutil.copytree(info["path"], target)
+        else:
+            os.makedirs(target)
+            shutil.copy(info["path"], target)
+            target = os.path.join(target, os.path.basename(info["path"]))
+        return target
+
+    def _register_outputs(self, step: Step, outputs: dict[str, str], log_path: str) -> Optional[str]:
+        """``r_step(register = ...)``: each named output becomes a data asset version; an error text or None."""
+        if not step.register:
+            return None
+        from ..store import Store
+
+        info = self.plan["steps"][step.name]
+        lineage = {
+            "run": self.run_id, "step": step.name, "fingerprint": info["fingerprint"],
+            "data_assets": [{"name": d["name"], "version": d["version"]} for _, d in sorted(info["data_assets"].items())],
+        }
+        for output, asset_name in sorted(step.register.items()):
+            try:
+                asset = Store(self.reg.home).register(
+                    "data", outputs[output], asset_name, source=f"run {self.run_id}, step {step.name}, output {output}",
+                    lineage={**lineage, "output": output},
+                )
+            except AmlrError as exc:
+                self._log(log_path, f"amlr: registering output `{output}` as `{asset_name}` failed: {exc.message}")
+                return f"registering output `{output}` as data asset `{asset_name}` failed: {exc.message}"
+            what = "is already" if asset.existing else "registered as"
+            self._log(log_path, f"amlr: output `{output}` {what} data asset `{asset.name}` version {asset.version}.")
+        return None
 
     def _run_step(self, step: Step) -> str:
         info = self.plan["steps"][step.name]
@@ -299,6 +371,10 @@ class Runner:
                     {"name": m["name"], "value": m["value_num"] if m["value_num"] is not None else m["value_str"], "time": m["time"]}
                     for m in self.reg.get_metrics(prior["run_id"]) if m["step"] == prior["name"]
                 ])
+                failure = self._register_outputs(step, prior["outputs"], log_path)
+                if failure:
+                    self.reg.update_step(self.run_id, step.name, status="Failed", error=failure)
+                    return "Failed"
                 return "Completed"
         for path in info["outputs"].values():
             os.makedirs(path, exist_ok=True)
@@ -338,6 +414,9 @@ class Runner:
             status, error = "Canceled", "the run was canceled"
         elif code == 0:
             status, error = "Completed", None
+            failure = self._register_outputs(step, info["outputs"], log_path)
+            if failure:
+                status, error = "Failed", failure
             with self.lock:
                 self.outputs[step.name] = info["outputs"]
         else:
