@@ -10,13 +10,18 @@
 #'   Defaults to the script's file name without extension.
 #' @param args Character vector of arguments for the script (`commandArgs(TRUE)`).
 #' @param inputs Named list: each element a local path, a URI
-#'   (`azureml://...`, `https://...`) or `output_of(step, output)`.
+#'   (`azureml://...`, `https://...`), `output_of(step, output)` or a
+#'   registered data asset, [aml_data()].
 #' @param outputs Character vector of output names; each becomes a folder.
 #' @param environment The job environment, from [r_environment()]; `NULL`
 #'   uses the pipeline's (or the backend's default).
 #' @param compute Compute target name on Azure ML; ignored locally.
 #' @param allow_reuse Reuse the results of an identical earlier step.
 #' @param source_dir Folder packaged with the step; `script` must be inside it.
+#' @param register Named character vector, `c(output = "asset-name")`: when
+#'   the step completes, each named output is registered as a new version of
+#'   that data asset (locally in amlr's store, on Azure ML as a data asset). A
+#'   failed step registers nothing.
 #' @param step_type `"command"` (default); `"estimator"` reproduces the classic
 #'   `EstimatorStep` on the `"azureml"` backend.
 #' @return An `amlr_step`.
@@ -28,7 +33,7 @@
 #' r_step(script, args = c("--greeting", "hi"))
 r_step <- function(script, name = NULL, args = character(), inputs = list(), outputs = character(),
                    environment = NULL, compute = NULL, allow_reuse = TRUE, source_dir = dirname(script),
-                   step_type = c("command", "estimator")) {
+                   step_type = c("command", "estimator"), register = NULL) {
   check_string(script, "script")
   step_type <- match.arg(step_type)
   force(source_dir)
@@ -69,6 +74,16 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
     amlr_abort("Every element of {.arg inputs} needs a name, e.g. {.code inputs = list(data = \"data.csv\")}.",
                "invalid_spec")
   }
+  if (length(register) && (!is.character(register) || is.null(names(register)) || any(!nzchar(names(register))))) {
+    amlr_abort(c("{.arg register} must be a named character vector: {.code register = c(model = \"cars-model\")}.",
+                 i = "Each name is an output of the step, each value the data asset to register it as."),
+               "invalid_spec")
+  }
+  unknown <- setdiff(names(register), as.character(outputs))
+  if (length(unknown)) {
+    amlr_abort(c("{.arg register} names output{?s} {.val {unknown}}, which the step does not declare.",
+                 i = "Add {?it/them} to {.arg outputs}."), "invalid_spec")
+  }
   structure(
     list(
       name = name,
@@ -80,7 +95,8 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
       environment = environment,
       compute = compute,
       allow_reuse = isTRUE(allow_reuse),
-      step_type = step_type
+      step_type = step_type,
+      register = if (length(register)) as.list(register) else NULL
     ),
     class = "amlr_step"
   )
@@ -204,7 +220,8 @@ step_spec <- function(s) {
     environment = resolve_environment_spec(s$environment, s),
     compute = s$compute,
     allow_reuse = s$allow_reuse,
-    step_type = s$step_type
+    step_type = s$step_type,
+    register = s$register
   )
 }
 
@@ -216,7 +233,7 @@ env_spec <- function(env) {
 }
 
 normalize_input <- function(x) {
-  if (inherits(x, "amlr_output_ref")) return(x)
+  if (inherits(x, "amlr_output_ref") || inherits(x, "amlr_data_ref")) return(x)
   if (inherits(x, "amlr_step")) {
     amlr_abort(c("An input is a whole step; name one of its outputs.",
                  i = "Use {.code output_of(step, \"{x$outputs[1] %||% 'output'}\")}."), "invalid_spec")
@@ -253,6 +270,7 @@ print.amlr_step <- function(x, ...) {
   if (length(x$args)) cli::cli_text("  args: {.val {x$args}}")
   for (nm in names(x$inputs)) cli::cli_text("  input {.field {nm}} <- {format_input(x$inputs[[nm]])}")
   if (length(x$outputs)) cli::cli_text("  outputs: {.field {x$outputs}}")
+  for (nm in names(x$register)) cli::cli_text("  registers {.field {nm}} as data asset {.val {x$register[[nm]]}}")
   invisible(x)
 }
 
@@ -260,7 +278,8 @@ format_input <- function(i) {
   switch(i$type,
     step_output = paste0(i$step, "$", i$output),
     uri = i$uri,
-    path = i$path
+    path = i$path,
+    data_asset = paste0("aml_data(\"", i$name, "\", version = \"", i$version, "\")")
   )
 }
 

@@ -322,11 +322,11 @@ class Runner:
         if os.path.exists(target):
             shutil.rmtree(target)
         if os.path.isdir(info["path"]):
-            shutil.copytree(info["path"], target)
+            shutil.copytree(info["path"], target, copy_function=shutil.copyfile)  # writable: no modes copied
         else:
             os.makedirs(target)
-            shutil.copy(info["path"], target)
             target = os.path.join(target, os.path.basename(info["path"]))
+            shutil.copyfile(info["path"], target)
         return target
 
     def _register_outputs(self, step: Step, outputs: dict[str, str], log_path: str) -> Optional[str]:
