@@ -36,10 +36,12 @@ class Input:
     asset: Optional[str] = None  # data_asset: name, version ("latest" or a version), mode
     version: Optional[str] = None
     mode: Optional[str] = None
+    data_type: Optional[str] = None  # uri_folder | uri_file | mltable; None: look it up
 
     def to_json(self) -> dict[str, Any]:
         if self.kind == "data_asset":
-            return {"type": "data_asset", "name": self.asset, "version": self.version, "mode": self.mode}
+            return {"type": "data_asset", "name": self.asset, "version": self.version, "mode": self.mode,
+                    "data_type": self.data_type}
         if self.kind == "path":
             return {"type": "path", "path": self.path}
         if self.kind == "uri":
@@ -178,7 +180,10 @@ def _parse_data_asset(where: str, value: dict) -> Input:
     mode = _as_str(value.get("mode"), where + ".mode", required=False) or "ro_mount"
     if mode not in DATA_MODES:
         raise _fail(where + ".mode", f"`mode` of aml_data(\"{name}\") must be one of: {', '.join(DATA_MODES)}.")
-    return Input("data_asset", asset=name, version=version, mode=mode)
+    data_type = _as_str(value.get("data_type"), where + ".data_type", required=False)
+    if data_type not in (None, "uri_folder", "uri_file", "mltable"):
+        raise _fail(where + ".data_type", f"`type` of aml_data(\"{name}\") must be uri_folder, uri_file or mltable.")
+    return Input("data_asset", asset=name, version=version, mode=mode, data_type=data_type)
 
 
 def _parse_register(where: str, raw: Any, outputs: list[str]) -> dict[str, str]:

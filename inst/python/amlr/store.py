@@ -38,12 +38,12 @@ KINDS = ("data", "model")
 # Azure ML asset names (data assets, models): letters, digits, `-`, `_`, `.`,
 # starting with a letter or digit, at most 255 characters. Stricter than some
 # SDK paths accept, so a name that works locally also works on Azure ML.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 NAME_RULE = (
     "Azure ML asset names use letters, digits, `-`, `_` and `.`, start with a letter or digit, "
     "and have at most 255 characters"
 )
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}")
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -77,10 +77,14 @@ class StoreDamaged(AmlrError):
     kind = "store_damaged"
 
 
+class SourceUnreadable(AmlrError):
+    kind = "source_unreadable"
+
+
 def check_name(name: Any, what: str = "data asset") -> str:
     if isinstance(name, list) and len(name) == 1:
         name = name[0]
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # fullmatch: `$` would let a trailing newline in
         suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-_.")[:255] or "my-asset"
         raise InvalidAssetName(
             f"`{name}` is not a valid {what} name: {NAME_RULE}. Try \"{suggestion}\".",
@@ -101,7 +105,8 @@ def check_version(version: Any) -> Optional[str]:
         if version != int(version) or version < 1:
             raise InvalidAssetName(f"`version` {version} is not allowed: use a positive whole number.", field="version")
         version = str(int(version))
-    if not isinstance(version, str) or not VERSION_RE.match(version) or version == "latest":
+    if (not isinstance(version, str) or not VERSION_RE.fullmatch(version) or version == "latest"
+            or (version.isdigit() and int(version) < 1)):
         raise InvalidAssetName(
             f"`version` `{version}` is not allowed: use a positive whole number, or letters, digits, `-`, `_` and "
             "`.` (\"latest\" is reserved for the newest version).",
@@ -229,11 +234,19 @@ class Store:
         os.makedirs(self.objects_dir(), exist_ok=True)
         staging = os.path.join(self.objects_dir(), f".staging-{digest}-{os.getpid()}-{os.urandom(4).hex()}")
         try:
-            if os.path.isdir(path):
-                shutil.copytree(path, staging, symlinks=False)
-            else:
-                os.makedirs(staging)
-                shutil.copy2(path, os.path.join(staging, os.path.basename(path)))
+            try:
+                if os.path.isdir(path):
+                    shutil.copytree(path, staging, symlinks=False)
+                else:
+                    os.makedirs(staging)
+                    shutil.copy2(path, os.path.join(staging, os.path.basename(path)))
+            except (OSError, shutil.Error) as exc:
+                culprit, reason = _copy_failure(exc, path)
+                raise SourceUnreadable(
+                    f"`{culprit}` could not be read, so nothing was registered ({reason}). Fix or remove it "
+                    "(a broken link, a file without read permission) and register again.",
+                    field="path",
+                ) from None
             _make_read_only(staging)
             try:
                 os.rename(staging, target)
@@ -429,6 +442,14 @@ def _asset(record: str) -> Asset:
 
 def _label(kind: str) -> str:
     return "Model" if kind == "model" else "Data asset"
+
+
+def _copy_failure(exc: BaseException, path: str) -> tuple[str, str]:
+    """The first file a copy tripped over, and why (``shutil.Error`` collects (src, dst, why) triples)."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        src, _dst, why = exc.args[0][0]
+        return str(src), str(why)
+    return str(getattr(exc, "filename", None) or path), str(exc)
 
 
 def _make_read_only(root: str) -> None:

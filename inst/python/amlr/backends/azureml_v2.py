@@ -91,9 +91,10 @@ def map_status(v2_status: Optional[str], previous: str = "NotStarted") -> str:
 class NodeInput:
     """A command job input: a local file/folder (uploaded by Azure ML), a URI, or a binding."""
 
-    kind: str  # "local" | "uri" | "binding"
-    type: str  # "uri_file" | "uri_folder"
-    path: str  # absolute local path | URI | ${{parent.jobs.<step>.outputs.<name>}}
+    kind: str  # "local" | "uri" | "binding" | "asset"
+    type: str  # "uri_file" | "uri_folder" | "mltable"
+    path: str  # absolute local path | URI | ${{parent.jobs.<step>.outputs.<name>}} | azureml:<name>:<version>
+    mode: Optional[str] = None  # data assets: "ro_mount" | "download"
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class CommandNode:
     environment: NodeEnvironment
     compute: Optional[str]  # "azureml:<name>", "serverless", or None (the pipeline default)
     reuse: bool
+    registered: tuple[tuple[str, str], ...] = ()  # output -> data asset name Azure ML registers it as
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,18 @@ def uri_type(uri: str) -> str:
     return "uri_file" if "." in last.strip(".") else "uri_folder"
 
 
+def asset_reference(name: str, version: Optional[str]) -> str:
+    """``azureml:<name>:<version>``; ``azureml:<name>@latest`` for the newest version (Azure ML's label)."""
+    if version in (None, "", "latest"):
+        return f"azureml:{name}@latest"
+    return f"azureml:{name}:{version}"
+
+
 def plan_input(step: Step, name: str) -> NodeInput:
     inp = step.inputs[name]
+    if inp.kind == "data_asset":
+        return NodeInput("asset", inp.data_type or "uri_folder", asset_reference(inp.asset or "", inp.version),
+                         inp.mode or "ro_mount")
     if inp.kind == "step_output":
         return NodeInput("binding", "uri_folder", parent_output(inp.step or "", inp.output or ""))
     if inp.kind == "uri":
@@ -189,6 +201,7 @@ def plan_node(step: Step, *, code: str, environment: NodeEnvironment, compute: O
         environment=environment,
         compute=compute_ref(step.compute),
         reuse=step.allow_reuse,
+        registered=tuple(sorted(step.register.items())),
     )
 
 
@@ -297,8 +310,11 @@ def to_azure_job(plan: JobPlan) -> Any:
             display_name=node.name,
             code=node.code,
             command=node.command,
-            inputs={name: sdk.Input(type=inp.type, path=inp.path) for name, inp in node.inputs},
-            outputs={name: sdk.Output(type="uri_folder") for name in node.outputs},
+            inputs={name: sdk.Input(type=inp.type, path=inp.path, **({"mode": inp.mode} if inp.mode else {}))
+                    for name, inp in node.inputs},
+            outputs={name: sdk.Output(type="uri_folder", **({"name": dict(node.registered)[name]}
+                                                              if name in dict(node.registered) else {}))
+                     for name in node.outputs},
             environment=_sdk_environment(node.environment),
             compute=node.compute,
             is_deterministic=node.reuse,

@@ -88,6 +88,7 @@ def _code_hashes(pipeline: Pipeline, snapshots: dict[str, snapshot.Snapshot]) ->
 
 def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[str, Any]:
     """Snapshots and fingerprints for every step, written to ``spec.json``."""
+    data_assets = resolve_data_assets(reg, pipeline)  # an unknown asset fails before anything is written
     run_dir = reg.run_dir(run_id)
     os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
     snapshots: dict[str, snapshot.Snapshot] = {}
@@ -104,7 +105,6 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
         for inp in step.inputs.values():
             if inp.kind == "path" and inp.path not in input_hashes:
                 input_hashes[inp.path or ""] = snapshot.hash_path(inp.path or "")
-    data_assets = resolve_data_assets(reg, pipeline)
     for step_assets in data_assets.values():
         for info in step_assets.values():
             input_hashes[info["key"]] = info["content_hash"]
