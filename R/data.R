@@ -30,11 +30,14 @@ aml_data <- function(name, version = "latest", mode = c("ro_mount", "download"))
 
 #' @export
 print.amlr_data_ref <- function(x, ...) {
-  cli::cli_text("Data asset {.val {x$name}}, version {.val {x$version}} ({x$mode}): {.code {data_ref_text(x)}}")
+  cat(paste0("<amlr_data_ref> aml_data(\"", x$name, "\", version = \"", x$version, "\", mode = \"", x$mode,
+             "\"): ", data_ref_text(x), " on Azure ML\n"))
   invisible(x)
 }
 
-data_ref_text <- function(x) paste0("azureml:", x$name, ":", x$version)
+data_ref_text <- function(x) {
+  if (identical(x$version, "latest")) paste0("azureml:", x$name, "@latest") else paste0("azureml:", x$name, ":", x$version)
+}
 
 #' Register a file or folder as a data asset
 #'

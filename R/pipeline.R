@@ -81,8 +81,8 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
   }
   unknown <- setdiff(names(register), as.character(outputs))
   if (length(unknown)) {
-    amlr_abort(c("{.arg register} names output{?s} {.val {unknown}}, which the step does not declare.",
-                 i = "Add {?it/them} to {.arg outputs}."), "invalid_spec")
+    amlr_abort(c("{.arg register} names {.val {unknown}}, not among the step's {.arg outputs}.",
+                 i = "Add the output to {.arg outputs}, or fix its name in {.arg register}."), "invalid_spec")
   }
   structure(
     list(
