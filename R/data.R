@@ -13,18 +13,22 @@
 #' @param version A version (`2`, `"2"`) or `"latest"`.
 #' @param mode `"ro_mount"` (read-only, the default) or `"download"` (a
 #'   private, writable copy).
+#' @param type The asset's Azure ML type, `"uri_folder"`, `"uri_file"` or
+#'   `"mltable"`; `NULL` asks the workspace when submitting to
+#'   `"azureml_v2"` (and means `"uri_folder"` in [export_pipeline()]).
 #' @return An `amlr_data_ref`, for the `inputs` of [r_step()].
 #' @family data and models
 #' @export
 #' @examples
 #' aml_data("cars")
 #' aml_data("cars", version = 2, mode = "download")
-aml_data <- function(name, version = "latest", mode = c("ro_mount", "download")) {
+aml_data <- function(name, version = "latest", mode = c("ro_mount", "download"), type = NULL) {
   check_string(name, "name")
   mode <- match.arg(mode)
+  if (!is.null(type)) type <- match.arg(type, c("uri_folder", "uri_file", "mltable"))
   if (is.numeric(version) && length(version) == 1L && !is.na(version)) version <- format(version, scientific = FALSE)
   check_string(version, "version")
-  structure(list(type = "data_asset", name = name, version = version, mode = mode),
+  structure(list(type = "data_asset", name = name, version = version, mode = mode, data_type = type),
             class = c("amlr_data_ref", "amlr_input"))
 }
 

@@ -302,3 +302,52 @@ def test_classic_without_a_workspace_to_look_up_the_dataset_is_a_classed_error(o
     plan = v1.plan_pipeline(validate(data_spec(tmp_path)), str(tmp_path / "run"))
     with pytest.raises(InvalidSpec, match="data asset `cars`"):
         v1.build_pipeline(offline.workspace, plan, datastore=offline.datastore, input_paths={})
+
+
+# -- azureml_v2 submit: the asset's type comes from the workspace --------------------------------------
+
+
+class FakeData:
+    def __init__(self, types):
+        self.types = types
+        self.asked = []
+
+    def get(self, name, version=None, label=None):
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.ai.ml.entities import Data
+
+        self.asked.append((name, version, label))
+        if name not in self.types:
+            raise ResourceNotFoundError(f"Data asset {name} not found")
+        return Data(name=name, version=version or "5", type=self.types[name],
+                    path="azureml://datastores/workspaceblobstore/paths/x/")
+
+
+def test_submit_reads_each_assets_type_from_the_workspace(tmp_path, monkeypatch):
+    from bridge_calls import call
+    from test_backend_azureml_v2 import FakeJobs
+
+    client = SimpleNamespace(jobs=FakeJobs(), data=FakeData({"cars": "uri_file"}))
+    monkeypatch.setattr(v2, "connect", lambda info: client)
+    run = call(tmp_path / "home", "submit", spec=data_spec(tmp_path, version="2"), backend="azureml_v2",
+               options={"workspace": WORKSPACE})
+    assert client.data.asked == [("cars", "2", None)]
+    (_, job, _), = [c for c in client.jobs.calls if c[0] == "create_or_update"]
+    cars = job.jobs["train"].inputs["cars"]._data
+    assert (cars.type, cars.path, cars.mode) == ("uri_file", "azureml:cars:2", "ro_mount")
+    assert job.jobs["train"].outputs["model"]._data.name == "cars-model"
+    assert run["backend"] == "azureml_v2"
+
+
+def test_submit_with_an_asset_the_workspace_lacks_is_a_classed_error_and_records_nothing(tmp_path, monkeypatch):
+    from bridge_calls import call, call_error
+    from test_backend_azureml_v2 import FakeJobs
+
+    client = SimpleNamespace(jobs=FakeJobs(), data=FakeData({}))
+    monkeypatch.setattr(v2, "connect", lambda info: client)
+    err = call_error(tmp_path / "home", "submit", spec=data_spec(tmp_path), backend="azureml_v2",
+                     options={"workspace": WORKSPACE})
+    assert err["class"] != "python" and "cars" in err["message"]
+    assert client.data.asked == [("cars", None, "latest")]
+    assert not [c for c in client.jobs.calls if c[0] == "create_or_update"]
+    assert call(tmp_path / "home", "list") == []

@@ -438,6 +438,8 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
     info = resolve(workspace if isinstance(workspace, dict) else None)
     run_dir = reg.run_dir(run_id)
     try:
+        client = connect(info)
+        pipeline = with_asset_types(pipeline, client)
         plan = stage(
             pipeline,
             snapshots_dir=os.path.join(run_dir, "snapshots"),
@@ -446,7 +448,6 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
             default_compute=option_text(options, "compute"),
         )
         job = to_azure_job(plan)
-        client = connect(info)
         with azure_call(f"submitting pipeline `{pipeline.name}` to workspace `{info.workspace_name}`"):
             created = client.jobs.create_or_update(job, experiment_name=experiment)
     except BaseException:
@@ -478,6 +479,27 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
     out = reg.get_run(run_id)
     out["warnings"] = list(plan.warnings)
     return out
+
+
+def with_asset_types(pipeline: Pipeline, client: Any) -> Pipeline:
+    """The pipeline with each ``aml_data()`` input's type (uri_folder/uri_file/mltable) read from the workspace."""
+    import dataclasses
+
+    steps = []
+    for step in pipeline.steps:
+        inputs = dict(step.inputs)
+        for name, inp in step.inputs.items():
+            if inp.kind != "data_asset" or inp.data_type:
+                continue
+            what = f"reading data asset `{inp.asset}` (input `{name}` of step `{step.name}`)"
+            with azure_call(what):
+                if inp.version in (None, "latest"):
+                    found = client.data.get(name=inp.asset, label="latest")
+                else:
+                    found = client.data.get(name=inp.asset, version=inp.version)
+            inputs[name] = dataclasses.replace(inp, data_type=str(getattr(found, "type", None) or "uri_folder"))
+        steps.append(dataclasses.replace(step, inputs=inputs))
+    return dataclasses.replace(pipeline, steps=steps)
 
 
 def _write_json(path: str, data: Any) -> None:
