@@ -99,6 +99,53 @@ def test_a_source_that_cannot_be_read_fails_and_registers_nothing(tmp_path, stor
     assert not os.path.isdir(objects) or not [n for n in os.listdir(objects) if n.startswith(".staging")]
 
 
+def test_linked_files_and_folders_count_as_what_the_copy_holds(tmp_path, store):
+    outside = folder(tmp_path, "outside", {"data.csv": "1", "deep/more.csv": "m"})
+    src = folder(tmp_path, "src", {"a.csv": "a"})
+    os.symlink(str(outside / "data.csv"), str(src / "linked.csv"))
+    os.symlink(str(outside / "deep"), str(src / "linkdir"))
+    first = store.register("data", str(src), "x")
+    assert sorted(os.listdir(first.path)) == ["a.csv", "linkdir", "linked.csv"]
+    assert not os.path.islink(os.path.join(first.path, "linkdir"))  # a copy, not a link out of the store
+    (outside / "deep" / "more.csv").write_text("changed")
+    second = store.register("data", str(src), "x")
+    assert (second.version, second.existing) == ("2", False)
+    with open(os.path.join(second.path, "linkdir", "more.csv")) as fh:
+        assert fh.read() == "changed"
+
+
+def test_a_link_loop_is_refused(tmp_path, store):
+    src = folder(tmp_path, "src", {"a.csv": "a"})
+    os.symlink(str(src), str(src / "loop"))
+    with pytest.raises(SourceUnreadable, match="links back"):
+        store.register("data", str(src), "x")
+    assert store.list("data") == []
+
+
+def test_registering_a_folder_that_holds_the_store_is_refused(tmp_path):
+    home = tmp_path / "home"
+    store = Store(str(home))
+    store.register("data", str(folder(tmp_path, "c", {"a": "1"})), "cars")
+    with pytest.raises(SourceUnreadable, match="copy the store into itself"):
+        store.register("data", str(tmp_path), "everything")
+    with pytest.raises(SourceUnreadable, match="copy the store into itself"):
+        store.register("data", str(home), "home")
+    # An object inside the store is plain content: the same version comes back.
+    assert store.register("data", store.get("data", "cars").path, "cars").existing
+
+
+def test_rebuild_clears_copies_a_killed_registration_left(tmp_path, store):
+    store.register("data", str(folder(tmp_path, "c", {"a": "1"})), "cars")
+    leftover = os.path.join(store.objects_dir(), ".staging-dead-1234-abcd")
+    os.makedirs(os.path.join(leftover, "sub"))
+    with open(os.path.join(leftover, "sub", "f"), "w") as fh:
+        fh.write("half")
+    os.chmod(os.path.join(leftover, "sub", "f"), 0o444)
+    store.rebuild()
+    assert not os.path.exists(leftover)
+    assert store.get("data", "cars").version == "1"
+
+
 # -- names -------------------------------------------------------------------------------------
 
 

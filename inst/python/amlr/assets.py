@@ -217,6 +217,9 @@ def job_output_uri(job_name: str, output: str) -> str:
 def v2_model_entity(name: str, version: Optional[str], job_name: str, output: str, description: Optional[str],
                     tags: Mapping[str, str], lineage: Mapping[str, Any]) -> Any:
     """The azure-ai-ml ``Model`` for a step output (``custom_model``, path on the job's output)."""
+    from .backends.azureml_v2 import _sdk
+
+    _sdk()  # a classed error naming the package when azure-ai-ml is missing
     from azure.ai.ml.entities import Model
 
     properties = {
@@ -230,6 +233,9 @@ def v2_model_entity(name: str, version: Optional[str], job_name: str, output: st
 
 
 def v2_data_entity(path: str, name: str, version: Optional[str], description: Optional[str]) -> Any:
+    from .backends.azureml_v2 import _sdk
+
+    _sdk()
     from azure.ai.ml.entities import Data
 
     return Data(name=name, version=version, path=path, description=description,

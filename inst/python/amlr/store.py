@@ -115,10 +115,48 @@ def check_version(version: Any) -> Optional[str]:
     return version
 
 
+def tree_records(root: str) -> list[tuple[str, str, bool]]:
+    """(relative path, sha256, executable) of every file under ``root``, links followed as the copy follows them.
+
+    The hash must cover exactly what ``shutil.copytree(symlinks=False)`` copies,
+    so linked folders are walked too; a link back to a folder above it would
+    make both endless, so it is an error.
+    """
+    out: list[tuple[str, str, bool]] = []
+
+    def walk(folder: str, rel: str, ancestors: tuple[str, ...]) -> None:
+        real = os.path.realpath(folder)
+        if real in ancestors:
+            raise SourceUnreadable(
+                f"`{folder}` links back to a folder that contains it, so copying it would never end. Remove the "
+                "link or register a folder without it.", field="path")
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise SourceUnreadable(f"`{folder}` could not be read ({exc}); nothing was registered.",
+                                   field="path") from None
+        for entry in entries:
+            sub = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    walk(entry.path, sub, ancestors + (real,))
+                    continue
+                st = os.stat(entry.path)
+                out.append((sub, snapshot.file_digest(entry.path), bool(st.st_mode & stat.S_IXUSR)))
+            except OSError as exc:
+                raise SourceUnreadable(
+                    f"`{entry.path}` could not be read, so nothing was registered ({exc}). Fix or remove it "
+                    "(a broken link, a file without read permission) and register again.", field="path") from None
+
+    walk(root, "", ())
+    return out
+
+
 def content_hash(path: str) -> tuple[str, str]:
     """(hash, type): ``uri_folder`` for a folder, ``uri_file`` for a file (whose name counts)."""
     if os.path.isdir(path):
-        return "d" + hashlib.sha256(("folder:" + snapshot.hash_path(path)).encode()).hexdigest()[:40], "uri_folder"
+        tree = snapshot.fingerprint(tree_records(path))
+        return "d" + hashlib.sha256(("folder:" + tree).encode()).hexdigest()[:40], "uri_folder"
     if os.path.isfile(path):
         digest = snapshot.hash_path(path)
         key = "file:" + os.path.basename(path) + ":" + digest
@@ -268,6 +306,11 @@ class Store:
         name = check_name(name, "model" if kind == "model" else "data asset")
         explicit = check_version(version)
         path = os.path.abspath(os.path.expanduser(path))
+        root = os.path.realpath(self.root)
+        if os.path.isdir(path) and os.path.commonpath([root, os.path.realpath(path)]) == os.path.realpath(path):
+            raise SourceUnreadable(
+                f"`{path}` contains amlr's store `{self.root}`; registering it would copy the store into itself. "
+                "Register a folder outside AMLR_HOME.", field="path")
         digest, type_ = content_hash(path)
         obj = self._place_object(path, digest)
         local_path = obj if type_ == "uri_folder" else os.path.join(obj, os.path.basename(path))
@@ -412,6 +455,10 @@ class Store:
                     os.replace(self.index_path + suffix, kept + suffix)
         records_dir = os.path.join(self.root, "records")
         count, skipped = 0, []
+        if os.path.isdir(self.objects_dir()):  # copies a killed registration left behind
+            for name in os.listdir(self.objects_dir()):
+                if name.startswith(".staging-"):
+                    _remove_tree(os.path.join(self.objects_dir(), name))
         with self._transaction() as con:
             for dirpath, _, files in os.walk(records_dir):
                 for fname in sorted(files):
