@@ -312,3 +312,15 @@ assets_frame <- function(rows, models) {
   }
   out
 }
+
+# A registered model as an `amlr_model`, by name and version (for deploy_r_model(model = "name")).
+model_get <- function(name, version = "latest", call = rlang::caller_env()) {
+  check_string(name, "name", call = call)
+  new_amlr_model(amlr_call("model_get", list(name = name, version = version_param(version)), call = call))
+}
+
+# The same for a data asset.
+data_get <- function(name, version = "latest", call = rlang::caller_env()) {
+  check_string(name, "name", call = call)
+  new_amlr_asset(amlr_call("data_get", list(name = name, version = version_param(version)), call = call))
+}

@@ -161,3 +161,19 @@ test_that("aml_data() prints and validates its arguments", {
   expect_error(aml_data("cars", mode = "rw"), "should be one of")
   expect_error(aml_data(character()), class = "amlr_error_invalid_spec")
 })
+
+test_that("a model and a data asset come back by name and version", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  suppressMessages(register_data(cars_folder(), "cars"))
+  dir <- write_scripts(train.R = train_script)
+  run <- submit_r_pipeline(r_step(file.path(dir, "train.R"), inputs = list(cars = aml_data("cars")),
+                                  outputs = "model"), quiet = TRUE)
+  suppressMessages(registered <- register_model(run, "train", "model", "cars-model"))
+  got <- amlr:::model_get("cars-model")
+  expect_s3_class(got, "amlr_model")
+  expect_equal(got[c("name", "version", "path", "lineage")], registered[c("name", "version", "path", "lineage")])
+  expect_equal(amlr:::model_get("cars-model", 1)$version, "1")
+  expect_error(amlr:::model_get("cars-model", 2), class = "amlr_error_asset_not_found")
+  expect_equal(amlr:::data_get("cars")$version, "1")
+})

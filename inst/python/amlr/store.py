@@ -370,7 +370,7 @@ class Store:
 
     def _commit(self, con: sqlite3.Connection, asset: Asset) -> None:
         """Record file first (atomically), then the index row, inside the caller's transaction."""
-        record = json.dumps({k: v for k, v in asset.to_json().items() if k != "existing"}, sort_keys=True)
+        record = json.dumps({k: v for k, v in asset.to_json().items() if k != "existing"})
         target = self.record_path(asset.kind, asset.name, asset.version)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = f"{target}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
