@@ -235,6 +235,32 @@ def test_two_processes_registering_identical_content_share_one_version(tmp_path)
     assert not [n for n in os.listdir(store.objects_dir()) if n.startswith(".staging")]
 
 
+def test_a_registration_killed_mid_copy_leaves_no_version_and_the_next_one_works(tmp_path):
+    import signal
+
+    src = folder(tmp_path, "many", {f"d{i:04d}/f.csv": "x" * 2000 for i in range(4000)})
+    home = str(tmp_path / "home")
+    go = str(tmp_path / "go")
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(PYTHON_DIR), home, go, str(src), "cars"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    open(go, "w").close()
+    objects = os.path.join(home, "store", "objects")
+    while proc.poll() is None:  # kill it as soon as its staged copy exists
+        if os.path.isdir(objects) and any(n.startswith(".staging-") for n in os.listdir(objects)):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.skip("the registration finished before it could be killed")
+    store = Store(home)
+    assert store.list("data") == []
+    asset = store.register("data", str(src), "cars")
+    assert (asset.version, asset.existing) == ("1", False)
+    assert len(os.listdir(asset.path)) == 4000
+    store.rebuild()
+    assert not [n for n in os.listdir(objects) if n.startswith(".staging-")]
+
+
 # -- a damaged store -------------------------------------------------------------------------------
 
 
