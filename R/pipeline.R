@@ -15,13 +15,18 @@
 #'   run unchanged: `args = c("--data_folder", "${{inputs.data}}")`.
 #'   `${{outputs.outputs}}` is the `./outputs` folder.
 #' @param inputs Named list: each element a local path, a URI
-#'   (`azureml://...`, `https://...`) or `output_of(step, output)`.
+#'   (`azureml://...`, `https://...`), `output_of(step, output)` or a
+#'   registered data asset, [aml_data()].
 #' @param outputs Character vector of output names; each becomes a folder.
 #' @param environment The job environment, from [r_environment()]; `NULL`
 #'   uses the pipeline's (or the backend's default).
 #' @param compute Compute target name on Azure ML; ignored locally.
 #' @param allow_reuse Reuse the results of an identical earlier step.
 #' @param source_dir Folder packaged with the step; `script` must be inside it.
+#' @param register Named character vector, `c(output = "asset-name")`: when
+#'   the step completes, each named output is registered as a new version of
+#'   that data asset (locally in amlr's store, on Azure ML as a data asset). A
+#'   failed step registers nothing.
 #' @param step_type `"command"` (default); `"estimator"` reproduces the classic
 #'   `EstimatorStep` on the `"azureml"` backend; `"python_script"` runs the
 #'   bootstrapper as a `PythonScriptStep` there.
@@ -47,7 +52,7 @@
 r_step <- function(script, name = NULL, args = character(), inputs = list(), outputs = character(),
                    environment = NULL, compute = NULL, allow_reuse = TRUE, source_dir = dirname(script),
                    step_type = c("command", "estimator", "python_script"), env = character(),
-                   files = character()) {
+                   files = character(), register = NULL) {
   check_string(script, "script")
   step_type <- match.arg(step_type)
   args <- check_step_args(args)
@@ -96,6 +101,16 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
   if (!is.logical(allow_reuse) || length(allow_reuse) != 1L || is.na(allow_reuse)) {
     amlr_abort("{.arg allow_reuse} must be TRUE or FALSE.", "invalid_spec")
   }
+  if (length(register) && (!is.character(register) || is.null(names(register)) || any(!nzchar(names(register))))) {
+    amlr_abort(c("{.arg register} must be a named character vector: {.code register = c(model = \"cars-model\")}.",
+                 i = "Each name is an output of the step, each value the data asset to register it as."),
+               "invalid_spec")
+  }
+  unknown <- setdiff(names(register), as.character(outputs))
+  if (length(unknown)) {
+    amlr_abort(c("{.arg register} names {.val {unknown}}, not among the step's {.arg outputs}.",
+                 i = "Add the output to {.arg outputs}, or fix its name in {.arg register}."), "invalid_spec")
+  }
   step <- structure(
     list(
       name = name,
@@ -109,7 +124,8 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
       allow_reuse = allow_reuse,
       step_type = step_type,
       env = env,
-      files = files
+      files = files,
+      register = if (length(register)) as.list(register) else NULL
     ),
     class = "amlr_step"
   )
@@ -271,7 +287,8 @@ step_spec <- function(s) {
     allow_reuse = s$allow_reuse,
     step_type = s$step_type,
     env = if (length(s$env)) s$env else structure(list(), names = character()),
-    files = I(s$files %||% character())
+    files = I(s$files %||% character()),
+    register = s$register
   )
 }
 
@@ -283,7 +300,7 @@ env_spec <- function(env) {
 }
 
 normalize_input <- function(x) {
-  if (inherits(x, "amlr_output_ref")) return(x)
+  if (inherits(x, "amlr_output_ref") || inherits(x, "amlr_data_ref")) return(x)
   if (inherits(x, "amlr_step")) {
     amlr_abort(c("An input is a whole step; name one of its outputs.",
                  i = "Use {.code output_of(step, \"{x$outputs[1] %||% 'output'}\")}."), "invalid_spec")
@@ -321,6 +338,7 @@ print.amlr_step <- function(x, ...) {
   if (length(x$env)) cli::cli_text("  env: {paste0(names(x$env), '=', unlist(x$env), collapse = ', ')}")
   for (nm in names(x$inputs)) cli::cli_text("  input {.field {nm}} <- {format_input(x$inputs[[nm]])}")
   if (length(x$outputs)) cli::cli_text("  outputs: {.field {x$outputs}}")
+  for (nm in names(x$register)) cli::cli_text("  registers {.field {nm}} as data asset {.val {x$register[[nm]]}}")
   invisible(x)
 }
 
@@ -328,7 +346,8 @@ format_input <- function(i) {
   switch(i$type,
     step_output = paste0(i$step, "$", i$output),
     uri = i$uri,
-    path = i$path
+    path = i$path,
+    data_asset = paste0("aml_data(\"", i$name, "\", version = \"", i$version, "\")")
   )
 }
 

@@ -70,7 +70,7 @@ def submit(params: dict[str, Any]) -> dict[str, Any]:
     experiment = params.get("experiment") or pipeline.name
     from .spec import PIPELINE_NAME_RE
 
-    if not PIPELINE_NAME_RE.match(experiment):
+    if not PIPELINE_NAME_RE.fullmatch(experiment):
         raise BadRequest(
             f"Experiment name `{experiment}` is not allowed: use letters, digits, `_`, `-` and `.`, "
             "starting with a letter or digit."
@@ -369,6 +369,8 @@ LAZY_METHODS = {
     "environment_source_files": "amlr.environment",
     "workspace_resolve": "amlr.workspace",
     "publish": "amlr.workspace",
+    **{m: "amlr.assets" for m in ("data_register", "data_get", "data_list", "data_download", "model_register",
+                                   "model_get", "model_list", "store_rebuild")},
 }
 
 

@@ -156,7 +156,10 @@ def _input_document(node: CommandNode, name: str, inp: NodeInput, base_dir: str)
     if inp.kind == "binding":
         return inp.path
     path = _local_input_path(node.name, name, inp, base_dir) if inp.kind == "local" else inp.path
-    return {"type": inp.type, "path": path}
+    doc = {"type": inp.type, "path": path}
+    if inp.mode:
+        doc["mode"] = inp.mode
+    return doc
 
 
 def _environment_document(env: NodeEnvironment, base_dir: str) -> dict[str, Any]:
@@ -181,7 +184,9 @@ def node_document(node: CommandNode, base_dir: str) -> dict[str, Any]:
     if node.env:
         body["environment_variables"] = dict(node.env)
     inputs = {name: _input_document(node, name, inp, base_dir) for name, inp in node.inputs}
-    outputs = {name: {"type": "uri_folder"} for name in node.outputs}
+    registered = dict(node.registered)
+    outputs = {name: {"type": "uri_folder", **({"name": registered[name]} if name in registered else {})}
+               for name in node.outputs}
     doc: dict[str, Any] = {"type": "command", "display_name": node.name}
     if node.reuse:
         doc.update(body)
@@ -191,7 +196,7 @@ def node_document(node: CommandNode, base_dir: str) -> dict[str, Any]:
         if node.inputs:
             component["inputs"] = {name: {"type": inp.type} for name, inp in node.inputs}
         if outputs:
-            component["outputs"] = outputs
+            component["outputs"] = {name: {"type": "uri_folder"} for name in node.outputs}
         doc["component"] = component
     if node.compute:
         doc["compute"] = node.compute

@@ -27,15 +27,22 @@ URI_RE = re.compile(r"^(azureml|https?|wasbs?|abfss?|adl)://", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Input:
-    """A step input: a local path, a remote URI, or another step's output."""
+    """A step input: a local path, a remote URI, another step's output, or a registered data asset."""
 
-    kind: str  # "path" | "uri" | "step_output"
+    kind: str  # "path" | "uri" | "step_output" | "data_asset"
     path: Optional[str] = None
     uri: Optional[str] = None
     step: Optional[str] = None
     output: Optional[str] = None
+    asset: Optional[str] = None  # data_asset: name, version ("latest" or a version), mode
+    version: Optional[str] = None
+    mode: Optional[str] = None
+    data_type: Optional[str] = None  # uri_folder | uri_file | mltable; None: look it up
 
     def to_json(self) -> dict[str, Any]:
+        if self.kind == "data_asset":
+            return {"type": "data_asset", "name": self.asset, "version": self.version, "mode": self.mode,
+                    "data_type": self.data_type}
         if self.kind == "path":
             return {"type": "path", "path": self.path}
         if self.kind == "uri":
@@ -57,6 +64,7 @@ class Step:
     step_type: str = "command"
     env: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    register: dict[str, str] = field(default_factory=dict)  # output -> data asset name
 
     def upstream(self) -> list[str]:
         return sorted({i.step for i in self.inputs.values() if i.kind == "step_output" and i.step})
@@ -75,6 +83,7 @@ class Step:
             "step_type": self.step_type,
             "env": dict(self.env),
             "files": list(self.files),
+            **({"register": dict(sorted(self.register.items()))} if self.register else {}),
         }
 
 
@@ -156,7 +165,50 @@ def _parse_input(step: str, name: str, value: Any) -> Input:
     if kind == "path":
         path = _as_str(value.get("path"), where + ".path") or ""
         return Input("path", path=os.path.abspath(os.path.expanduser(path)))
+    if kind == "data_asset":
+        return _parse_data_asset(where, value)
     raise _fail(where, f"Input `{name}` of step `{step}` has unknown type {kind!r}; use a path, a URI or output_of().")
+
+
+DATA_MODES = ("ro_mount", "download")
+
+
+def _parse_data_asset(where: str, value: dict) -> Input:
+    from .store import InvalidAssetName, check_name, check_version
+
+    try:
+        name = check_name(_as_str(value.get("name"), where + ".name"))
+        version = value.get("version")
+        version = "latest" if version in (None, "", "latest", ["latest"]) else check_version(version)
+    except InvalidAssetName as exc:
+        raise _fail(where, exc.message) from exc
+    mode = _as_str(value.get("mode"), where + ".mode", required=False) or "ro_mount"
+    if mode not in DATA_MODES:
+        raise _fail(where + ".mode", f"`mode` of aml_data(\"{name}\") must be one of: {', '.join(DATA_MODES)}.")
+    data_type = _as_str(value.get("data_type"), where + ".data_type", required=False)
+    if data_type not in (None, "uri_folder", "uri_file", "mltable"):
+        raise _fail(where + ".data_type", f"`type` of aml_data(\"{name}\") must be uri_folder, uri_file or mltable.")
+    return Input("data_asset", asset=name, version=version, mode=mode, data_type=data_type)
+
+
+def _parse_register(where: str, raw: Any, outputs: list[str]) -> dict[str, str]:
+    """``r_step(register = c(output = "asset-name"))``: outputs registered as data assets on completion."""
+    from .store import InvalidAssetName, check_name
+
+    if raw in (None, [], {}):
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(where, "`register` must be a named character vector: c(output = \"asset-name\").")
+    out: dict[str, str] = {}
+    for output, asset in raw.items():
+        if output not in outputs:
+            raise _fail(where, f"`register` names output `{output}`, which the step does not declare "
+                               f"(its outputs: {', '.join(outputs) or 'none'}); add it to `outputs`.")
+        try:
+            out[output] = check_name(asset)
+        except InvalidAssetName as exc:
+            raise _fail(where, f"register = c({output} = ...): {exc.message}") from exc
+    return out
 
 
 def _as_list(value: Any) -> list:
@@ -174,7 +226,7 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
         raise _fail(f"steps[{index}]", "Each step must be an object built by r_step().")
     name = _as_str(raw.get("name"), f"steps[{index}].name")
     assert name is not None
-    if not STEP_NAME_RE.match(name):
+    if not STEP_NAME_RE.fullmatch(name):
         raise _fail(
             f"steps[{index}].name",
             f"Step name `{name}` is not allowed: Azure ML wants lower-case letters, digits and `_`, "
@@ -193,7 +245,7 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
         raise _fail(where + ".inputs", f"`inputs` of step `{name}` must be a named list.")
     inputs: dict[str, Input] = {}
     for in_name, value in inputs_raw.items():
-        if not PORT_NAME_RE.match(in_name):
+        if not PORT_NAME_RE.fullmatch(in_name):
             raise _fail(
                 f"{where}.inputs.{in_name}",
                 f"Input name `{in_name}` of step `{name}` must be letters, digits and `_`, starting with a letter or `_`.",
@@ -202,7 +254,7 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
     outputs = [str(o) for o in _as_list(raw.get("outputs"))]
     seen_out: set[str] = set()
     for out in outputs:
-        if not PORT_NAME_RE.match(out):
+        if not PORT_NAME_RE.fullmatch(out):
             raise _fail(
                 f"{where}.outputs",
                 f"Output name `{out}` of step `{name}` must be letters, digits and `_`, starting with a letter or `_`.",
@@ -242,6 +294,7 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
         step_type=step_type,
         env=_parse_env(raw.get("env"), where, name),
         files=_parse_files(raw.get("files"), where, name, source_dir, check_paths=check_paths),
+        register=_parse_register(where + ".register", raw.get("register"), outputs),
     )
     _check_script(step, check_paths=check_paths)
     _check_placeholders(step)
@@ -283,7 +336,7 @@ def _parse_env(value: Any, where: str, step: str) -> dict[str, str]:
     for key, val in value.items():
         if isinstance(val, list) and len(val) == 1:
             val = val[0]
-        if not ENV_NAME_RE.match(key):
+        if not ENV_NAME_RE.fullmatch(key):
             raise _fail(f"{where}.env.{key}", f"Environment variable name `{key}` of step `{step}` is not valid: "
                         "letters, digits and `_`, not starting with a digit.")
         if key.upper().startswith(RESERVED_ENV_PREFIXES):
@@ -404,7 +457,7 @@ def validate(raw: Any, *, check_paths: bool = True) -> Pipeline:
     # own error says more than the pipeline's would.
     name = _as_str(raw.get("name"), "name")
     assert name is not None
-    if not PIPELINE_NAME_RE.match(name):
+    if not PIPELINE_NAME_RE.fullmatch(name):
         raise _fail(
             "name",
             f"Pipeline name `{name}` is not allowed: use letters, digits, `_`, `-` and `.`, starting with a letter or digit.",

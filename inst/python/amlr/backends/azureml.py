@@ -330,14 +330,16 @@ def build_pipeline(workspace: Any, plan: Plan, *, datastore: Any, input_paths: M
                    build_contexts: Optional[Mapping[str, Any]] = None,
                    compute_types: Optional[Mapping[str, str]] = None,
                    get_datastore: Optional[Callable[[str], Any]] = None,
-                   include_secrets: bool = False) -> Built:
+                   include_secrets: bool = False,
+                   get_dataset: Optional[Callable[[str, str], Any]] = None) -> Built:
     """The azureml-pipeline objects for ``plan``; no request is made.
 
     ``input_paths`` maps local-path inputs to their place on ``datastore``
     (from :func:`upload_inputs`); ``build_contexts`` maps environment
     identities to uploaded DockerBuildContexts; ``compute_types`` maps compute
     names to AML types (default ``AmlCompute``), so no compute is fetched.
-    ``get_datastore`` resolves other datastores named by ``azureml://`` inputs.
+    ``get_datastore`` resolves other datastores named by ``azureml://`` inputs;
+    ``get_dataset(name, version)`` the registered datasets that ``aml_data()`` names.
     """
     from azureml.pipeline.core import Pipeline as AmlPipeline, PipelineData
 
@@ -348,13 +350,15 @@ def build_pipeline(workspace: Any, plan: Plan, *, datastore: Any, input_paths: M
         for identity, env in plan.environments.items()
     }
     outputs: dict[str, dict[str, Any]] = {
-        p.step.name: {o: PipelineData(o, datastore=datastore) for o in p.step.outputs} for p in plan.steps
+        p.step.name: {o: registered_output(PipelineData(o, datastore=datastore), p.step.register.get(o))
+                      for o in p.step.outputs}
+        for p in plan.steps
     }
     built_steps: dict[str, Any] = {}
     argv: dict[str, list[str]] = {}
     inputs_by_step: dict[str, dict[str, Any]] = {}
     for p in plan.steps:
-        ports = _inputs(p.step, outputs, datastore, input_paths, plan.input_hashes, get_datastore)
+        ports = _inputs(p.step, outputs, datastore, input_paths, plan.input_hashes, get_datastore, get_dataset)
         bindings = {"input": ports, "output": outputs[p.step.name]}
         command = stepcontract.command(p.step.name, list(ports), p.step.outputs,
                                        lambda kind, name: bindings[kind][name])
@@ -375,15 +379,25 @@ def build_pipeline(workspace: Any, plan: Plan, *, datastore: Any, input_paths: M
 
 def _inputs(step: Step, outputs: Mapping[str, Mapping[str, Any]], datastore: Any, input_paths: Mapping[str, str],
             input_hashes: Mapping[str, str],
-            get_datastore: Optional[Callable[[str], Any]]) -> dict[str, Any]:
-    """Input ports (name -> InputPortBinding) of the inputs Azure ML mounts (web URIs are contract values)."""
+            get_datastore: Optional[Callable[[str], Any]],
+            get_dataset: Optional[Callable[[str, str], Any]] = None) -> dict[str, Any]:
+    """Input ports (name -> binding) of the inputs Azure ML mounts (web URIs are contract values)."""
     from azureml.data.data_reference import DataReference
     from azureml.pipeline.core.graph import InputPortBinding
 
     ports: dict[str, Any] = {}
     for name, inp in sorted(step.inputs.items()):
         if inp.kind == "step_output":
-            ports[name] = outputs[inp.step or ""][inp.output or ""].as_input(name)
+            upstream = outputs[inp.step or ""][inp.output or ""]
+            # A registered output is a PipelineOutputFileDataset, bound by name instead of as_input().
+            ports[name] = upstream.as_input(name) if hasattr(upstream, "as_input") else \
+                upstream.as_named_input(name).as_mount()
+        elif inp.kind == "data_asset":
+            if get_dataset is None:
+                raise InvalidSpec(f"Input `{name}` of step `{step.name}` is data asset `{inp.asset}`, which needs a "
+                                  "workspace to look up.", field=f"steps[{step.name}].inputs.{name}")
+            named = get_dataset(inp.asset or "", inp.version or "latest").as_named_input(name)
+            ports[name] = named.as_download() if inp.mode == "download" else named.as_mount()
         elif inp.kind == "path":
             local = inp.path or ""
             if local not in input_paths:
@@ -402,6 +416,26 @@ def _inputs(step: Step, outputs: Mapping[str, Mapping[str, Any]], datastore: Any
             ref = DataReference(store, data_reference_name=f"{name}_{digest}", path_on_datastore=path, mode="mount")
             ports[name] = InputPortBinding(name, bind_object=ref, bind_mode="mount")
     return ports
+
+
+def registered_output(data: Any, asset: Optional[str]) -> Any:
+    """``r_step(register = )``: the output as a dataset that Azure ML registers (a new version) when the step ends."""
+    if not asset:
+        return data
+    return data.as_dataset().register(name=asset, create_new_version=True)
+
+
+def get_registered_dataset(workspace: Any, name: str, version: str) -> Any:
+    from azureml.core import Dataset
+
+    try:
+        return Dataset.get_by_name(workspace, name=name, version=version or "latest")
+    except Exception as exc:  # the SDK raises its own exception types for "not found"
+        raise AmlrError(
+            f"Data asset `{name}` version {version} could not be read from workspace `{workspace.name}` "
+            f"({type(exc).__name__}: {str(exc)[:300]}). Check its name and version in Azure ML studio, or register "
+            "it with register_data(path, name, backend = \"azureml\")."
+        ) from None
 
 
 def _lookup_datastore(get_datastore: Optional[Callable[[str], Any]], name: str, step: Step, input_name: str) -> Any:
@@ -606,7 +640,7 @@ def prepare(reg: Registry, pipeline: Pipeline, run_dir: str, options: Mapping[st
     built = build_pipeline(
         workspace, plan, datastore=datastore, input_paths=input_paths, build_contexts=contexts,
         compute_types=compute_types, get_datastore=lambda name: _default_datastore(workspace, name),
-        include_secrets=True,
+        include_secrets=True, get_dataset=lambda name, version: get_registered_dataset(workspace, name, version),
     )
     _write_json(os.path.join(run_dir, "azureml.json"), built.describe(plan))
     return Prepared(info, workspace, plan, built, warnings, secrets)

@@ -89,9 +89,10 @@ def map_status(v2_status: Optional[str], previous: str = "NotStarted") -> str:
 class NodeInput:
     """A command job input: a local file/folder (uploaded by Azure ML), a URI, or a binding."""
 
-    kind: str  # "local" | "uri" | "binding"
-    type: str  # "uri_file" | "uri_folder"
-    path: str  # absolute local path | URI | ${{parent.jobs.<step>.outputs.<name>}}
+    kind: str  # "local" | "uri" | "binding" | "asset"
+    type: str  # "uri_file" | "uri_folder" | "mltable"
+    path: str  # absolute local path | URI | ${{parent.jobs.<step>.outputs.<name>}} | azureml:<name>:<version>
+    mode: Optional[str] = None  # data assets: "ro_mount" | "download"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class CommandNode:
     compute: Optional[str]  # "azureml:<name>", "serverless", or None (the pipeline default)
     reuse: bool
     env: tuple[tuple[str, str], ...] = ()  # r_step(env =), also set on the job
+    registered: tuple[tuple[str, str], ...] = ()  # output -> data asset name Azure ML registers it as
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,18 @@ def uri_type(uri: str) -> str:
     return "uri_file" if "." in last.strip(".") else "uri_folder"
 
 
+def asset_reference(name: str, version: Optional[str]) -> str:
+    """``azureml:<name>:<version>``; ``azureml:<name>@latest`` for the newest version (Azure ML's label)."""
+    if version in (None, "", "latest"):
+        return f"azureml:{name}@latest"
+    return f"azureml:{name}:{version}"
+
+
 def plan_input(step: Step, name: str) -> NodeInput:
     inp = step.inputs[name]
+    if inp.kind == "data_asset":
+        return NodeInput("asset", inp.data_type or "uri_folder", asset_reference(inp.asset or "", inp.version),
+                         inp.mode or "ro_mount")
     if inp.kind == "step_output":
         return NodeInput("binding", "uri_folder", parent_output(inp.step or "", inp.output or ""))
     if inp.kind == "uri":
@@ -192,6 +204,7 @@ def plan_node(step: Step, *, code: str, environment: NodeEnvironment, compute: O
         compute=compute_ref(step.compute),
         reuse=step.allow_reuse,
         env=tuple(sorted(step.env.items())),
+        registered=tuple(sorted(step.register.items())),
     )
 
 
@@ -295,8 +308,11 @@ def to_azure_job(plan: JobPlan) -> Any:
             display_name=node.name,
             code=node.code,
             command=node.command,
-            inputs={name: sdk.Input(type=inp.type, path=inp.path) for name, inp in node.inputs},
-            outputs={name: sdk.Output(type="uri_folder") for name in node.outputs},
+            inputs={name: sdk.Input(type=inp.type, path=inp.path, **({"mode": inp.mode} if inp.mode else {}))
+                    for name, inp in node.inputs},
+            outputs={name: sdk.Output(type="uri_folder", **({"name": dict(node.registered)[name]}
+                                                              if name in dict(node.registered) else {}))
+                     for name in node.outputs},
             environment=_sdk_environment(node.environment),
             compute=node.compute,
             is_deterministic=node.reuse,
@@ -421,6 +437,8 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
     info = resolve(workspace if isinstance(workspace, dict) else None)
     run_dir = reg.run_dir(run_id)
     try:
+        client = connect(info)
+        pipeline = with_asset_types(pipeline, client)
         plan = stage(
             pipeline,
             snapshots_dir=os.path.join(run_dir, "snapshots"),
@@ -430,7 +448,6 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
             force_rerun=bool(options.get("regenerate_outputs")),
         )
         job = to_azure_job(plan)
-        client = connect(info)
         with azure_call(f"submitting pipeline `{pipeline.name}` to workspace `{info.workspace_name}`"):
             created = client.jobs.create_or_update(job, experiment_name=experiment)
     except BaseException:
@@ -462,6 +479,27 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
     out = reg.get_run(run_id)
     out["warnings"] = list(plan.warnings)
     return out
+
+
+def with_asset_types(pipeline: Pipeline, client: Any) -> Pipeline:
+    """The pipeline with each ``aml_data()`` input's type (uri_folder/uri_file/mltable) read from the workspace."""
+    import dataclasses
+
+    steps = []
+    for step in pipeline.steps:
+        inputs = dict(step.inputs)
+        for name, inp in step.inputs.items():
+            if inp.kind != "data_asset" or inp.data_type:
+                continue
+            what = f"reading data asset `{inp.asset}` (input `{name}` of step `{step.name}`)"
+            with azure_call(what):
+                if inp.version in (None, "latest"):
+                    found = client.data.get(name=inp.asset, label="latest")
+                else:
+                    found = client.data.get(name=inp.asset, version=inp.version)
+            inputs[name] = dataclasses.replace(inp, data_type=str(getattr(found, "type", None) or "uri_folder"))
+        steps.append(dataclasses.replace(step, inputs=inputs))
+    return dataclasses.replace(pipeline, steps=steps)
 
 
 def _write_json(path: str, data: Any) -> None:

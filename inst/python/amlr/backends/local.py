@@ -64,6 +64,8 @@ def _fingerprint(step: Step, snapshot_hash: str, upstream: dict[str, str], input
             inputs[name] = f"step:{upstream[inp.step or '']}:{inp.output}"
         elif inp.kind == "path":
             inputs[name] = f"path:{input_hashes[inp.path or '']}"
+        elif inp.kind == "data_asset":  # the resolved version's content: "latest" re-runs only when it changes
+            inputs[name] = f"data:{input_hashes[data_key(inp)]}:{inp.mode}"
         else:
             inputs[name] = f"uri:{inp.uri}"
     payload = {
@@ -80,6 +82,7 @@ def _fingerprint(step: Step, snapshot_hash: str, upstream: dict[str, str], input
 
 def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[str, Any]:
     """Per-step snapshots and fingerprints for every step, written to ``spec.json``."""
+    data_assets = resolve_data_assets(reg, pipeline)  # an unknown asset fails before anything is written
     run_dir = reg.run_dir(run_id)
     os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
     staged = packaging.stage_steps(pipeline, os.path.join(run_dir, "snapshots"), metrics_sink="none",
@@ -94,6 +97,9 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
                 warn(f"Input `{[n for n, i in step.inputs.items() if i is inp][0]}` of step `{step.name}` is a web "
                      "URL: a local step gets the URL itself and reads it, while on azureml_v2 Azure ML downloads "
                      "it and the step gets a file path.")
+    for step_assets in data_assets.values():
+        for info in step_assets.values():
+            input_hashes[info["key"]] = info["content_hash"]
     base_env = step_base_env()
     fingerprints: dict[str, str] = {}
     for step in pipeline.steps:  # run order: upstream fingerprints exist already
@@ -111,6 +117,7 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
                 "log": os.path.join(run_dir, "logs", f"{s.name}.log"),
                 "outputs": {o: os.path.join(run_dir, "outputs", s.name, o) for o in s.outputs},
                 "metrics": os.path.join(run_dir, "metrics", f"{s.name}.jsonl"),
+                "data_assets": data_assets[s.name],
             }
             for s in pipeline.steps
         },
@@ -123,6 +130,29 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
 def _fixed_values(step: Step) -> dict[str, str]:
     """Inputs whose value is known when the job is built: URIs the script reads itself."""
     return {name: inp.uri or "" for name, inp in step.inputs.items() if inp.kind == "uri"}
+
+
+def data_key(inp: Any) -> str:
+    return f"asset:{inp.asset}:{inp.version}"
+
+
+def resolve_data_assets(reg: Registry, pipeline: Pipeline) -> dict[str, dict[str, dict[str, Any]]]:
+    """Step -> input -> the store version that ``aml_data(name, version)`` means now (before anything runs)."""
+    from ..store import Store
+
+    store = Store(reg.home)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for step in pipeline.steps:
+        out[step.name] = {}
+        for name, inp in sorted(step.inputs.items()):
+            if inp.kind != "data_asset":
+                continue
+            asset = store.get("data", inp.asset or "", inp.version)
+            out[step.name][name] = {
+                "name": asset.name, "version": asset.version, "requested": inp.version, "mode": inp.mode,
+                "content_hash": asset.content_hash, "path": asset.path, "key": data_key(inp),
+            }
+    return out
 
 
 def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +314,8 @@ class Runner:
                 out[name] = self.outputs[inp.step or ""][inp.output or ""]
             elif inp.kind == "path":
                 out[name] = os.path.abspath(inp.path or "")
+            elif inp.kind == "data_asset":
+                out[name] = self._data_input(step, name)
             else:
                 out[name] = inp.uri or ""
         return out
@@ -310,6 +342,10 @@ class Runner:
             {"name": m["name"], "value": m["value_num"] if m["value_num"] is not None else m["value_str"], "time": m["time"]}
             for m in self.reg.get_metrics(prior["run_id"]) if m["step"] == prior["name"]
         ])
+        failure = self._register_outputs(step, prior["outputs"], info["log"])
+        if failure:
+            self.reg.update_step(self.run_id, step.name, status="Failed", error=failure)
+            return "Failed"
         return "Completed"
 
     def _argv(self, step: Step, info: dict[str, Any]) -> list[str]:
@@ -333,6 +369,46 @@ class Runner:
         elif os.path.isdir(written):
             os.rmdir(written)
         return outputs
+
+    def _data_input(self, step: Step, name: str) -> str:
+        """The store's read-only copy (ro_mount), or a private writable copy (download), as on Azure ML."""
+        info = self.plan["steps"][step.name]["data_assets"][name]
+        if info["mode"] != "download":
+            return info["path"]
+        target = os.path.join(self.run_dir, "inputs", step.name, name)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        if os.path.isdir(info["path"]):
+            shutil.copytree(info["path"], target, copy_function=shutil.copyfile)  # writable: no modes copied
+        else:
+            os.makedirs(target)
+            target = os.path.join(target, os.path.basename(info["path"]))
+            shutil.copyfile(info["path"], target)
+        return target
+
+    def _register_outputs(self, step: Step, outputs: dict[str, str], log_path: str) -> Optional[str]:
+        """``r_step(register = ...)``: each named output becomes a data asset version; an error text or None."""
+        if not step.register:
+            return None
+        from ..store import Store
+
+        info = self.plan["steps"][step.name]
+        lineage = {
+            "run": self.run_id, "step": step.name, "fingerprint": info["fingerprint"],
+            "data_assets": [{"name": d["name"], "version": d["version"]} for _, d in sorted(info["data_assets"].items())],
+        }
+        for output, asset_name in sorted(step.register.items()):
+            try:
+                asset = Store(self.reg.home).register(
+                    "data", outputs[output], asset_name, source=f"run {self.run_id}, step {step.name}, output {output}",
+                    lineage={**lineage, "output": output},
+                )
+            except AmlrError as exc:
+                self._log(log_path, f"amlr: registering output `{output}` as `{asset_name}` failed: {exc.message}")
+                return f"registering output `{output}` as data asset `{asset_name}` failed: {exc.message}"
+            what = "is already" if asset.existing else "registered as"
+            self._log(log_path, f"amlr: output `{output}` {what} data asset `{asset.name}` version {asset.version}.")
+        return None
 
     def _run_step(self, step: Step) -> str:
         info = self.plan["steps"][step.name]
@@ -373,6 +449,9 @@ class Runner:
             status, error = "Canceled", "the run was canceled"
         elif code == 0:
             status, error = "Completed", None
+            failure = self._register_outputs(step, info["outputs"], log_path)
+            if failure:
+                status, error = "Failed", failure
             with self.lock:
                 self.outputs[step.name] = outputs
         else:
