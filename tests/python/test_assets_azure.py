@@ -278,7 +278,8 @@ def test_classic_binds_the_registered_dataset_mounted_or_downloaded(offline, tmp
     port = built.inputs["train"]["cars"]
     assert isinstance(port, DatasetConsumptionConfig)
     assert (port.name, port.mode) == ("cars", expected)
-    assert "--input" in built.argv["train"] and "cars=$AZUREML_DATAREFERENCE_cars" in built.argv["train"]
+    argv = built.argv["train"]
+    assert argv[argv.index("cars") - 1:argv.index("cars") + 2] == ["--input", "cars", "$AZUREML_DATAREFERENCE_cars"]
 
 
 def test_classic_registers_the_output_as_a_dataset_and_still_feeds_the_next_step(offline, tmp_path):

@@ -568,9 +568,9 @@ def test_wait_stream_follows_a_v2_run_in_one_process(tmp_path, azure):
     azure.jobs.logs[f"{REMOTE}_hello"] = "Hello from R\nPipeline step execution returned 0\n"
     events = [json.loads(line) for line in api.stream_json(json.dumps(
         {"method": "wait", "params": {"home": str(home), "run": run["id"]}}))]
-    lines = [l["line"] for e in events if e.get("event") == "log" for l in e["lines"]]
-    assert lines == ["Hello from R", "Pipeline step execution returned 0"]
-    assert [e["steps"][0]["status"] for e in events if e.get("event") == "steps"] == ["Completed"]
+    text = "".join(e["text"] for e in events if e.get("event") == "log")
+    assert text.splitlines() == ["Hello from R", "Pipeline step execution returned 0"]
+    assert [e["steps"][0]["status"] for e in events if e.get("event") == "steps" and e["steps"]] == ["Completed"]
     assert events[-1]["result"]["status"] == "Completed"
 
 
