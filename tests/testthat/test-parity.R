@@ -158,3 +158,45 @@ test_that("the classic backend says once per session that its SDK is past its en
   expect_message(amlr:::classic_sdk_notice(), "end of support on 2026-06-30", class = "amlr_classic_notice")
   expect_silent(amlr:::classic_sdk_notice())
 })
+
+test_that("run_prune() deletes old runs and the stored files only they use, and a dry run touches nothing", {
+  skip_if_no_rscript()
+  home <- local_amlr_home()
+  src <- write_scripts(job.R = 'writeLines(strrep("x", 1e5), file.path(amlr::step_output("o"), "x.txt"))')
+  writeBin(as.raw(rep(1:255, 4000)), file.path(src, "data.bin"))  # ~1 MB of data in the snapshot
+  step <- r_step(file.path(src, "job.R"), outputs = "o", allow_reuse = FALSE)
+  ids <- vapply(1:3, function(i) suppressMessages(submit_r_pipeline(step, quiet = TRUE))$id, "")
+  objects <- function() length(list.files(file.path(home, "objects"), recursive = TRUE))
+  stored <- objects()
+  expect_gt(stored, 0)
+  dry <- suppressMessages(run_prune(keep = 1, dry_run = TRUE))
+  expect_setequal(dry$runs, ids[1:2])
+  expect_gt(dry$bytes, 2e5)  # their outputs; the shared snapshot files stay with the kept run
+  expect_lt(dry$bytes, 1e6)
+  expect_equal(nrow(run_list()), 3L)
+  done <- suppressMessages(run_prune(keep = 1))
+  expect_setequal(run_list()$id, ids[3])
+  expect_false(any(dir.exists(file.path(home, "runs", ids[1:2]))))
+  expect_equal(objects(), stored)  # still used by the kept run
+  suppressMessages(run_prune(keep = 0))
+  expect_equal(nrow(run_list()), 0L)
+  expect_equal(objects(), 0L)
+  expect_error(run_prune(), "Say which runs", class = "amlr_error_bad_request")
+  expect_error(run_prune(keep = -1), "whole number", class = "amlr_error_bad_request")
+})
+
+test_that("an unchanged folder resubmitted stores next to nothing", {
+  skip_if_no_rscript()
+  home <- local_amlr_home()
+  src <- write_scripts(job.R = 'cat("ok\\n")')
+  writeBin(as.raw(rep(1:255, 20000)), file.path(src, "big.bin"))  # 5 MB
+  step <- r_step(file.path(src, "job.R"), allow_reuse = FALSE)
+  suppressMessages(submit_r_pipeline(step, quiet = TRUE))
+  blocks <- function() {
+    out <- system2("du", c("-sk", shQuote(home)), stdout = TRUE)
+    as.numeric(strsplit(out, "\t")[[1]][1])
+  }
+  before <- blocks()
+  suppressMessages(submit_r_pipeline(step, quiet = TRUE))
+  expect_lt(blocks() - before, 1024)  # KB: the 5 MB file is a hard link, not a copy
+})

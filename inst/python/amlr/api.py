@@ -132,6 +132,21 @@ def list_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+@method("prune")
+def prune_runs(params: dict[str, Any]) -> dict[str, Any]:
+    from .prune import prune
+
+    def number(key: str) -> Any:
+        value = params.get(key)
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+    keep = number("keep")
+    if isinstance(keep, float) and keep.is_integer():
+        keep = int(keep)
+    return prune(registry(params), keep=keep, older_than_days=number("older_than"),
+                 experiment=params.get("experiment"), dry_run=bool(params.get("dry_run")))
+
+
 @method("metrics")
 def metrics(params: dict[str, Any]) -> list[dict[str, Any]]:
     reg, run, backend = _run_and_backend(params)
