@@ -324,6 +324,13 @@ LAZY_METHODS = {
     "environment_source_files": "amlr.environment",
     "workspace_resolve": "amlr.workspace",
     "publish": "amlr.workspace",
+    "endpoint_deploy": "amlr.endpoints",
+    "endpoint_export": "amlr.endpoints",
+    "endpoint_get": "amlr.endpoints",
+    "endpoint_list": "amlr.endpoints",
+    "endpoint_logs": "amlr.endpoints",
+    "endpoint_invoke": "amlr.endpoints",
+    "endpoint_delete": "amlr.endpoints",
 }
 
 
