@@ -157,8 +157,16 @@ post_local <- function(endpoint, body, timeout, call = rlang::caller_env()) {
   curl::handle_setopt(handle, post = TRUE, postfields = enc2utf8(as.character(body)), timeout = timeout,
                       connecttimeout = 5)
   curl::handle_setheaders(handle, "Content-Type" = "application/json")
-  res <- tryCatch(curl::curl_fetch_memory(paste0(endpoint$url, "/score"), handle = handle), error = function(e) NULL)
-  if (is.null(res)) return(NULL)
+  res <- tryCatch(curl::curl_fetch_memory(paste0(endpoint$url, "/score"), handle = handle), error = function(e) e)
+  if (inherits(res, "error")) {
+    # Asking the bridge again would wait as long again: a timeout is reported here.
+    if (grepl("Timeout was reached", conditionMessage(res), fixed = TRUE)) {
+      amlr_abort(c("Endpoint {.val {endpoint$name}} did not answer within {timeout} second{?s}.",
+                   i = "{.fn score} may be slow for this many rows: pass a larger {.arg timeout}, or fewer rows."),
+                 "endpoint_timeout", call = call)
+    }
+    return(NULL)
+  }
   text <- rawToChar(res$content)
   Encoding(text) <- "UTF-8"
   if (identical(res$status_code, 200L)) return(text)

@@ -34,11 +34,12 @@ writeLines(c(
 ), score_file)
 
 ep <- suppressMessages(deploy_r_model(model_dir, score_file, name = "bench-cars"))
-on.exit({
+# The server outlives this script unless deleted: whatever happens below.
+cleanup <- function() {
   try(suppressMessages(endpoint_delete(ep)), silent = TRUE)
   unlink(home, recursive = TRUE)
   if (is.na(old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = old_home)
-}, add = TRUE)
+}
 
 app <- new.env()
 sys.source(score_file, envir = app)
@@ -49,7 +50,7 @@ cat(R.version.string, "| plumber", format(utils::packageVersion("plumber")), "| 
     format(utils::packageVersion("curl")), "\n\n")
 cat("endpoint_invoke() on a local endpoint vs score() in this R session (median of n rounds, taking turns)\n")
 set.seed(1)
-for (n in names(ROUNDS)) {
+tryCatch(for (n in names(ROUNDS)) {
   rows <- as.integer(n)
   newdata <- mtcars[sample(nrow(mtcars), rows, replace = TRUE), c("wt", "hp", "disp", "qsec")]
   rownames(newdata) <- NULL
@@ -64,5 +65,5 @@ for (n in names(ROUNDS)) {
   report_line(sprintf("%s row(s): endpoint_invoke()", n), format_ms(t$invoke$median), sprintf("min %s, n = %d", format_ms(t$invoke$min), t$invoke$n))
   report_line(sprintf("%s row(s): ratio invoke / direct", n), sprintf("%.1f", t$invoke$median / t$direct$median),
               sprintf("(HTTP + JSON cost: %s per call)", format_ms(t$invoke$median - t$direct$median)))
-}
+}, finally = cleanup())
 cat("\nload average at the end:", machine_summary(), "\n")

@@ -482,3 +482,115 @@ def test_deploy_moves_traffic_to_a_new_deployment_once_it_exists(azure_inputs: d
     client.calls.clear()
     endpoints.deploy_azure(client, p, str(tmp_path / "staging"))
     assert [c[0] for c in client.calls] == ["get", "endpoint"]
+
+
+# -- attacks --------------------------------------------------------------------------------------
+
+
+def test_two_deploys_of_one_name_at_once_start_one_server(tmp_path: Path) -> None:
+    model = make_model(tmp_path / "model")
+    score = write(tmp_path / "score.R", SCORE)
+    home = tmp_path / "home"
+    outcomes: list[Any] = []
+
+    def one() -> None:
+        out = json.loads(endpoints_api_call(home, "endpoint_deploy", name="raced", backend="local",
+                                            model={"path": model}, score=score, rscript="Rscript",
+                                            serve_script=SERVE_SCRIPT, r_libs=[]))
+        outcomes.append(out)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        ok = [o["result"] for o in outcomes if "result" in o]
+        errors = [o["error"]["class"] for o in outcomes if "error" in o]
+        assert len(ok) == 1 and errors == ["endpoint_exists"]
+        servers = subprocess.run(["pgrep", "-f", f"{home}/endpoints/raced"], capture_output=True, text=True)
+        assert servers.stdout.split() == [] or servers.stdout.split() == [str(ok[0]["pid"])]
+        assert [e["pid"] for e in call(home, "endpoint_list")] == [ok[0]["pid"]]
+    finally:
+        call(home, "endpoint_delete", name="raced")
+
+
+def endpoints_api_call(home: Path, method: str, **params: Any) -> str:
+    from amlr import api
+
+    params["home"] = str(home)
+    return api.handle_json(json.dumps({"method": method, "params": params}))
+
+
+def test_a_slow_score_times_out_as_a_classed_error(tmp_path: Path) -> None:
+    model = make_model(tmp_path / "model")
+    score = write(tmp_path / "score.R", "init <- function(model_dir) 1\n"
+                                        "score <- function(model, data) { Sys.sleep(as.numeric(data$s[1])); 1 }\n")
+    home = tmp_path / "home"
+    deploy(home, "slow-score", model, score)
+    try:
+        started = time.monotonic()
+        err = call_error(home, "endpoint_invoke", name="slow-score", body='{"data": [{"s": 4}]}', timeout=1)
+        assert err["class"] == "endpoint_timeout" and "larger `timeout`" in err["message"]
+        assert time.monotonic() - started < 3.5
+        # The server is still there and answers once it is done.
+        assert json.loads(call(home, "endpoint_invoke", name="slow-score", body='{"data": [{"s": 0}]}')) == [1]
+    finally:
+        call(home, "endpoint_delete", name="slow-score")
+
+
+def test_a_record_whose_pid_is_someone_else_never_kills_it(tmp_path: Path) -> None:
+    """A pid reused after a reboot (same number, another process) is not our server."""
+    home = str(tmp_path)
+    record = {"name": "stale-pid", "backend": "local", "url": "http://127.0.0.1:9", "port": 9, "pid": os.getpid(),
+              "identity": f"{os.getpid()}:1", "log": str(tmp_path / "none.log"), "model": {}, "created": 0}
+    endpoints.write_record(home, record)
+    got = call(tmp_path, "endpoint_get", name="stale-pid")
+    assert got["status"] == "Dead"
+    call(tmp_path, "endpoint_delete", name="stale-pid")
+    assert procs.pid_alive(os.getpid())  # still here
+    assert call(tmp_path, "endpoint_list") == []
+
+
+def test_the_server_gets_no_azure_or_amlr_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "cs-5e1f-never-in-a-server")
+    monkeypatch.setenv("AMLR_REGISTRY_PASSWORD", "pw-9a0b-never-in-a-server")
+    model = make_model(tmp_path / "model")
+    score = write(tmp_path / "score.R", "init <- function(model_dir) 1\n"
+                                        "score <- function(model, data) Sys.getenv(c('AZURE_CLIENT_SECRET', "
+                                        "'AMLR_REGISTRY_PASSWORD', 'AMLR_MODEL_DIR'))\n")
+    home = tmp_path / "home"
+    deploy(home, "no-secrets", model, score)
+    try:
+        got = json.loads(call(home, "endpoint_invoke", name="no-secrets", body='{"data": [{"x": 1}]}'))
+        assert got == ["", "", model]
+    finally:
+        call(home, "endpoint_delete", name="no-secrets")
+
+
+def test_odd_characters_in_model_and_home_paths(tmp_path: Path) -> None:
+    root = tmp_path / "a dir with spaces, 'quotes' & ünïcødé"
+    model = make_model(root / "model $HOME `x`")
+    score = write(root / "score file.R", SCORE)
+    home = root / "amlr home"
+    ep = deploy(home, "odd-paths", model, score)
+    try:
+        got = json.loads(call(home, "endpoint_invoke", name="odd-paths", body='{"data": [{"wt": 3, "hp": 100}]}'))
+        assert len(got) == 1
+    finally:
+        call(home, "endpoint_delete", name="odd-paths")
+    assert not procs.pid_alive(ep["pid"])
+
+
+def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    """What a missing plumber looks like: R stops before serving; deploy says why and leaves nothing."""
+    model = make_model(tmp_path / "model")
+    score = write(tmp_path / "score.R", SCORE)
+    broken_app = write(tmp_path / "serve.R", 'library("plumberNotInstalledAnywhere")\n')
+    home = tmp_path / "home"
+    err = call_error(home, "endpoint_deploy", name="cannot-start", backend="local", model={"path": model},
+                     score=score, rscript="Rscript", serve_script=broken_app, r_libs=[], timeout=30)
+    assert err["class"] == "endpoint_failed"
+    assert "server process ended" in err["message"] and "plumberNotInstalledAnywhere" in err["message"]
+    assert err["data"]["log"]
+    assert not os.path.exists(endpoints.endpoint_dir(str(home), "cannot-start"))

@@ -227,3 +227,35 @@ test_that("export_endpoint() writes endpoint, deployment and build context", {
                class = "amlr_error_file_exists")
   expect_error(export_endpoint(model, write_score("x <- 1"), "cars-model", tempfile()), class = "amlr_error_score_file")
 })
+
+test_that("a slow score() is a classed timeout, and the endpoint keeps serving", {
+  score <- write_score(c("init <- function(model_dir) 1",
+                         "score <- function(model, data) { Sys.sleep(data$s[1]); data$s * 2 }"))
+  ep <- suppressMessages(deploy_r_model(cars_model(), score, name = "slow-score"))
+  withr::defer(suppressMessages(endpoint_delete(ep)))
+  started <- Sys.time()
+  expect_error(endpoint_invoke(ep, data.frame(s = 3), timeout = 1), class = "amlr_error_endpoint_timeout")
+  expect_lt(as.numeric(difftime(Sys.time(), started, units = "secs")), 2.9)
+  expect_equal(endpoint_invoke(ep, data.frame(s = 0))$prediction, 0)
+})
+
+test_that("an endpoint outlives the R session that deployed it", {
+  home <- Sys.getenv("AMLR_HOME")
+  model <- cars_model()
+  score <- write_score(score_lines)
+  script <- withr::local_tempfile(fileext = ".R")
+  writeLines(c(
+    sprintf("Sys.setenv(AMLR_HOME = %s)", deparse(home)),
+    sprintf("options(amlr.bridge = %s)", deparse(amlr:::amlr_bridge())),
+    sprintf("ep <- amlr::deploy_r_model(%s, %s, name = 'outlives')", deparse(model), deparse(score)),
+    "cat(ep$pid)"
+  ), script)
+  out <- system2(file.path(R.home("bin"), "Rscript"), script, stdout = TRUE, stderr = FALSE)
+  withr::defer(try(suppressMessages(endpoint_delete("outlives")), silent = TRUE))
+  pid <- as.integer(utils::tail(out, 1))
+  expect_true(process_running(pid))
+  expect_identical(as.character(endpoint_status("outlives")), "Healthy")
+  expect_equal(nrow(endpoint_invoke("outlives", data.frame(wt = 3, hp = 100))), 1L)
+  suppressMessages(endpoint_delete("outlives"))
+  expect_false(process_running(pid))
+})

@@ -23,17 +23,19 @@ when an Azure object is built.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from . import procs
 from .errors import AmlrError, BadRequest
@@ -87,6 +89,10 @@ class EndpointDown(AmlrError):
     """A recorded endpoint whose server is gone or does not answer."""
 
     kind = "endpoint_down"
+
+
+class EndpointTimeout(AmlrError):
+    kind = "endpoint_timeout"
 
 
 class BadInput(AmlrError):
@@ -220,7 +226,10 @@ def log_tail(path: Optional[str], n: int = 15) -> list[str]:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a server could listen on ``port``: as httpuv does, connections in TIME_WAIT do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -281,10 +290,25 @@ def _reap(pid: Optional[int]) -> None:
         pass
 
 
-def _stop(record: dict[str, Any]) -> None:
+def _stop(record: dict[str, Any], grace: float = 5.0) -> None:
+    """SIGTERM the server, then whatever else is left in its process group (what score() started)."""
     pid = record.get("pid")
-    if pid and _alive(record):
-        procs.terminate_group(pid, grace=5.0)  # the server leads its own session: pgid == pid
+    if not pid or not _alive(record):
+        _reap(pid)
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    # Reaping as we wait: if this process started the server (reticulate), its zombie
+    # would otherwise keep the group "alive" for the whole grace period.
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not procs.pid_alive(pid):
+            break
+        time.sleep(0.05)
+    procs.terminate_group(pid, grace=1.0)  # the server leads its own session: pgid == pid
     _reap(pid)
 
 
@@ -325,8 +349,41 @@ def _failure_message(record: dict[str, Any], why: str) -> str:
     return text
 
 
+@contextlib.contextmanager
+def name_lock(home: str, name: str) -> Iterator[None]:
+    """Two deploys of one name at once: the second waits, then finds the first's live server."""
+    os.makedirs(endpoints_dir(home), exist_ok=True)
+    path = os.path.join(endpoints_dir(home), f".{name}.lock")
+    with open(path, "a", encoding="utf-8") as fh:
+        if os.name == "posix":
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if os.name == "posix":
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+SECRET_SUFFIXES = ("SECRET", "PASSWORD", "TOKEN", "KEY")
+
+
+def server_environ() -> dict[str, str]:
+    """This process's environment minus amlr's and Azure's secrets: a server never needs them."""
+    return {k: v for k, v in os.environ.items()
+            if not (k.upper().startswith(("AZURE_", "AMLR_")) and k.upper().endswith(SECRET_SUFFIXES))}
+
+
 def deploy_local(home: str, name: str, model: ModelRef, score_file: str, *, rscript: str, serve_script: str,
                  r_libs: list[str], port: Optional[int], timeout: float) -> dict[str, Any]:
+    with name_lock(home, name):
+        return _deploy_local(home, name, model, score_file, rscript=rscript, serve_script=serve_script,
+                             r_libs=r_libs, port=port, timeout=timeout)
+
+
+def _deploy_local(home: str, name: str, model: ModelRef, score_file: str, *, rscript: str, serve_script: str,
+                  r_libs: list[str], port: Optional[int], timeout: float) -> dict[str, Any]:
     folder = endpoint_dir(home, name)
     if os.path.exists(os.path.join(folder, RECORD)):
         try:
@@ -346,7 +403,7 @@ def deploy_local(home: str, name: str, model: ModelRef, score_file: str, *, rscr
     app_score = os.path.join(folder, "score.R")
     shutil.copyfile(score_file, app_score)  # the server runs this copy: later edits need a new deploy
     log_path = os.path.join(folder, "server.log")
-    env = dict(os.environ)
+    env = server_environ()
     env.update({
         "AMLR_SERVE_SCORE": app_score,
         "AMLR_MODEL_DIR": model.path or "",
@@ -409,6 +466,16 @@ def with_status(home: str, record: dict[str, Any]) -> dict[str, Any]:
 def invoke_local(record: dict[str, Any], body: bytes, timeout: float) -> str:
     try:
         status, answer = http_json(record["url"] + "/score", body=body, timeout=timeout)
+    except (socket.timeout, TimeoutError) as exc:
+        raise EndpointTimeout(f"Endpoint `{record['name']}` did not answer within {timeout:g} seconds ({exc}); "
+                              "score() may be slow for this many rows: pass a larger `timeout`, or fewer rows.") from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, (socket.timeout, TimeoutError)):
+            raise EndpointTimeout(f"Endpoint `{record['name']}` did not answer within {timeout:g} seconds; pass a "
+                                  "larger `timeout`, or fewer rows.") from None
+        state, reason = local_status(record)
+        raise EndpointDown(f"Endpoint `{record['name']}` did not answer ({exc}); it is {state}: {reason}. "
+                           f"See endpoint_logs(\"{record['name']}\"), then deploy it again.") from None
     except OSError as exc:
         state, reason = local_status(record)
         raise EndpointDown(f"Endpoint `{record['name']}` did not answer ({exc}); it is {state}: {reason}. "
@@ -757,7 +824,7 @@ def _register_methods() -> None:
             if not isinstance(rscript, str) or not isinstance(serve, str):
                 raise BadRequest("`rscript` and `serve_script` are set by R's deploy_r_model(); call it from R.")
             libs = params.get("r_libs") or []
-            return deploy_local(home, name, model, score, rscript=rscript, serve_script=serve,
+            return deploy_local(home, name, model, score, rscript=rscript, serve_script=os.path.abspath(serve),
                                 r_libs=[libs] if isinstance(libs, str) else list(libs), port=port,
                                 timeout=_timeout(params))
         if backend == "azureml_v2":
