@@ -594,3 +594,13 @@ def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> 
     assert "server process ended" in err["message"] and "plumberNotInstalledAnywhere" in err["message"]
     assert err["data"]["log"]
     assert not os.path.exists(endpoints.endpoint_dir(str(home), "cannot-start"))
+
+
+def test_an_azure_record_without_a_reachable_workspace_lists_offline_and_reports_why(tmp_path: Path) -> None:
+    record = {"name": "cars-cloud", "backend": "azureml_v2", "deployment": "amlr-0123456789ab",
+              "url": "https://cars-cloud.westeurope.inference.ml.azure.com/score", "model": {}, "created": 0}
+    endpoints.write_record(str(tmp_path), record)
+    listed = call(tmp_path, "endpoint_list")
+    assert listed[0]["status"] == "Unknown" and "endpoint_status()" in listed[0]["reason"]
+    got = call(tmp_path, "endpoint_get", name="cars-cloud")  # no workspace stored: says so, does not crash
+    assert got["status"] == "Unknown" and "no workspace" in got["reason"]

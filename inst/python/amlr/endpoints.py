@@ -453,12 +453,37 @@ def local_status(record: dict[str, Any]) -> tuple[str, Optional[str]]:
     return "Starting", "init() is still loading the model"
 
 
-def with_status(home: str, record: dict[str, Any]) -> dict[str, Any]:
+AZURE_STATES = {"Succeeded": "Healthy", "Creating": "Starting", "Updating": "Starting", "Provisioning": "Starting",
+                "Failed": "Failed", "Canceled": "Failed", "Deleting": "Deleting"}
+
+
+def azure_status(record: dict[str, Any]) -> tuple[str, Optional[str]]:
+    """The endpoint's provisioning state on Azure ML; "Unknown" (with why) when Azure cannot be asked."""
+    try:
+        _, client = _workspace_client({"workspace": record.get("workspace")}, stored=True)
+        from .backends.azureml_v2 import azure_call
+
+        with azure_call(f"reading online endpoint `{record['name']}`"):
+            remote = client.online_endpoints.get(record["name"])
+    except AmlrError as exc:
+        return "Unknown", exc.message
+    state = str(getattr(remote, "provisioning_state", "") or "")
+    traffic = getattr(remote, "traffic", None) or {}
+    reason = None if state == "Succeeded" else f"Azure ML says {state or 'nothing'}"
+    if state == "Succeeded" and record.get("deployment") and traffic.get(record["deployment"], 0) == 0:
+        reason = f"deployment {record['deployment']} has no traffic (traffic: {traffic})"
+    return AZURE_STATES.get(state, state or "Unknown"), reason
+
+
+def with_status(home: str, record: dict[str, Any], *, remote: bool = True) -> dict[str, Any]:
+    """The record plus its status now: a local server's process and /ready, Azure ML's provisioning state."""
     out = dict(record)
     if record.get("backend") == "local":
         out["status"], out["reason"] = local_status(record)
+    elif remote:
+        out["status"], out["reason"] = azure_status(record)
     else:
-        out.setdefault("status", "Unknown")
+        out["status"], out["reason"] = "Unknown", "not asked; endpoint_status() asks Azure ML"
     out.pop("identity", None)
     return out
 
@@ -832,9 +857,11 @@ def _register_methods() -> None:
             info, client = _workspace_client(params)
             staging = os.path.join(home, "endpoints", ".staging")
             record = deploy_azure(client, plan, staging)
-            record["workspace"] = info.to_json() if hasattr(info, "to_json") else None
+            record["workspace"] = info.to_json()
             write_record(home, record)
-            return with_status(home, record)
+            out = dict(record)
+            out["status"], out["reason"] = "Healthy", None  # created, and its traffic moved: Azure ML said so
+            return out
         raise BadRequest(f"Unknown backend {backend!r} for endpoints; use \"local\" or \"azureml_v2\".",
                          field="backend")
 
@@ -857,7 +884,7 @@ def _register_methods() -> None:
         out = []
         for name in list_names(home):
             try:
-                out.append(with_status(home, read_record(home, name)))
+                out.append(with_status(home, read_record(home, name), remote=False))
             except EndpointNotFound:
                 continue  # deleted while we looked
             except EndpointError as exc:
