@@ -167,6 +167,9 @@ post_local <- function(endpoint, body, timeout, call = rlang::caller_env()) {
     }
     return(NULL)
   }
+  # A server that is not this endpoint's (its port reused since): let the bridge find the endpoint.
+  server <- curl::parse_headers_list(res$headers)[["x-amlr-server"]]
+  if (!identical(server, paste0(endpoint$name, "/", endpoint$pid))) return(NULL)
   text <- rawToChar(res$content)
   Encoding(text) <- "UTF-8"
   if (identical(res$status_code, 200L)) return(text)

@@ -6,6 +6,7 @@
 #   AMLR_MODEL_DIR    the model's folder (else AZUREML_MODEL_DIR, Azure ML's mount)
 #   AMLR_SERVE_HOST   address to listen on (default 0.0.0.0, as a container needs)
 #   AMLR_SERVE_PORT   port (default 8000)
+#   AMLR_SERVE_NAME   the endpoint's name, sent back in the X-Amlr-Server header
 #
 # Routes (the deployment's inference_config names the same ones):
 #   GET  /live   200 while the process serves requests
@@ -36,9 +37,12 @@ local({
   state$ready <- FALSE
 
   json <- function(x) jsonlite::toJSON(x, auto_unbox = TRUE, null = "null", na = "null", digits = NA)
+  # Who answers: a client holding an old address can tell another server on a reused port.
+  server_id <- paste0(Sys.getenv("AMLR_SERVE_NAME", "amlr"), "/", Sys.getpid())
   reply <- function(res, status, body) {
     res$status <- status
     res$setHeader("Content-Type", "application/json")
+    res$setHeader("X-Amlr-Server", server_id)
     res$body <- body
     res
   }

@@ -125,7 +125,11 @@ def test_failing_score_is_500_with_the_r_message(served: dict[str, Any]) -> None
     assert err["class"] == "score_failed" and "data needs columns wt and hp" in err["message"]
     err = call_error(served["home"], "endpoint_invoke", name="cars-model", body='{"data": 5}')
     assert err["class"] == "bad_input"
-    assert any("data needs columns" in line for line in call(served["home"], "endpoint_logs", name="cars-model"))
+    everything = call(served["home"], "endpoint_logs", name="cars-model")
+    assert any("data needs columns" in line for line in everything)
+    assert any("amlr: ready on http://127.0.0.1:" in line for line in everything)
+    assert call(served["home"], "endpoint_logs", name="cars-model", n=1) == everything[-1:]
+    assert call_error(served["home"], "endpoint_logs", name="cars-model", n=0)["field"] == "n"
 
 
 def test_concurrent_invokes_all_get_their_own_answer(served: dict[str, Any]) -> None:

@@ -259,3 +259,14 @@ test_that("an endpoint outlives the R session that deployed it", {
   suppressMessages(endpoint_delete("outlives"))
   expect_false(process_running(pid))
 })
+
+test_that("an old endpoint object never gets another endpoint's answers on a reused port", {
+  first <- suppressMessages(deploy_r_model(cars_model(), write_score(score_lines), name = "first-one"))
+  suppressMessages(endpoint_delete(first))
+  other <- write_score(c("init <- function(model_dir) NULL", "score <- function(model, data) rep(\"from the other\", nrow(data))"))
+  second <- suppressMessages(deploy_r_model(cars_model(), other, name = "second-one", port = first$port))
+  withr::defer(suppressMessages(endpoint_delete(second)))
+  expect_identical(second$port, first$port)
+  expect_error(endpoint_invoke(first, data.frame(wt = 1, hp = 1)), class = "amlr_error_endpoint_not_found")
+  expect_identical(endpoint_invoke(second, data.frame(wt = 1))$prediction, "from the other")
+})

@@ -409,6 +409,7 @@ def _deploy_local(home: str, name: str, model: ModelRef, score_file: str, *, rsc
         "AMLR_MODEL_DIR": model.path or "",
         "AMLR_SERVE_HOST": "127.0.0.1",
         "AMLR_SERVE_PORT": str(chosen),
+        "AMLR_SERVE_NAME": name,
         "R_LIBS": os.pathsep.join(r_libs),
     })
     for var in ("R_LIBS_USER", "R_LIBS_SITE"):  # R_LIBS above is the R session's full library path
@@ -903,9 +904,16 @@ def _register_methods() -> None:
                 text = client.online_deployments.get_logs(name=record["deployment"], endpoint_name=record["name"],
                                                           lines=int(params.get("n") or 100))
             return str(text).splitlines()
-        n = int(params.get("n") or 0)
-        lines = log_tail(record.get("log"), n=10 ** 9) if not n else log_tail(record.get("log"), n=n)
-        return lines
+        n = params.get("n")
+        if n is not None and (not isinstance(n, (int, float)) or isinstance(n, bool) or n < 1):
+            raise BadRequest(f"`n` must be a positive number of lines (or NULL for all), not {n!r}.", field="n")
+        if n is None:
+            path = record.get("log")
+            if not path or not os.path.exists(path):
+                return []
+            with open(path, "rb") as fh:
+                return fh.read().decode("utf-8", "replace").splitlines()
+        return log_tail(record.get("log"), n=int(n))
 
     @method("endpoint_invoke")
     def _invoke(params: dict[str, Any]) -> Any:
