@@ -608,3 +608,15 @@ def test_an_azure_record_without_a_reachable_workspace_lists_offline_and_reports
     assert listed[0]["status"] == "Unknown" and "endpoint_status()" in listed[0]["reason"]
     got = call(tmp_path, "endpoint_get", name="cars-cloud")  # no workspace stored: says so, does not crash
     assert got["status"] == "Unknown" and "no workspace" in got["reason"]
+
+
+def test_an_own_image_gets_plumber_and_the_app_on_top(azure_inputs: dict[str, str], tmp_path: Path) -> None:
+    p = plan(azure_inputs, environment={"image": "myacr.azurecr.io/r-base:4.4.1"})
+    context = Path(endpoints.write_serving_context(p, str(tmp_path / "ctx")))
+    dockerfile = (context / "Dockerfile").read_text()
+    assert dockerfile.splitlines()[1] == "FROM myacr.azurecr.io/r-base:4.4.1"
+    assert "install.packages(\"plumber\"" in dockerfile
+    assert sorted(os.listdir(context)) == ["Dockerfile", "amlr-serve"]
+    with_packages = plan(azure_inputs, environment={"cran_packages": ["zoo"]})
+    assert with_packages.environment.cran_packages == ("plumber", "zoo")
+    assert with_packages.deployment != p.deployment

@@ -270,3 +270,14 @@ test_that("an old endpoint object never gets another endpoint's answers on a reu
   expect_error(endpoint_invoke(first, data.frame(wt = 1, hp = 1)), class = "amlr_error_endpoint_not_found")
   expect_identical(endpoint_invoke(second, data.frame(wt = 1))$prediction, "from the other")
 })
+
+test_that("azureml_v2 checks the score file, then needs a workspace, before anything is recorded", {
+  dir <- withr::local_tempdir("amlr-no-ws-")
+  withr::local_dir(dir)
+  model <- cars_model()
+  expect_error(deploy_r_model(model, write_score("init <- function(model_dir) 1"), name = "cloud-cars",
+                              backend = "azureml_v2"), class = "amlr_error_score_file")
+  expect_error(deploy_r_model(model, write_score(score_lines), name = "cloud-cars", backend = "azureml_v2"),
+               class = "amlr_error_workspace_config")
+  expect_false("cloud-cars" %in% endpoint_list()$name)
+})
