@@ -153,7 +153,9 @@ endpoint_invoke <- function(endpoint, data, timeout = 300) {
 
 # One POST straight to a local server; NULL when nobody answers (the bridge then explains why).
 post_local <- function(endpoint, body, timeout, call = rlang::caller_env()) {
-  handle <- curl::new_handle()
+  # A fresh connection per call: reusing a kept-alive one to httpuv costs a ~40 ms
+  # delayed-ACK stall on every request, ten times the request itself.
+  handle <- curl::new_handle(forbid_reuse = TRUE)
   curl::handle_setopt(handle, post = TRUE, postfields = enc2utf8(as.character(body)), timeout = timeout,
                       connecttimeout = 5)
   curl::handle_setheaders(handle, "Content-Type" = "application/json")
