@@ -620,3 +620,27 @@ def test_an_own_image_gets_plumber_and_the_app_on_top(azure_inputs: dict[str, st
     with_packages = plan(azure_inputs, environment={"cran_packages": ["zoo"]})
     assert with_packages.environment.cran_packages == ("plumber", "zoo")
     assert with_packages.deployment != p.deployment
+
+
+def test_a_score_that_kills_its_server_or_returns_nonsense(tmp_path: Path) -> None:
+    model = make_model(tmp_path / "model")
+    score = write(tmp_path / "score.R", "init <- function(model_dir) 1\n"
+                                        "score <- function(model, data) {\n"
+                                        "  if (isTRUE(data$crash[1])) quit(status = 9)\n"
+                                        "  if (isTRUE(data$env[1])) return(new.env())\n"
+                                        "  NULL\n"
+                                        "}\n")
+    home = tmp_path / "home"
+    ep = deploy(home, "self-destruct", model, score)
+    try:
+        assert json.loads(call(home, "endpoint_invoke", name="self-destruct", body='{"data": [{"x": 1}]}')) is None
+        err = call_error(home, "endpoint_invoke", name="self-destruct", body='{"data": [{"env": true}]}')
+        assert err["class"] == "score_failed" and "not JSON-able" in err["message"]
+        err = call_error(home, "endpoint_invoke", name="self-destruct", body='{"data": [{"crash": true}]}')
+        assert err["class"] == "endpoint_down"
+        deadline = time.monotonic() + 10
+        while procs.pid_alive(ep["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert call(home, "endpoint_get", name="self-destruct")["status"] == "Dead"
+    finally:
+        call(home, "endpoint_delete", name="self-destruct")
