@@ -206,15 +206,22 @@ predictions_frame <- function(x) {
 #' `"Dead"` (its process has ended: see [endpoint_logs()]).
 #'
 #' @inheritParams endpoint_invoke
-#' @return The status, a string; the endpoint (refreshed) is its `"endpoint"`
-#'   attribute.
+#' @return The status, a string (printed with the reason when there is one);
+#'   the refreshed `amlr_endpoint` is its `"endpoint"` attribute.
 #' @family endpoints
 #' @export
 #' @examples
 #' # See deploy_r_model().
 endpoint_status <- function(endpoint) {
   ep <- new_amlr_endpoint(amlr_call("endpoint_get", list(name = endpoint_ref(endpoint))))
-  structure(ep$status, endpoint = ep)
+  structure(ep$status, endpoint = ep, class = c("amlr_endpoint_status", "character"))
+}
+
+#' @export
+print.amlr_endpoint_status <- function(x, ...) {
+  reason <- attr(x, "endpoint")$reason
+  cat(unclass(x)[1], if (!is.null(reason)) paste0("(", reason, ")"), "\n")
+  invisible(x)
 }
 
 #' The log of an endpoint's server

@@ -112,6 +112,7 @@ test_that("status, list and print show the endpoint", {
   expect_output(print(ep), "Healthy")
   expect_output(print(ep), ep$url, fixed = TRUE)
   expect_output(print(eps), "cars-shared")
+  expect_output(print(endpoint_status(ep)), "^Healthy")
 })
 
 test_that("odd inputs in the rows survive the trip: NA, factors, strings, dates, many rows", {
@@ -161,6 +162,7 @@ test_that("a killed server shows as Dead and invoking it is a classed error", {
   tools::pskill(ep$pid, tools::SIGKILL)
   for (i in 1:100) if (process_running(ep$pid)) Sys.sleep(0.05)
   expect_identical(as.character(endpoint_status(ep)), "Dead")
+  expect_output(print(endpoint_status(ep)), "Dead (the server process", fixed = TRUE)
   expect_error(endpoint_invoke(ep, data.frame(wt = 1, hp = 1)), class = "amlr_error_endpoint_down")
   suppressMessages(endpoint_delete(ep))
   expect_false(dir.exists(file.path(Sys.getenv("AMLR_HOME"), "endpoints", "to-kill")))
