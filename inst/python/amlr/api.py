@@ -386,6 +386,13 @@ LAZY_METHODS = {
     "publish": "amlr.workspace",
     **{m: "amlr.assets" for m in ("data_register", "data_get", "data_list", "data_download", "model_register",
                                    "model_get", "model_list", "store_rebuild")},
+    "endpoint_deploy": "amlr.endpoints",
+    "endpoint_export": "amlr.endpoints",
+    "endpoint_get": "amlr.endpoints",
+    "endpoint_list": "amlr.endpoints",
+    "endpoint_logs": "amlr.endpoints",
+    "endpoint_invoke": "amlr.endpoints",
+    "endpoint_delete": "amlr.endpoints",
 }
 
 
