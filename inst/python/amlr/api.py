@@ -21,6 +21,7 @@ from . import __version__
 from .backends import get_backend
 from .errors import BUG_REPORT, AmlrError, BadRequest
 from .registry import TERMINAL, Registry, default_home, new_run_id
+from .limits import check_arg_sizes
 from .spec import validate
 
 Handler = Callable[[dict[str, Any]], Any]
@@ -60,12 +61,14 @@ def ping(params: dict[str, Any]) -> dict[str, Any]:
 @method("validate")
 def validate_spec(params: dict[str, Any]) -> dict[str, Any]:
     pipeline = validate(params.get("spec"), check_paths=bool(params.get("check_paths", True)))
+    check_arg_sizes(pipeline)
     return pipeline.to_json()
 
 
 @method("submit")
 def submit(params: dict[str, Any]) -> dict[str, Any]:
     pipeline = validate(params.get("spec"))
+    check_arg_sizes(pipeline)
     backend_name = params.get("backend") or "local"
     experiment = params.get("experiment") or pipeline.name
     from .spec import PIPELINE_NAME_RE

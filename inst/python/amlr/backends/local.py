@@ -98,6 +98,7 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
                 src, os.path.join(run_dir, "snapshots"), bootstrapper_path=BOOTSTRAPPER, warn=warn, exclude=[reg.home]
             )
         snapshots[step.name] = by_source[src]
+    snapshot.require_scripts(pipeline.steps, {src: [r[0] for r in snap.records] for src, snap in by_source.items()})
     input_hashes: dict[str, str] = {}
     for step in pipeline.steps:
         for inp in step.inputs.values():
