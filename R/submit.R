@@ -34,8 +34,11 @@
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("local", "azureml", "azureml_v2"),
                               workspace = NULL, wait = TRUE, ...) {
-  backend <- match.arg(backend)
+  backend <- check_choice(backend, c("local", "azureml", "azureml_v2"), "backend")
+  check_flag(wait, "wait")
+  check_optional_string(experiment, "experiment")
   options <- list(...)
+  check_submit_options(options)
   quiet <- isTRUE(options$quiet)
   options$quiet <- NULL
   if (is.null(pipeline)) {

@@ -381,7 +381,7 @@ def check_export_destination(path: str) -> None:
             f"`path` `{path}` is below `{probe}`, which is a file, not a folder; give a path in an existing folder.",
             field="path")
     if probe != folder:
-        raise DestinationUnusable(
+        raise BadRequest(
             f"The folder of `path` (`{folder}`) does not exist; create it first, or give a path in an existing "
             "folder.", field="path")
     if not os.access(folder, os.W_OK | os.X_OK):
