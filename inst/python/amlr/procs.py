@@ -125,7 +125,13 @@ def terminate_group(pgid: Optional[int], grace: float = 5.0) -> list[str]:
     """
     if not pgid or os.name != "posix":
         return []
-    found = [describe(p) for p in group_members(pgid)]
+    # Processes already dying (a parent-death signal on its way) are not "left running".
+    settle = time.monotonic() + 0.3
+    members = group_members(pgid)
+    while members and time.monotonic() < settle:
+        time.sleep(0.02)
+        members = group_members(pgid)
+    found = [describe(p) for p in members]
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
