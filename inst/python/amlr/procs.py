@@ -184,19 +184,44 @@ def orphans(exclude: Sequence[int] = ()) -> list[int]:
                   if pid not in skip and (_proc_stat(pid) or ("", "", 0, 0))[2] == me)
 
 
-def reap_orphans(exclude: Sequence[int] = (), spare_groups: Sequence[int] = (), grace: float = 1.0) -> list[str]:
-    """End and reap adopted orphans (not ``exclude``, not in ``spare_groups``); describe each."""
+def reap_orphans(exclude: Sequence[int] = (), spare_groups: Sequence[int] = (), grace: float = 1.0,
+                 rounds: int = 5) -> list[str]:
+    """End and reap adopted orphans (not ``exclude``, not in ``spare_groups``); describe each.
+
+    An orphan that leads its own process group (a ``setsid`` escapee) is ended
+    with its whole group; what that leaves behind is adopted in turn, so this
+    looks again, a few rounds.
+    """
     spare = set(spare_groups)
-    victims = [p for p in orphans(exclude) if (_proc_stat(p) or ("", "", 0, -1))[3] not in spare]
-    live = [p for p in victims if (_proc_stat(p) or ("", "Z"))[1] != "Z"]
-    found = [describe(p) for p in live]
-    for pid in live:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    found: list[str] = []
+    for _ in range(rounds):
+        victims = [p for p in orphans(exclude) if (_proc_stat(p) or ("", "", 0, -1))[3] not in spare]
+        if not victims:
+            break
+        for pid in victims:
+            info = _proc_stat(pid)
+            if info is None or info[1] == "Z":
+                continue
+            if info[3] == pid:  # a group leader: its group goes with it
+                members = group_members(pid)
+                found += [describe(m) for m in members]
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            else:
+                found.append(describe(pid))
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        _reap(victims, grace)
+    return list(dict.fromkeys(found))
+
+
+def _reap(pids: Sequence[int], grace: float) -> None:
     deadline = time.monotonic() + grace
-    pending = set(victims)
+    pending = set(pids)
     while pending:
         for pid in list(pending):
             try:
@@ -206,21 +231,21 @@ def reap_orphans(exclude: Sequence[int] = (), spare_groups: Sequence[int] = (), 
             if done:
                 pending.discard(pid)
         if not pending:
-            break
+            return
         if time.monotonic() >= deadline:
             for pid in pending:
                 try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
+                    os.killpg(pid, signal.SIGKILL) if (_proc_stat(pid) or ("", "", 0, -1))[3] == pid \
+                        else os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
                     pass
             for pid in pending:
                 try:
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
-            break
+            return
         time.sleep(0.05)
-    return found
 
 
 def exit_code(returncode: int) -> int:

@@ -469,11 +469,14 @@ class Registry:
                 skipped.append(run_id)
                 continue
             self.insert_run(run, steps)
-            fields = {k: run.get(k) for k in ("started", "ended", "error")}
-            self.update_run(run_id, **fields)
+            self.update_run(run_id, **{k: run[k] for k in ("started", "ended", "error") if run.get(k) is not None})
             for step in steps:
-                self.update_step(run_id, step["name"], **{k: step.get(k) for k in (
-                    "reused", "reused_from", "exit_code", "started", "ended", "error")})
+                fields = {k: step[k] for k in ("reused", "reused_from", "exit_code", "started", "ended", "error")
+                          if step.get(k) is not None}
+                if "reused" in fields:
+                    fields["reused"] = int(bool(fields["reused"]))
+                if fields:
+                    self.update_step(run_id, step["name"], **fields)
                 metrics_file = os.path.join(self.run_dir(run_id), "metrics", f"{step['name']}.jsonl")
                 self.add_metrics(run_id, step["name"], _read_metrics(metrics_file))
             added.append(run_id)

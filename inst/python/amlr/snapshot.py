@@ -182,7 +182,7 @@ def list_files(source_dir: str, exclude: Iterable[str] = (),
     return rels
 
 
-def _name_list(rels: List[str], limit: int = 8) -> str:
+def _name_list(rels: List[str], limit: int = 20) -> str:
     shown = ", ".join(rels[:limit])
     return shown + (f" and {len(rels) - limit} more" if len(rels) > limit else "")
 
