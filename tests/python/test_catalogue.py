@@ -512,8 +512,6 @@ FAULTS = [
      "test_hardening.py::test_failed_submit_leaves_nothing"),
     ("fault-mlflow-down", "MLflow tracking server unreachable", "requests bounded; warning names the server",
      "test_hardening.py::test_unreachable_mlflow_is_bounded_and_explained"),
-    ("fault-nan-metric", "log_metric(\"x\", NaN) next to numeric metrics", "values stay numeric",
-     "test-catalogue.R (fault rows)"),
 ]
 
 
