@@ -33,6 +33,7 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
   step_type <- check_choice(step_type, c("command", "estimator"), "step_type")
   check_flag(allow_reuse, "allow_reuse")
   check_optional_string(compute, "compute")
+  check_environment_arg(environment)
   if (!is.character(outputs) || anyNA(outputs)) {
     amlr_abort(c("{.arg outputs} must be a character vector of output names, e.g. {.code outputs = \"model\"}.",
                  x = "Got {describe_value(outputs)}."), "invalid_spec")
@@ -147,6 +148,7 @@ r_pipeline <- function(..., name = NULL, description = NULL, environment = NULL,
   check_optional_string(name, "name")
   check_optional_string(description, "description")
   check_optional_string(compute, "compute")
+  check_environment_arg(environment)
   steps <- flatten_steps(list(...))
   if (!length(steps)) {
     amlr_abort("A pipeline needs at least one {.fn r_step}.", "invalid_spec")

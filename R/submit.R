@@ -37,6 +37,7 @@ submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("l
   backend <- check_choice(backend, c("local", "azureml", "azureml_v2"), "backend")
   check_flag(wait, "wait")
   check_optional_string(experiment, "experiment")
+  check_workspace_arg(workspace)
   options <- list(...)
   check_submit_options(options)
   quiet <- isTRUE(options$quiet)

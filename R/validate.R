@@ -83,3 +83,20 @@ check_string_arg <- function(x, arg, call = rlang::caller_env()) {
   }
   invisible(x)
 }
+
+check_environment_arg <- function(x, arg = "environment", call = rlang::caller_env()) {
+  if (!is.null(x) && !is.list(x)) {
+    amlr_abort(c("{.arg {arg}} must come from {.fn r_environment}, or be {.code NULL}.",
+                 x = "Got {describe_value(x)}.",
+                 i = "E.g. {.code r_environment(image = \"rocker/r-ver:4.4.1\")}."), "invalid_environment", call = call)
+  }
+  invisible(x)
+}
+
+check_workspace_arg <- function(x, call = rlang::caller_env()) {
+  if (!is.null(x) && !is.list(x)) {
+    amlr_abort(c("{.arg workspace} must come from {.fn aml_workspace}, or be {.code NULL}.",
+                 x = "Got {describe_value(x)}."), "bad_request", call = call)
+  }
+  invisible(x)
+}

@@ -444,12 +444,14 @@ class Registry:
                     con.close()
             except sqlite3.Error:
                 usable = False
-        if os.path.exists(self.path) and not usable:
+        stale = [s for s in ("-wal", "-shm") if os.path.exists(self.path + s)]
+        if (os.path.exists(self.path) and not usable) or (not os.path.exists(self.path) and stale):
+            # A journal left next to a lost file must not be applied to the new one: it goes aside too.
             moved = f"{self.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.replace(self.path, moved)
-            for suffix in ("-wal", "-shm"):
-                if os.path.exists(self.path + suffix):
-                    os.replace(self.path + suffix, moved + suffix)
+            if os.path.exists(self.path):
+                os.replace(self.path, moved)
+            for suffix in stale:
+                os.replace(self.path + suffix, moved + suffix)
         # A fresh file: create the schema before _check_file can object to the folders.
         con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:

@@ -128,7 +128,7 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
 
 
 # Options the local backend reads, or accepts and ignores (compute, workspace: Azure ML's).
-LOCAL_OPTIONS = ("max_parallel", "workspace", "compute", "timeout", "regenerate_outputs")
+LOCAL_OPTIONS = ("max_parallel", "workspace", "compute", "regenerate_outputs")
 
 
 def _scalar(value: Any) -> Any:
