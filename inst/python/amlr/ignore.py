@@ -399,6 +399,8 @@ def _walk(ctx: _Walk, folder: str, rel: str, rules: IgnoreRules,
             if ctx.report is not None and id(hit) in _CREDENTIAL_IDS:
                 ctx.report(child + ("/" if is_dir else ""), "credential")
             continue
+        if hit is not None and ctx.report is not None and CREDENTIAL_RULES.is_ignored(child, is_dir):
+            ctx.report(child + ("/" if is_dir else ""), "credential_included")
         if is_dir:
             yield from _walk(ctx, entry.path, child, rules, active | {real}, real)
         else:

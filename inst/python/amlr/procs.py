@@ -117,6 +117,14 @@ def group_members(pgid: int) -> list[int]:
     return sorted(out)
 
 
+def signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to a process group that may be gone already."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def terminate_group(pgid: Optional[int], grace: float = 5.0) -> list[str]:
     """SIGTERM a process group, then SIGKILL whatever is left after ``grace``.
 

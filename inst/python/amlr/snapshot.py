@@ -163,7 +163,7 @@ def list_files(source_dir: str, exclude: Iterable[str] = (),
     (if given) is told which, in one message.
     """
     _require_dir(source_dir)
-    left_out: dict[str, list[str]] = {"credential": [], "symlink": []}
+    left_out: dict[str, list[str]] = {"credential": [], "symlink": [], "credential_included": []}
     try:
         rels = walk_included(source_dir, skip=_skipper(source_dir, exclude), credentials=True,
                              report=lambda rel, why: left_out[why].append(rel))
@@ -176,6 +176,10 @@ def list_files(source_dir: str, exclude: Iterable[str] = (),
             warn(f"Left out of the snapshot of '{source_dir}' as key or credential files: "
                  f"{_name_list(left_out['credential'])}. To ship one on purpose, add a line `!<name>` "
                  "to .amlignore in that folder (better: pass secrets to the job another way).")
+        if left_out["credential_included"]:
+            warn(f"Shipping key or credential files in the snapshot of '{source_dir}' because an ignore file "
+                 f"names them back in: {_name_list(left_out['credential_included'])}. Anyone who can read the "
+                 "job's snapshot can read them.")
         if left_out["symlink"]:
             warn(f"Left out of the snapshot of '{source_dir}': symlinks that point outside the folder "
                  f"({_name_list(left_out['symlink'])}). Copy the files into the folder to include them.")

@@ -251,10 +251,7 @@ class Runner:
         with self.lock:
             children = list(self.children.values())
         for child in children:
-            try:
-                os.killpg(child.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            procs.signal_group(child.pid, signal.SIGTERM)
 
     def run(self) -> str:
         for sig in procs.TERMINATING_SIGNALS:
