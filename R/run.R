@@ -195,7 +195,7 @@ tail.amlr_logs <- function(x, n = 6L, ...) {
 #' List runs
 #'
 #' @param experiment Only runs of this experiment; `NULL` for all.
-#' @param limit At most this many runs, newest first.
+#' @param limit At most this many runs, newest first; `Inf` (or 0) for all.
 #' @return A data frame: `id`, `experiment`, `pipeline`, `backend`, `status`,
 #'   `created`, `duration` (seconds), newest first.
 #' @family runs

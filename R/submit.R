@@ -21,7 +21,9 @@
 #' @param wait Follow the run until it ends.
 #' @param ... Backend options: `max_parallel` (local: steps at once, default
 #'   the number of cores), `quiet` (do not stream logs), and the Azure ML
-#'   backends' options.
+#'   backends' options. A misspelt or unknown option, or a bad value, is an
+#'   error of class `amlr_error_bad_option`, raised before anything is
+#'   recorded.
 #' @return An `amlr_run` (invisibly when `wait = TRUE`).
 #' @export
 #' @examples

@@ -520,7 +520,14 @@ class MetricsForwarder:
             return True
         self._thread.join(timeout)
         if self._thread.is_alive():
-            self._warn(f"metrics were still being forwarded after {timeout:g} s; some may be missing")
+            where = ""
+            if isinstance(self.sink, MLflowSink):
+                uri = redact(os.environ.get("MLFLOW_TRACKING_URI", "") or "(MLFLOW_TRACKING_URI not set)")
+                where = f" to the MLflow tracking server {uri}, which is slow or unreachable"
+            elif isinstance(self.sink, AzureMLSink):
+                where = " to Azure ML run history, which is slow or unreachable"
+            self._warn(f"metrics were still being forwarded{where} after {timeout:g} s; the step goes on without "
+                       "waiting, and some metrics may be missing")
             self._quiet = True  # nothing may follow the final line
             return False
         return True
