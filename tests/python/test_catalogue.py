@@ -95,7 +95,8 @@ def state(ctx: Ctx) -> tuple:
         finally:
             con.close()
     except sqlite3.Error:
-        ids = db.read_bytes() if db.exists() else None  # a damaged file must stay as it was
+        # a damaged file must stay as it was
+        ids = db.read_bytes() if db.is_file() else ("folder" if db.is_dir() else None)
     return folders, ids
 
 
@@ -395,7 +396,21 @@ ROWS: list[Row] = [
         ("missing",), damage("missing", method("status"))),
     Row("registry-garbled", "registry.sqlite with a SQLite header and garbage", "registry_damaged",
         ("run_registry_rebuild()",), damage("truncated", method("list"))),
+    Row("registry-is-folder", "registry.sqlite is a folder", "home_unusable", ("is a folder", "run_registry_rebuild()"),
+        lambda c: (os.remove(c.home / "registry.sqlite"), (c.home / "registry.sqlite").mkdir(),
+                   ("list", {}))[2]),
+    Row("home-runs-is-file-submit", "`runs` under AMLR_HOME is a file (submit)", "home_unusable",
+        ("is a file", "run folders"), lambda c: (__import__("shutil").rmtree(c.home / "runs"),
+                                                 (c.home / "runs").write_text("x"),
+                                                 ("submit", {"spec": c.spec()}))[2]),
+    Row("home-runs-is-file-list", "`runs` under AMLR_HOME is a file (run_list)", "home_unusable", ("is a file",),
+        lambda c: (__import__("shutil").rmtree(c.home / "runs"), (c.home / "runs").write_text("x"),
+                   ("list", {}))[2]),
     # -- runs ---------------------------------------------------------------------------------
+    Row("run-output-deleted", "run_download() of an output whose folder was deleted", "run_folder_missing",
+        ("`out`", "is gone", "Nothing was copied"),
+        lambda c: (__import__("shutil").rmtree(c.home / "runs" / c.seed / "outputs"),
+                   ("download", {"run": c.seed, "dest": str(c.tmp / "dl")}))[1]),
     Row("run-unknown-id", "A run id that does not exist", "run_not_found", ("No run", "run_list()"),
         method("status", run="amlr_nope")),
     Row("run-not-string", "A run given as a number", "run_not_found", ("amlr_run",), method("status", run=5)),
@@ -554,7 +569,7 @@ def test_bad_input(row: Row, ctx: Ctx) -> None:
     assert "Unexpected Python error" not in error["message"]
     assert state(ctx) == before, f"{row.id}: the registry or the run folders changed"
     # the seeded run is still whole (nothing lost)
-    if row.id.startswith(("registry-", "run-folder-gone")):
+    if row.id.startswith(("registry-", "run-folder-gone", "home-runs", "run-output-deleted")):
         return
     seed = Registry(str(ctx.home)).get_run(ctx.seed)
     assert seed["status"] == "Completed"

@@ -322,3 +322,16 @@ def test_unreachable_mlflow_is_bounded_and_explained(tmp_path: Path, monkeypatch
     assert len(said) == 1
     assert f"127.0.0.1:{port}" in said[0] and "did not take the metric" in said[0]
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT" in said[0]
+
+
+@needs_r
+def test_rebuild_reads_around_a_damaged_run_file_and_a_deleted_log_is_said(home: Path, src: Path) -> None:
+    (src / "s.R").write_text("cat('hello\\n')\n")
+    run = wait_run(home, call(home, "submit", spec=spec(src))["id"])
+    (home / "runs" / run["id"] / "run.json").write_text("{garbage")
+    os.remove(home / "registry.sqlite")
+    result = call(home, "registry_rebuild")
+    assert result["added"] == [run["id"]] and result["skipped"] == []
+    assert call(home, "status", run=run["id"])["status"] == "Completed"  # from the log's final line
+    os.remove(home / "runs" / run["id"] / "logs" / "s.log")
+    assert "is missing" in call(home, "logs", run=run["id"])["s"][0]

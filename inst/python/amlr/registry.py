@@ -121,6 +121,15 @@ class Registry:
                 f"AMLR_HOME `{home}` cannot be created ({exc.strerror or exc}). {fix}", field="home") from None
         if not os.access(home, os.W_OK | os.X_OK):
             raise HomeUnusable(f"AMLR_HOME `{home}` is not writable. {fix}", field="home")
+        runs = os.path.join(home, "runs")
+        if os.path.lexists(runs) and not os.path.isdir(runs):
+            raise HomeUnusable(
+                f"`{runs}` is a file, but amlr keeps its run folders there. Move that file away, "
+                "or set AMLR_HOME to another folder.", field="home")
+        if os.path.isdir(self.path):
+            raise HomeUnusable(
+                f"The run registry `{self.path}` is a folder, not a file. Move that folder away (then "
+                "run_registry_rebuild() if run folders exist), or set AMLR_HOME to another folder.", field="home")
 
     def run_folders(self) -> list[str]:
         """Ids of the run folders under ``runs/`` that hold a recorded run."""
@@ -529,9 +538,14 @@ def _log_exit(path: Optional[str]) -> Optional[int]:
 def _record_from_folder(folder: str, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A run row and its step rows from ``run.json``, else from ``spec.json`` and the logs."""
     path = os.path.join(folder, RUN_FILE)
+    rec: Any = None
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as fh:
-            rec = json.load(fh)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                rec = json.load(fh)
+        except (OSError, ValueError):
+            rec = None  # damaged: fall back to spec.json and the logs
+    if isinstance(rec, dict) and rec.get("experiment"):
         steps = rec.get("steps") or []
         run = {k: rec.get(k) for k in ("experiment", "pipeline", "backend", "status", "created", "started",
                                        "ended", "error")}

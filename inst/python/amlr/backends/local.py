@@ -532,7 +532,14 @@ def folder_note(run: dict[str, Any]) -> dict[str, Any]:
 def logs(reg: Registry, run: dict[str, Any], step: Optional[str]) -> dict[str, list[str]]:
     require_folder(run, "logs")
     chosen = [reg.get_step(run["id"], step)] if step else reg.get_steps(run["id"])
-    return {s["name"]: _read_lines(s.get("log_path")) for s in chosen}
+    out = {}
+    for s in chosen:
+        path = s.get("log_path")
+        if path and not os.path.exists(path) and s["status"] in ("Completed", "Failed") and not s.get("reused"):
+            out[s["name"]] = [f"amlr: the log file of step `{s['name']}` ({path}) is missing; it was deleted."]
+        else:
+            out[s["name"]] = _read_lines(path)
+    return out
 
 
 def follow(reg: Registry, run: dict[str, Any], cursor: dict[str, int]) -> dict[str, Any]:
@@ -600,6 +607,12 @@ def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Op
                     field="output")
             outs = {output: outs[output]}
         for name, path in outs.items():
+            if s["status"] == "Completed" and not os.path.isdir(path):
+                raise RunFolderMissing(
+                    f"Output `{name}` of step `{s['name']}` (`{path}`) is gone: it was deleted after the run"
+                    + (f" `{s.get('reused_from')}` made it" if s.get("reused_from") else "")
+                    + ". Nothing was copied. Submit the pipeline again to make it anew"
+                    + (" (allow_reuse = FALSE for that step)." if s.get("reused") else "."), field="output")
             copies.append((path, os.path.join(dest, s["name"], name)))
         if output is None and s.get("log_path") and os.path.exists(s["log_path"]):
             copies.append((s["log_path"], os.path.join(dest, s["name"], "logs", os.path.basename(s["log_path"]))))
