@@ -43,7 +43,8 @@
 #' # The pipeline spec as JSON instead
 #' export_pipeline(file.path(dir, "hello.R"), file.path(dir, "hello.json"), format = "json")
 export_pipeline <- function(pipeline, path, format = c("azureml_v2", "json"), overwrite = FALSE) {
-  format <- match.arg(format)
+  format <- check_choice(format, c("azureml_v2", "json"), "format")
+  check_flag(overwrite, "overwrite")
   pipeline <- as_pipeline(pipeline)
   if (!is.character(path) || length(path) != 1L || is.na(path) || !nzchar(path)) {
     amlr_abort("{.arg path} must be the file to write, e.g. {.file pipeline.yml}.", "bad_request")

@@ -54,11 +54,18 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
                    step_type = c("command", "estimator", "python_script"), env = character(),
                    files = character(), register = NULL) {
   check_string(script, "script")
-  step_type <- match.arg(step_type)
+  step_type <- check_choice(step_type, c("command", "estimator", "python_script"), "step_type")
+  check_flag(allow_reuse, "allow_reuse")
+  check_optional_string(compute, "compute")
+  check_environment_arg(environment)
   args <- check_step_args(args)
   env <- check_step_env(env)
   if (!is.character(files) || anyNA(files)) {
     amlr_abort("{.arg files} must be a character vector of paths inside {.arg source_dir}.", "invalid_spec")
+  }
+  if (!is.character(outputs) || anyNA(outputs)) {
+    amlr_abort(c("{.arg outputs} must be a character vector of output names, e.g. {.code outputs = \"model\"}.",
+                 x = "Got {describe_value(outputs)}."), "invalid_spec")
   }
   force(source_dir)
   check_string(source_dir, "source_dir")
@@ -117,7 +124,7 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
       script = rel,
       source_dir = source_dir,
       args = args,
-      inputs = lapply(inputs, normalize_input),
+      inputs = Map(normalize_input, inputs, names(inputs)),
       outputs = as.character(outputs),
       environment = environment,
       compute = compute,
@@ -219,6 +226,10 @@ output_of <- function(step, output) {
 #' p <- r_pipeline(prepare, train, name = "cars")
 #' p
 r_pipeline <- function(..., name = NULL, description = NULL, environment = NULL, compute = NULL) {
+  check_optional_string(name, "name")
+  check_optional_string(description, "description")
+  check_optional_string(compute, "compute")
+  check_environment_arg(environment)
   steps <- flatten_steps(list(...))
   if (!length(steps)) {
     amlr_abort("A pipeline needs at least one {.fn r_step}.", "invalid_spec")
@@ -257,8 +268,11 @@ flatten_steps <- function(x) {
 as_pipeline <- function(x, call = rlang::caller_env()) {
   if (inherits(x, "amlr_pipeline")) return(x)
   # A single step needs no graph check here: submit validates every spec.
-  if (inherits(x, "amlr_step")) return(new_pipeline(list(x), name = x$name))
-  if (is.character(x) && length(x) == 1L) return(new_pipeline(list(r_step(x)), name = default_step_name(x)))
+  if (inherits(x, "amlr_step")) return(new_pipeline(list(x), name = pipeline_name_from(x$name)))
+  if (is.character(x) && length(x) == 1L && !is.na(x)) {
+    step <- r_step(x)
+    return(new_pipeline(list(step), name = pipeline_name_from(step$name)))
+  }
   amlr_abort(c("{.arg pipeline} must be a path to an R script, an {.fn r_step} or an {.fn r_pipeline}.",
                x = "Got {.cls {class(x)}}."), "invalid_spec", call = call)
 }
@@ -299,13 +313,17 @@ env_spec <- function(env) {
   unclass(env)
 }
 
-normalize_input <- function(x) {
+normalize_input <- function(x, name = "") {
   if (inherits(x, "amlr_output_ref") || inherits(x, "amlr_data_ref")) return(x)
   if (inherits(x, "amlr_step")) {
-    amlr_abort(c("An input is a whole step; name one of its outputs.",
+    amlr_abort(c("Input {.val {name}} is a whole step; name one of its outputs.",
                  i = "Use {.code output_of(step, \"{x$outputs[1] %||% 'output'}\")}."), "invalid_spec")
   }
-  check_string(x, "inputs")
+  if (!is.character(x) || length(x) != 1L || is.na(x) || !nzchar(x)) {
+    amlr_abort(c("Input {.val {name}} must be a path, a URI or {.code output_of(step, output)}.",
+                 x = "Got {describe_value(x)}.",
+                 i = "E.g. {.code inputs = list({name} = \"data.csv\")}."), "invalid_spec")
+  }
   if (grepl("^(azureml|https?|wasbs?|abfss?|adl)://", x, ignore.case = TRUE)) {
     return(structure(list(type = "uri", uri = x), class = "amlr_input"))
   }
@@ -314,14 +332,24 @@ normalize_input <- function(x) {
 
 default_step_name <- function(script) {
   base <- sub("\\.[Rr]$", "", basename(script))
+  # Accented letters keep their base letter (ünï -> uni) where iconv can tell.
+  ascii <- suppressWarnings(iconv(enc2utf8(base), "UTF-8", "ASCII//TRANSLIT", sub = "_"))
+  if (!is.na(ascii)) base <- ascii
   name <- gsub("[^a-z0-9_]", "_", tolower(base))
   if (!grepl("^[a-z_]", name)) name <- paste0("step_", name)
   name
 }
 
+# A pipeline (experiment) name from a step name: Azure ML wants a letter or
+# digit first, so `_helper` becomes `helper`.
+pipeline_name_from <- function(step_name) {
+  name <- sub("^[^A-Za-z0-9]+", "", step_name)
+  if (!nzchar(name)) "pipeline" else name
+}
+
 default_pipeline_name <- function(step) {
   name <- gsub("[^A-Za-z0-9_.-]", "_", basename(step$source_dir))
-  if (!grepl("^[A-Za-z0-9]", name)) name <- step$name
+  if (!grepl("^[A-Za-z0-9]", name)) name <- pipeline_name_from(step$name)
   name
 }
 
@@ -374,7 +402,7 @@ format_input <- function(i) {
 #' cat(format(p, format = "mermaid"), sep = "\n")
 #' plot(p)
 format.amlr_pipeline <- function(x, format = c("text", "mermaid", "dot"), ...) {
-  format <- match.arg(format)
+  format <- check_choice(format, c("text", "mermaid", "dot"), "format")
   order <- pipeline_order(x)
   by_name <- stats::setNames(x$steps, vapply(x$steps, `[[`, "", "name"))
   edges <- pipeline_edges(x)

@@ -82,7 +82,13 @@ run_status <- function(run = "latest") {
 }
 
 run_info <- function(run = "latest", call = rlang::caller_env()) {
-  new_amlr_run(amlr_call("status", list(run = run_ref(run, call)), call = call))
+  res <- amlr_call("status", list(run = run_ref(run, call)), call = call)
+  if (isTRUE(res$folder_missing)) {
+    cli::cli_warn(c("The folder of run {.val {res$id}} ({.path {res$run_dir}}) is gone: its logs and outputs are lost.",
+                    i = "The registry still lists the run; restore the folder from a backup, or submit again."),
+                  class = c("amlr_warning_run_folder_missing", "amlr_warning"))
+  }
+  new_amlr_run(res)
 }
 
 #' Steps of a run
@@ -154,6 +160,7 @@ print.amlr_steps <- function(x, ...) {
 #' run_logs()
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_logs <- function(run = "latest", step = NULL) {
+  check_optional_string(step, "step")
   res <- amlr_call("logs", list(run = run_ref(run), step = step))
   lines <- unlist(lapply(res, function(x) as.character(unlist(x))), use.names = FALSE)
   steps <- rep(names(res), vapply(res, length, integer(1)))
@@ -188,7 +195,7 @@ tail.amlr_logs <- function(x, n = 6L, ...) {
 #' List runs
 #'
 #' @param experiment Only runs of this experiment; `NULL` for all.
-#' @param limit At most this many runs, newest first.
+#' @param limit At most this many runs, newest first; `Inf` (or 0) for all.
 #' @return A data frame: `id`, `experiment`, `pipeline`, `backend`, `status`,
 #'   `created`, `duration` (a `difftime` in seconds), newest first.
 #' @family runs
@@ -198,7 +205,12 @@ tail.amlr_logs <- function(x, n = 6L, ...) {
 #' run_list()
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_list <- function(experiment = NULL, limit = 20) {
-  rows <- amlr_call("list", list(experiment = experiment, limit = limit))
+  check_optional_string(experiment, "experiment")
+  check_count(limit, "limit", min = 0, inf = TRUE)
+  res <- amlr_call("list", list(experiment = experiment, limit = if (is.finite(limit)) limit else 0,
+                                with_warnings = TRUE))
+  for (w in unlist(res$warnings)) cli::cli_warn(cli_escape(w), class = c("amlr_warning_unrecorded_runs", "amlr_warning"))
+  rows <- res$runs
   col <- function(name, default) {
     vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
   }
@@ -313,6 +325,10 @@ run_cancel <- function(run = "latest") {
 #' run_download(dest = tempfile("dl"))
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_download <- function(run = "latest", step = NULL, output = NULL, dest = ".", overwrite = FALSE) {
+  check_optional_string(step, "step")
+  check_optional_string(output, "output")
+  check_string_arg(dest, "dest")
+  check_flag(overwrite, "overwrite")
   if (!is_absolute_path(dest)) dest <- file.path(getwd(), dest)
   dest <- normalize_dest(dest)
   written <- amlr_call("download", list(run = run_ref(run), step = step, output = output, dest = dest,
@@ -346,4 +362,46 @@ parse_metric_time <- function(x) {
   plain <- is.na(out) & !is.na(x)
   out[plain] <- as.POSIXct(x[plain], format = "%Y-%m-%dT%H:%M:%OS", tz = "UTC")
   out
+}
+
+#' Rebuild the run registry from the run folders
+#'
+#' The registry (`registry.sqlite` under `AMLR_HOME`) is an index; each local
+#' run's folder (`runs/<id>/`, with its `run.json`, logs, outputs and
+#' metrics) is the record. When the registry is damaged, emptied or deleted,
+#' amlr stops with an error of class `amlr_error_registry_damaged` rather than
+#' start a new, empty one, and [run_list()] warns about run folders it does
+#' not list. `run_registry_rebuild()` then adds every run folder back: a
+#' registry that cannot be opened is first moved aside (to
+#' `registry.sqlite.damaged-<time>`, never deleted); a readable one keeps its
+#' rows, remote runs included. Runs on Azure ML that were only in a lost
+#' registry are not found again this way (they stay on Azure ML).
+#'
+#' @return A list: `path` (the registry), `added` (run ids added back),
+#'   `skipped` (folders that could not be read), `moved_to` (where a damaged
+#'   file went, or `NULL`), `runs` (how many runs the registry now lists);
+#'   invisibly.
+#' @family runs
+#' @export
+#' @examples
+#' \dontshow{.old_home <- Sys.getenv("AMLR_HOME", NA); Sys.setenv(AMLR_HOME = tempfile("amlr-home"))}
+#' dir <- tempfile("job"); dir.create(dir); script <- file.path(dir, "job.R")
+#' writeLines('cat("hi\\n")', script)
+#' submit_r_pipeline(script, quiet = TRUE)
+#' # The registry file is lost ...
+#' unlink(file.path(Sys.getenv("AMLR_HOME"), "registry.sqlite"))
+#' try(run_list())
+#' # ... and rebuilt from the run folders:
+#' run_registry_rebuild()
+#' run_list()
+#' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
+run_registry_rebuild <- function() {
+  res <- amlr_call("registry_rebuild", list())
+  added <- as.character(unlist(res$added))
+  skipped <- as.character(unlist(res$skipped))
+  bullets <- c(v = "Registry {.path {res$path}} lists {res$runs} run{?s}; {length(added)} added back from the run folders.")
+  if (!is.null(res$moved_to)) bullets <- c(bullets, i = "The damaged file was moved to {.path {res$moved_to}}.")
+  if (length(skipped)) bullets <- c(bullets, x = "Could not read {length(skipped)} run folder{?s}: {.val {skipped}}.")
+  cli::cli_inform(bullets)
+  invisible(list(path = res$path, added = added, skipped = skipped, moved_to = res$moved_to, runs = res$runs))
 }

@@ -19,8 +19,9 @@
 #'   `"azureml_v2"` (azure-ai-ml pipeline job).
 #' @param workspace An [aml_workspace()] for the Azure ML backends.
 #' @param wait Follow the run until it ends.
-#' @param ... Backend options, checked by name and type (a misspelt option is
-#'   an `amlr_error_bad_option` that names the closest one):
+#' @param ... Backend options, checked by name and type before anything is
+#'   recorded (a misspelt or unknown option, or a bad value, is an
+#'   `amlr_error_bad_option` that names the closest known option):
 #'   `regenerate_outputs = TRUE` runs every step, reusing nothing (every
 #'   backend); `quiet` (do not stream logs); local: `max_parallel` (steps at
 #'   once, default the number of cores); `"azureml"`: `compute`, `datastore`,
@@ -44,8 +45,12 @@
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("local", "azureml", "azureml_v2"),
                               workspace = NULL, wait = TRUE, ...) {
-  backend <- match.arg(backend)
+  backend <- check_choice(backend, c("local", "azureml", "azureml_v2"), "backend")
+  check_flag(wait, "wait")
+  check_optional_string(experiment, "experiment")
+  check_workspace_arg(workspace)
   options <- list(...)
+  check_submit_options(options)
   quiet <- isTRUE(options$quiet)
   options$quiet <- NULL
   self <- NULL

@@ -22,6 +22,8 @@
 #' run_wait(run)
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_wait <- function(run = "latest", timeout = Inf, quiet = FALSE) {
+  check_seconds(timeout, "timeout")
+  check_flag(quiet, "quiet")
   id <- run_ref(run)
   follow_run("wait", list(run = id, timeout = if (is.finite(timeout)) timeout), quiet = quiet,
              fallback = function() run_info(id))

@@ -140,7 +140,8 @@ def test_an_unexpected_exception_is_a_python_error_with_the_traceback_apart(brid
     answer, proc = call(env, {"method": "test_raise", "params": {}})
     error = answer["error"]
     assert error["class"] == "python"
-    assert error["message"] == "Unexpected Python error: KeyError: 'missing_key'"
+    assert error["message"].startswith("Unexpected Python error: KeyError: 'missing_key'. This is a bug in amlr")
+    assert "report it" in error["message"]
     assert "Traceback" not in error["message"]
     assert error["traceback"].startswith("Traceback (most recent call last)")
     assert "_raise" in error["traceback"]

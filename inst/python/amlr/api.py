@@ -19,8 +19,9 @@ from typing import Any, Callable, Generator, Iterator, Optional
 
 from . import __version__
 from .backends import BACKENDS, get_backend
-from .errors import AmlrError, BadRequest
+from .errors import BUG_REPORT, AmlrError, BadRequest
 from .registry import TERMINAL, Registry, default_home, new_run_id
+from .limits import check_arg_sizes
 from .spec import validate
 
 Handler = Callable[[dict[str, Any]], Any]
@@ -60,12 +61,14 @@ def ping(params: dict[str, Any]) -> dict[str, Any]:
 @method("validate")
 def validate_spec(params: dict[str, Any]) -> dict[str, Any]:
     pipeline = validate(params.get("spec"), check_paths=bool(params.get("check_paths", True)))
+    check_arg_sizes(pipeline)
     return pipeline.to_json()
 
 
 @method("submit")
 def submit(params: dict[str, Any]) -> dict[str, Any]:
     pipeline = validate(params.get("spec"))
+    check_arg_sizes(pipeline)
     backend_name = params.get("backend") or "local"
     experiment = params.get("experiment") or pipeline.name
     from .spec import PIPELINE_NAME_RE
@@ -77,17 +80,22 @@ def submit(params: dict[str, Any]) -> dict[str, Any]:
         )
     from .backends import check_options
 
-    options = check_options(backend_name, params.get("options") or {}) if backend_name in BACKENDS else {}
+    options = params.get("options") or {}
+    if not isinstance(options, dict):
+        raise BadRequest("Backend options (the `...` of submit_r_pipeline()) must be named, e.g. max_parallel = 2.")
     backend = get_backend(backend_name)
+    options = check_options(backend_name, options) if backend_name in BACKENDS else options  # before anything is written
     reg = registry(params)
+    reg.ensure()  # a damaged registry or unusable home fails here, before a run folder exists
     run_id = new_run_id()
     return backend.submit(reg, pipeline, experiment, run_id, options)
 
 
 @method("status")
 def status(params: dict[str, Any]) -> dict[str, Any]:
-    _, run, _ = _run_and_backend(params)
-    return run
+    _, run, backend = _run_and_backend(params)
+    note = getattr(backend, "folder_note", None)
+    return note(run) if note is not None else run
 
 
 @method("steps")
@@ -118,10 +126,51 @@ def cancel(params: dict[str, Any]) -> dict[str, Any]:
     return backend.cancel(reg, run)
 
 
+def _limit(value: Any) -> int:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
+            or (isinstance(value, float) and value != int(value) and value != float("inf")):
+        raise BadRequest(f"`limit` must be a whole number of runs (0 or Inf for all), not {value!r}.", field="limit")
+    return 0 if value == float("inf") else int(value)
+
+
+# A run folder younger than this may belong to a submit that has not recorded its row yet.
+UNRECORDED_GRACE_SECONDS = 60.0
+
+
+def unrecorded_runs(reg: Registry) -> list[str]:
+    """Run folders the registry does not know (older than a submit's few moments)."""
+    folders = reg.run_folders()
+    if not folders:
+        return []
+    with reg.read() as con:
+        known = {r["id"] for r in con.execute("SELECT id FROM runs")}
+    now = time.time()
+    out = []
+    for run_id in folders:
+        if run_id in known:
+            continue
+        try:
+            age = now - os.path.getmtime(reg.run_dir(run_id))
+        except OSError:
+            continue
+        if age > UNRECORDED_GRACE_SECONDS:
+            out.append(run_id)
+    return out
+
+
 @method("list")
-def list_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
+def list_runs(params: dict[str, Any]) -> Any:
     reg = registry(params)
-    runs = reg.list_runs(params.get("experiment"), int(params.get("limit") or 0))
+    experiment = params.get("experiment")
+    if isinstance(experiment, list) and len(experiment) == 1:
+        experiment = experiment[0]
+    if experiment is not None and not isinstance(experiment, str):
+        raise BadRequest("`experiment` must be an experiment name (a string) or NULL.", field="experiment")
+    runs = reg.list_runs(experiment, _limit(params.get("limit")))
     out = []
     for run in runs:
         try:
@@ -129,7 +178,21 @@ def list_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
         except AmlrError:
             pass
         out.append(run)
-    return out
+    if not params.get("with_warnings"):
+        return out
+    warnings = []
+    missing = unrecorded_runs(reg)
+    if missing:
+        warnings.append(
+            f"{len(missing)} run folder(s) under {os.path.join(reg.home, 'runs')} are not in the registry "
+            f"(first: {missing[0]}); run_registry_rebuild() adds them back."
+        )
+    return {"runs": out, "warnings": warnings}
+
+
+@method("registry_rebuild")
+def registry_rebuild(params: dict[str, Any]) -> dict[str, Any]:
+    return registry(params).rebuild()
 
 
 @method("prune")
@@ -168,7 +231,7 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {
         "error": {
             "class": "python",
-            "message": f"Unexpected Python error: {detail}",
+            "message": f"Unexpected Python error: {detail}. {BUG_REPORT}",
             "traceback": traceback.format_exc(),
         }
     }

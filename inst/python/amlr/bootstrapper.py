@@ -22,9 +22,12 @@ the arguments become the ports' paths; ``${{outputs.outputs}}`` is ``./outputs``
 
 It runs ``Rscript --no-site-file --no-environ --no-restore SCRIPT ARGS...``
 (``$AMLR_RSCRIPT`` if set, else ``Rscript`` from PATH) with no shell, lets R
-write straight to the inherited stdout/stderr, forwards SIGTERM/SIGINT to R,
+write straight to the inherited stdout/stderr, forwards every catchable
+terminating signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGALRM) to R,
+makes R die with it on Linux (a parent-death signal),
 forwards the metrics that ``log_metric()`` appends to ``$AMLR_METRICS_FILE``
-to the run, and exits with R's exit code (128+N when R dies of signal N).
+to the run, and exits with R's exit code (128+N when R dies of signal N or
+was told to stop by signal N).
 
 The last line it writes to stderr is always ``Pipeline step execution returned
 N`` or ``Pipeline step execution was terminated by signal N`` (``--help``
@@ -451,6 +454,13 @@ class AzureMLSink:
             flush()
 
 
+MLFLOW_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
 class MLflowSink:
     """MLflow (the ``azureml_v2`` backend, or any MLFLOW_TRACKING_URI).
 
@@ -459,6 +469,17 @@ class MLflowSink:
 
     def __init__(self) -> None:
         self._mlflow = None
+        # MLflow's own defaults (120 s per request, 7 retries with back-off) stall a
+        # step for minutes when the server is unreachable; bound them unless set.
+        for name, value in MLFLOW_BOUNDS.items():
+            os.environ.setdefault(name, value)
+
+    def describe(self, exc: BaseException) -> str:
+        uri = redact(os.environ.get("MLFLOW_TRACKING_URI", "") or "(MLFLOW_TRACKING_URI not set)")
+        return (f"the MLflow tracking server {uri} did not take the metric; check that it is reachable "
+                f"(requests give up after {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT')} s, "
+                f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES')} retries: MLFLOW_HTTP_REQUEST_TIMEOUT and "
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES change that)")
 
     def __call__(self, metric: Metric) -> None:
         if self._mlflow is None:
@@ -581,10 +602,12 @@ class MetricsForwarder:
         try:
             self.sink(Metric(name, value, time, index))
         except Exception as exc:  # noqa: BLE001 - any SDK failure must not end the step
+            describe = getattr(self.sink, "describe", None)
             self.sink = None
             detail = redact(str(exc))
+            why = (describe(exc) + "; ") if callable(describe) else ""
             self._warn(
-                f"forwarding metrics failed ({type(exc).__name__}{': ' + detail if detail else ''}); "
+                f"forwarding metrics failed: {why}{type(exc).__name__}{': ' + detail if detail else ''}; "
                 "further metrics of this step are not forwarded"
             )
             return
@@ -631,7 +654,14 @@ class MetricsForwarder:
             return True
         self._thread.join(timeout)
         if self._thread.is_alive():
-            self._warn(f"metrics were still being forwarded after {timeout:g} s; some may be missing")
+            where = ""
+            if isinstance(self.sink, MLflowSink):
+                uri = redact(os.environ.get("MLFLOW_TRACKING_URI", "") or "(MLFLOW_TRACKING_URI not set)")
+                where = f" to the MLflow tracking server {uri}, which is slow or unreachable"
+            elif isinstance(self.sink, AzureMLSink):
+                where = " to Azure ML run history, which is slow or unreachable"
+            self._warn(f"metrics were still being forwarded{where} after {timeout:g} s; the step goes on without "
+                       "waiting, and some metrics may be missing")
             self._quiet = True  # nothing may follow the final line
             return False
         return True
@@ -642,21 +672,27 @@ class MetricsForwarder:
 # --------------------------------------------------------------------------
 
 FORWARDED_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGINT") if hasattr(signal, name)
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+    if hasattr(signal, name)
 )
+"""Every catchable signal whose default is to end the process: each is passed on to R."""
 
 
 class _SignalForwarder:
-    """Pass SIGTERM/SIGINT on to R and keep waiting for it.
+    """Pass terminating signals on to R and keep waiting for it.
 
     AML (and the local runner) stop a step by signalling the bootstrapper; R
-    must get the chance to stop too, and its exit status is what we report.
-    A signal that arrives before R exists is delivered right after it starts.
+    must get the chance to stop too. A signal that arrives before R exists
+    means R is not started at all. The first signal forwarded decides how the
+    step is reported (128+N), whatever R makes of it (R turns SIGINT into
+    exit status 1, like an error).
     """
 
     def __init__(self) -> None:
         self.child: Optional[subprocess.Popen] = None
         self.pending: List[int] = []
+        self.forwarded: Optional[int] = None
         self._previous: Dict[int, object] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
@@ -664,6 +700,8 @@ class _SignalForwarder:
         if child is None:
             self.pending.append(signum)
             return
+        if self.forwarded is None:
+            self.forwarded = signum
         try:
             child.send_signal(signum)
         except (ProcessLookupError, OSError):
@@ -691,6 +729,40 @@ class _SignalForwarder:
         while self.pending:
             self._handle(self.pending.pop(0), None)
 
+    def outcome(self, returncode: int) -> int:
+        """R's code, or -N when R was told to stop by signal N (unless another signal killed it)."""
+        if self.forwarded is not None and returncode >= 0:
+            return -self.forwarded
+        return returncode
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal() -> Optional[Callable[[], None]]:
+    """A preexec_fn that makes R die with SIGKILL when the bootstrapper dies (Linux only).
+
+    Resolved in the parent, so the child only makes one libc call. Elsewhere
+    (or without ctypes) None: R is then only stopped by forwarded signals.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    kill_signal = int(signal.SIGKILL)
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill_signal, 0, 0, 0)
+        if os.getppid() != parent:  # the bootstrapper died before the call took effect
+            os._exit(128 + kill_signal)
+
+    return set_pdeathsig
+
 
 def _flush_std() -> None:
     """Our buffered output must land before R's, which bypasses Python."""
@@ -713,8 +785,10 @@ def run(rscript: str, script: str, args: Sequence[str], env: Mapping[str, str]) 
     forwarder.install()
     try:
         _flush_std()
+        if forwarder.pending:  # told to stop before R started: do not start it
+            return -forwarder.pending[0]
         try:
-            child = subprocess.Popen(argv, env=dict(env), close_fds=True)
+            child = subprocess.Popen(argv, env=dict(env), close_fds=True, preexec_fn=_parent_death_signal())
         except FileNotFoundError:
             raise BootstrapError(f"cannot run {rscript}: file not found", EXIT_NOT_FOUND) from None
         except PermissionError:
@@ -722,7 +796,7 @@ def run(rscript: str, script: str, args: Sequence[str], env: Mapping[str, str]) 
         except OSError as exc:
             raise BootstrapError(f"cannot run {rscript}: {exc.strerror or exc}", EXIT_NOT_EXECUTABLE) from None
         forwarder.attach(child)
-        return child.wait()
+        return forwarder.outcome(child.wait())
     finally:
         forwarder.restore()
 

@@ -71,3 +71,59 @@ class FileExists(AmlrError):
 
 class RunNotActive(AmlrError):
     kind = "run_not_active"
+
+
+class HomeUnusable(AmlrError):
+    """AMLR_HOME cannot hold the registry and the run folders."""
+
+    kind = "home_unusable"
+
+
+class RegistryDamaged(AmlrError):
+    """registry.sqlite is not a registry (damaged, emptied, not SQLite)."""
+
+    kind = "registry_damaged"
+
+
+class RunFolderMissing(AmlrError):
+    """A local run's folder (logs, outputs, snapshot) is gone."""
+
+    kind = "run_folder_missing"
+
+
+class OutputNotFound(AmlrError):
+    kind = "output_not_found"
+
+
+class BadOption(AmlrError):
+    """A backend option (``...`` of submit_r_pipeline()) with a bad value."""
+
+    kind = "bad_option"
+
+
+class SourceUnreadable(AmlrError):
+    """A file of a step's source folder cannot be read."""
+
+    kind = "source_unreadable"
+
+
+class ScriptExcluded(AmlrError):
+    """A step's script is left out of its snapshot by the ignore rules."""
+
+    kind = "script_excluded"
+
+
+class ArgumentTooLong(AmlrError):
+    kind = "argument_too_long"
+
+
+class DestinationUnusable(AmlrError):
+    """A folder or file to write into that cannot be written."""
+
+    kind = "destination_unusable"
+
+
+BUG_REPORT = (
+    "This is a bug in amlr: please report it to amlr's maintainers with the traceback "
+    "(in R: rlang::last_error()$python_traceback)."
+)

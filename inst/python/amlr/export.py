@@ -34,7 +34,9 @@ from typing import Any, Optional
 
 from .api import method
 from .backends.azureml_v2 import CommandNode, JobPlan, NodeEnvironment, NodeInput, stage
-from .errors import BadRequest, FileExists, InvalidSpec
+from . import snapshot
+from .errors import BadRequest, DestinationUnusable, FileExists, InvalidSpec
+from .limits import check_arg_sizes
 from .spec import Pipeline, validate
 
 FORMATS = ("azureml_v2", "json")
@@ -376,6 +378,26 @@ def export_pipeline(pipeline: Pipeline, path: str, format: str = "azureml_v2", *
     return export_azureml_v2(pipeline, path, overwrite=overwrite)
 
 
+def check_export_destination(path: str) -> None:
+    """The folder of ``path`` exists, is a folder and can be written, before anything is built."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    probe = folder
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise DestinationUnusable(
+            f"`path` `{path}` is below `{probe}`, which is a file, not a folder; give a path in an existing folder.",
+            field="path")
+    if probe != folder:
+        raise BadRequest(
+            f"The folder of `path` (`{folder}`) does not exist; create it first, or give a path in an existing "
+            "folder.", field="path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DestinationUnusable(
+            f"The folder of `path` (`{folder}`) is read-only for you; give a path in a folder you can write to.",
+            field="path")
+
+
 @method("export")
 def export_method(params: dict[str, Any]) -> dict[str, Any]:
     """R's ``export_pipeline()``: params ``spec``, ``path``, ``format``, ``overwrite``."""
@@ -386,4 +408,11 @@ def export_method(params: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("`path` must be the file to write, e.g. \"pipeline.yml\".")
     pipeline = validate(params.get("spec"))
     fmt = params.get("format") or "azureml_v2"
+    if isinstance(fmt, list) and len(fmt) == 1:
+        fmt = fmt[0]
+    if fmt not in ("azureml_v2", "json"):
+        raise BadRequest(f"`format` must be \"azureml_v2\" or \"json\", not {fmt!r}.", field="format")
+    check_arg_sizes(pipeline)
+    check_export_destination(path)
+    snapshot.require_scripts(pipeline.steps)  # a job without its script could only fail on Azure ML
     return export_pipeline(pipeline, path, fmt, overwrite=bool(params.get("overwrite"))).to_json()

@@ -279,6 +279,13 @@ class IgnoreRules:
     def is_ignored(self, relpath: str, is_dir: bool) -> bool:
         return self.match(relpath, is_dir) is True
 
+    def last_match(self, relpath: str, is_dir: bool) -> Optional[Pattern]:
+        """The pattern that decides ``relpath`` (the last one matching), or None."""
+        for pattern in reversed(self.patterns):
+            if pattern.matches(relpath, is_dir):
+                return pattern
+        return None
+
 
 def read_ignore_file(folder: str) -> Optional[Tuple[str, str]]:
     """``(file name, text)`` of the folder's ignore file, ``.amlignore`` first."""
@@ -300,24 +307,75 @@ def folder_patterns(folder: str, rel: str) -> List[Pattern]:
 # walking
 
 
+# Key and credential files: left out of snapshots unless an ignore file names
+# them back in with ``!pattern`` (these rules come first, so a later ``!`` wins).
+CREDENTIAL_PATTERNS_TEXT = """
+id_rsa
+id_dsa
+id_ecdsa
+id_ed25519
+id_ecdsa_sk
+id_ed25519_sk
+*.pem
+*.key
+*.p12
+*.pfx
+*.jks
+*.keystore
+*.ppk
+.netrc
+_netrc
+.pgpass
+.git-credentials
+.npmrc
+.pypirc
+credentials.json
+credentials
+secrets.json
+secret.json
+client_secret*.json
+service-account*.json
+*.tfstate
+.ssh/
+.aws/
+.azure/
+.kube/
+.gnupg/
+.gcloud/
+**/.docker/config.json
+**/.config/gcloud/
+"""
+CREDENTIAL_RULES = IgnoreRules.from_text(CREDENTIAL_PATTERNS_TEXT)
+_CREDENTIAL_IDS = frozenset(id(p) for p in CREDENTIAL_RULES.patterns)
+
+ReportFn = Callable[[str, str], None]
+"""``report(relpath, why)``: called for each entry left out for safety ("credential", "symlink")."""
+
+
 @dataclass(frozen=True)
 class _Walk:
     root_real: str
     skip: Optional[SkipFn]
     use_ignore_files: bool
+    report: Optional[ReportFn] = None
 
 
 def walk_included(root: str, *, skip: Optional[SkipFn] = None,
-                  use_ignore_files: bool = True) -> List[str]:
+                  use_ignore_files: bool = True, credentials: bool = False,
+                  report: Optional[ReportFn] = None) -> List[str]:
     """Sorted POSIX paths (relative to ``root``) of the files not excluded.
 
-    Symlinked files count as files (by content); a symlinked folder is followed
-    only when it resolves inside ``root`` and not to a folder being walked
-    already (no cycles); dangling links and special files are left out.
+    A symlink is followed only when it resolves inside ``root`` (and, for a
+    folder, not to a folder being walked already: no cycles); one pointing
+    outside is left out and reported (``"symlink"``); dangling links and
+    special files are left out. ``credentials``: leave out key and credential
+    files too (:data:`CREDENTIAL_PATTERNS_TEXT`), each reported
+    (``"credential"``), unless an ignore file re-includes it with ``!``.
     """
     root_real = os.path.realpath(root)
-    ctx = _Walk(root_real, skip, use_ignore_files)
-    found = _walk(ctx, root, "", IgnoreRules(), frozenset({root_real}), root_real)
+    ctx = _Walk(root_real, skip, use_ignore_files, report)
+    start = CREDENTIAL_RULES if credentials else IgnoreRules()
+    found = _walk(ctx, root, "", start, frozenset({root_real}), root_real)
     return sorted(found)
 
 
@@ -329,19 +387,36 @@ def _walk(ctx: _Walk, folder: str, rel: str, rules: IgnoreRules,
         child = f"{rel}/{entry.name}" if rel else entry.name
         kind = _entry_kind(entry, folder_real, ctx.root_real, active)
         if kind is None:
+            if ctx.report is not None and entry.is_symlink() and os.path.exists(entry.path) \
+                    and not _is_within(os.path.realpath(entry.path), ctx.root_real):
+                ctx.report(child, "symlink")
             continue
         is_dir, real = kind
-        if (ctx.skip is not None and ctx.skip(child, is_dir)) or rules.is_ignored(child, is_dir):
+        if ctx.skip is not None and ctx.skip(child, is_dir):
             continue
+        hit = rules.last_match(child, is_dir)
+        if hit is not None and not hit.negated:
+            if ctx.report is not None and id(hit) in _CREDENTIAL_IDS:
+                ctx.report(child + ("/" if is_dir else ""), "credential")
+            continue
+        if hit is not None and ctx.report is not None and CREDENTIAL_RULES.is_ignored(child, is_dir):
+            ctx.report(child + ("/" if is_dir else ""), "credential_included")
         if is_dir:
             yield from _walk(ctx, entry.path, child, rules, active | {real}, real)
         else:
             yield child
 
 
+class UnreadableFolder(OSError):
+    """A folder of the walk that cannot be listed."""
+
+
 def _scan(folder: str) -> List["os.DirEntry[str]"]:
-    with os.scandir(folder) as it:
-        return sorted(it, key=lambda e: e.name)
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except PermissionError as exc:
+        raise UnreadableFolder(exc.errno, exc.strerror, folder) from None
 
 
 def _entry_kind(entry: "os.DirEntry[str]", folder_real: str, root_real: str,
@@ -357,9 +432,11 @@ def _entry_kind(entry: "os.DirEntry[str]", folder_real: str, root_real: str,
 
 
 def _symlink_kind(path: str, root_real: str, active: FrozenSet[str]) -> Optional[Tuple[bool, str]]:
+    real = os.path.realpath(path)
+    if not _is_within(real, root_real):
+        return None  # never follow a link out of the folder: it could be anything (~/.ssh/id_rsa)
     if os.path.isdir(path):
-        real = os.path.realpath(path)
-        if real in active or not _is_within(real, root_real):
+        if real in active:
             return None
         return True, real
     if os.path.isfile(path):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
 from . import snapshot, stepcode, stepcontract
-from .errors import InvalidSpec
 from .spec import Pipeline, Step
 
 BOOTSTRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrapper.py")
@@ -53,8 +52,9 @@ def stage_steps(pipeline: Pipeline, snapshots_dir: str, *, metrics_sink: str,
     for step in pipeline.steps:
         src = os.path.realpath(step.source_dir)
         if src not in listings:
-            listings[src] = snapshot.list_files(src, exclude)
+            listings[src] = snapshot.list_files(src, exclude, warn=warn)
         scripts.setdefault(src, set()).add(step.script.replace(os.sep, "/"))
+    snapshot.require_scripts(pipeline.steps, listings)
     warned: set[str] = set()
 
     def warn_once(message: str) -> None:
@@ -66,13 +66,6 @@ def stage_steps(pipeline: Pipeline, snapshots_dir: str, *, metrics_sink: str,
     for step in pipeline.steps:
         src = os.path.realpath(step.source_dir)
         script = step.script.replace(os.sep, "/")
-        if script not in listings[src]:
-            raise InvalidSpec(
-                f"Script `{script}` of step `{step.name}` is left out of its snapshot by the ignore rules "
-                f"(.amlignore, else .gitignore, in `{src}`), so the job would have no script to run. "
-                f"Remove the pattern that matches it, or add `!{script}` to .amlignore.",
-                field=f"steps[{step.name}].script",
-            )
         code = stepcode.step_code(script, listings[src], _reader(src), other_scripts=scripts[src] - {script},
                                   extra_files=step.files)
         contract = contract_for(step, metrics_sink=metrics_sink, values=values(step))

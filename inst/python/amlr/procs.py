@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 
 def python_executable() -> str:
@@ -83,23 +83,190 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def terminate_group(pgid: Optional[int], grace: float = 5.0) -> None:
-    """SIGTERM a process group, then SIGKILL whatever is left after ``grace``."""
+def _proc_stat(pid: int) -> Optional[tuple[str, str, int, int]]:
+    """(command, state, ppid, pgrp) from /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode("utf-8", "replace")
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        return comm, fields[0], int(fields[1]), int(fields[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _all_pids() -> list[int]:
+    try:
+        return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+
+
+def describe(pid: int) -> str:
+    info = _proc_stat(pid)
+    return f"pid {pid} ({info[0]})" if info else f"pid {pid}"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, where /proc tells."""
+    out = []
+    for pid in _all_pids():
+        info = _proc_stat(pid)
+        if info and info[3] == pgid and info[1] != "Z":
+            out.append(pid)
+    return sorted(out)
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to a process group that may be gone already."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def terminate_group(pgid: Optional[int], grace: float = 5.0) -> list[str]:
+    """SIGTERM a process group, then SIGKILL whatever is left after ``grace``.
+
+    Returns a description of each process that was still alive to be ended
+    (where ``/proc`` tells; else an empty list).
+    """
     if not pgid or os.name != "posix":
-        return
+        return []
+    # Processes already dying (a parent-death signal on its way) are not "left running".
+    settle = time.monotonic() + 0.3
+    members = group_members(pgid)
+    while members and time.monotonic() < settle:
+        time.sleep(0.02)
+        members = group_members(pgid)
+    found = [describe(p) for p in members]
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        return found
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not group_alive(pgid):
-            return
+        if not group_alive(pgid) or (found and not group_members(pgid)):
+            return found
         time.sleep(0.05)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    return found
+
+
+# Signals that end a process by default and can be caught: a runner or a
+# bootstrapper handles all of them, so none ends it without clean-up.
+TERMINATING_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, arg: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def become_subreaper() -> bool:
+    """Linux: adopt orphaned descendants (a step's ``setsid`` escapee) instead of init."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def orphans(exclude: Sequence[int] = ()) -> list[int]:
+    """Our children that we did not start ourselves (adopted as a subreaper)."""
+    me = os.getpid()
+    skip = set(exclude)
+    return sorted(pid for pid in _all_pids()
+                  if pid not in skip and (_proc_stat(pid) or ("", "", 0, 0))[2] == me)
+
+
+def reap_orphans(exclude: Sequence[int] = (), spare_groups: Sequence[int] = (), grace: float = 1.0,
+                 rounds: int = 5) -> list[str]:
+    """End and reap adopted orphans (not ``exclude``, not in ``spare_groups``); describe each.
+
+    An orphan that leads its own process group (a ``setsid`` escapee) is ended
+    with its whole group; what that leaves behind is adopted in turn, so this
+    looks again, a few rounds.
+    """
+    spare = set(spare_groups)
+    found: list[str] = []
+    for _ in range(rounds):
+        victims = [p for p in orphans(exclude) if (_proc_stat(p) or ("", "", 0, -1))[3] not in spare]
+        if not victims:
+            break
+        for pid in victims:
+            info = _proc_stat(pid)
+            if info is None or info[1] == "Z":
+                continue
+            if info[3] == pid:  # a group leader: its group goes with it
+                members = group_members(pid)
+                found += [describe(m) for m in members]
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            else:
+                found.append(describe(pid))
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        _reap(victims, grace)
+    return list(dict.fromkeys(found))
+
+
+def _reap(pids: Sequence[int], grace: float) -> None:
+    deadline = time.monotonic() + grace
+    pending = set(pids)
+    while pending:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pending.discard(pid)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            for pid in pending:
+                try:
+                    os.killpg(pid, signal.SIGKILL) if (_proc_stat(pid) or ("", "", 0, -1))[3] == pid \
+                        else os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for pid in pending:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            return
+        time.sleep(0.05)
+
+
+def exit_code(returncode: int) -> int:
+    """Popen's -N (killed by signal N) as the shell's 128+N, as the bootstrapper reports it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def spawn_step(argv: Sequence[str], *, cwd: str, stdout: Any, env: dict) -> subprocess.Popen:
+    """A step's bootstrapper, in a process group of its own (so the whole step can be ended)."""
+    return subprocess.Popen(
+        list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+        env=env, start_new_session=True,
+    )
 
 
 # True in a standalone ``python -m amlr`` process (single-threaded, ours to

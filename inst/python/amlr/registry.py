@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from .errors import RunNotFound, StepNotFound
+from .errors import HomeUnusable, RegistryDamaged, RunNotFound, StepNotFound
 
 SCHEMA_VERSION = 1
 TERMINAL = ("Completed", "Failed", "Canceled")
@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 
+RUN_FILE = "run.json"
+"""In each local run folder: the run's own record, from which the registry can be rebuilt."""
+
+
 def default_home() -> str:
     """Where R's ``tools::R_user_dir("amlr", "data")`` points when R did not say."""
     env = os.environ.get("AMLR_HOME")
@@ -100,19 +104,98 @@ class Registry:
     def run_dir(self, run_id: str) -> str:
         return os.path.join(self.home, "runs", run_id)
 
+    def ensure_home(self) -> None:
+        """Create AMLR_HOME, or say precisely why it cannot be used."""
+        home = self.home
+        fix = "Set AMLR_HOME to a folder you can write to (Sys.setenv(AMLR_HOME = ...)), or unset it."
+        if os.path.exists(home) and not os.path.isdir(home):
+            raise HomeUnusable(f"AMLR_HOME `{home}` is a file, not a folder. {fix}", field="home")
+        try:
+            os.makedirs(home, exist_ok=True)
+        except (NotADirectoryError, FileExistsError):
+            raise HomeUnusable(
+                f"AMLR_HOME `{home}` cannot be created: part of that path is a file, not a folder. {fix}",
+                field="home") from None
+        except OSError as exc:
+            raise HomeUnusable(
+                f"AMLR_HOME `{home}` cannot be created ({exc.strerror or exc}). {fix}", field="home") from None
+        if not os.access(home, os.W_OK | os.X_OK):
+            raise HomeUnusable(f"AMLR_HOME `{home}` is not writable. {fix}", field="home")
+        runs = os.path.join(home, "runs")
+        if os.path.lexists(runs) and not os.path.isdir(runs):
+            raise HomeUnusable(
+                f"`{runs}` is a file, but amlr keeps its run folders there. Move that file away, "
+                "or set AMLR_HOME to another folder.", field="home")
+        if os.path.isdir(self.path):
+            raise HomeUnusable(
+                f"The run registry `{self.path}` is a folder, not a file. Move that folder away (then "
+                "run_registry_rebuild() if run folders exist), or set AMLR_HOME to another folder.", field="home")
+
+    def run_folders(self) -> list[str]:
+        """Ids of the run folders under ``runs/`` that hold a recorded run."""
+        root = os.path.join(self.home, "runs")
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            return []
+        return [n for n in names
+                if os.path.isfile(os.path.join(root, n, RUN_FILE)) or os.path.isfile(os.path.join(root, n, "spec.json"))]
+
+    def _damaged(self, why: str) -> RegistryDamaged:
+        return RegistryDamaged(
+            f"The run registry `{self.path}` {why}. The run folders under `{os.path.join(self.home, 'runs')}` "
+            "are the record: rebuild the registry from them with run_registry_rebuild() "
+            "(the damaged file is kept next to it).",
+            field="home",
+        )
+
+    def _check_file(self) -> None:
+        """An emptied or missing registry next to recorded run folders is damage, not a fresh start."""
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            size = -1
+        if size > 0:
+            return
+        folders = self.run_folders()
+        if folders:
+            what = "is empty (0 bytes)" if size == 0 else "is missing"
+            raise self._damaged(f"{what} but {len(folders)} run folder(s) exist")
+
     def _connect(self) -> sqlite3.Connection:
-        os.makedirs(self.home, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.ensure_home()
+        self._check_file()
+        try:
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from None
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout = 60000")
         return con
+
+    def _translate(self, exc: sqlite3.Error) -> Exception:
+        text = str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text
+                                                       or "disk image" in text):
+            return self._damaged(f"is not a valid SQLite database ({text})")
+        if "readonly" in text or "unable to open" in text or "read-only" in text:
+            return HomeUnusable(
+                f"The run registry `{self.path}` cannot be written ({text}): AMLR_HOME `{self.home}` or the "
+                "file is read-only. Make it writable, or set AMLR_HOME to a folder you can write to.",
+                field="home")
+        return exc
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         con = self._connect()
         try:
-            self._ensure_schema(con)
+            try:
+                self._ensure_schema(con)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
             yield con
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from None
         finally:
             con.close()
 
@@ -120,14 +203,19 @@ class Registry:
     def write(self) -> Iterator[sqlite3.Connection]:
         con = self._connect()
         try:
-            self._ensure_schema(con)
-            con.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(con)
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
             try:
                 yield con
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from None
         finally:
             con.close()
 
@@ -311,3 +399,180 @@ class Registry:
                 (run_id,),
             ).fetchall()
         return [dict(r) for r in rows]
+
+    # -- the run folders as the record ------------------------------------------
+
+    def ensure(self) -> None:
+        """Open (creating if needed) the registry, so damage is found before anything is written."""
+        with self.read():
+            pass
+
+    def delete_run(self, run_id: str) -> None:
+        """Forget a run that never started (a submit that failed half-way)."""
+        with self.write() as con:
+            con.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            con.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
+            con.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    def write_run_file(self, run_id: str) -> None:
+        """Mirror a local run's row and steps into ``runs/<id>/run.json`` (atomically)."""
+        folder = self.run_dir(run_id)
+        if not os.path.isdir(folder):
+            return
+        run = self.get_run(run_id)
+        record = {k: run.get(k) for k in ("id", "experiment", "pipeline", "backend", "status", "created",
+                                          "started", "ended", "error", "n_steps")}
+        record["steps"] = [
+            {k: s.get(k) for k in ("name", "position", "status", "reused", "reused_from", "exit_code", "started",
+                                   "ended", "fingerprint", "allow_reuse", "log_path", "outputs", "error")}
+            for s in self.get_steps(run_id)
+        ]
+        tmp = os.path.join(folder, f".{RUN_FILE}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=1, sort_keys=True)
+        os.replace(tmp, os.path.join(folder, RUN_FILE))
+
+    def rebuild(self) -> dict[str, Any]:
+        """Re-create the registry from the run folders.
+
+        A registry that cannot be opened is moved aside (``registry.sqlite.damaged-<time>``)
+        first; one that can keeps its rows (remote runs included) and gains the
+        local runs it lacks. Returns counts and where the old file went.
+        """
+        self.ensure_home()
+        moved: Optional[str] = None
+        usable = False
+        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            try:
+                con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                try:
+                    con.execute("PRAGMA quick_check").fetchall()
+                    con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    usable = True
+                finally:
+                    con.close()
+            except sqlite3.Error:
+                usable = False
+        stale = [s for s in ("-wal", "-shm") if os.path.exists(self.path + s)]
+        if (os.path.exists(self.path) and not usable) or (not os.path.exists(self.path) and stale):
+            # A journal left next to a lost file must not be applied to the new one: it goes aside too.
+            moved = f"{self.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+            if os.path.exists(self.path):
+                os.replace(self.path, moved)
+            for suffix in stale:
+                os.replace(self.path + suffix, moved + suffix)
+        # A fresh file: create the schema before _check_file can object to the folders.
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            self._ensure_schema(con)
+        finally:
+            con.close()
+        with self.read() as con:
+            known = {r["id"] for r in con.execute("SELECT id FROM runs")}
+        added: list[str] = []
+        skipped: list[str] = []
+        for run_id in self.run_folders():
+            if run_id in known:
+                continue
+            try:
+                run, steps = _record_from_folder(self.run_dir(run_id), run_id)
+            except (OSError, ValueError, KeyError, TypeError):
+                skipped.append(run_id)
+                continue
+            self.insert_run(run, steps)
+            self.update_run(run_id, **{k: run[k] for k in ("started", "ended", "error") if run.get(k) is not None})
+            for step in steps:
+                fields = {k: step[k] for k in ("reused", "reused_from", "exit_code", "started", "ended", "error")
+                          if step.get(k) is not None}
+                if "reused" in fields:
+                    fields["reused"] = int(bool(fields["reused"]))
+                if fields:
+                    self.update_step(run_id, step["name"], **fields)
+                metrics_file = os.path.join(self.run_dir(run_id), "metrics", f"{step['name']}.jsonl")
+                self.add_metrics(run_id, step["name"], _read_metrics(metrics_file))
+            added.append(run_id)
+        return {"path": self.path, "added": added, "skipped": skipped, "moved_to": moved,
+                "runs": len(known) + len(added)}
+
+
+REBUILT_REASON = "the registry was rebuilt from the run folder; how this run ended was not recorded"
+
+
+def _read_metrics(path: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "name" in rec:
+                out.append(rec)
+    return out
+
+
+def _log_exit(path: Optional[str]) -> Optional[int]:
+    """The exit code that a step log's final bootstrapper line reports."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 4096))
+        tail = fh.read().decode("utf-8", "replace").splitlines()
+    for line in reversed(tail):
+        if line.startswith("Pipeline step execution returned "):
+            try:
+                return int(line.rsplit(" ", 1)[1])
+            except ValueError:
+                return None
+        if line.startswith("Pipeline step execution was terminated by signal "):
+            try:
+                return 128 + int(line.rsplit(" ", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def _record_from_folder(folder: str, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run row and its step rows from ``run.json``, else from ``spec.json`` and the logs."""
+    path = os.path.join(folder, RUN_FILE)
+    rec: Any = None
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                rec = json.load(fh)
+        except (OSError, ValueError):
+            rec = None  # damaged: fall back to spec.json and the logs
+    if isinstance(rec, dict) and rec.get("experiment"):
+        steps = rec.get("steps") or []
+        run = {k: rec.get(k) for k in ("experiment", "pipeline", "backend", "status", "created", "started",
+                                       "ended", "error")}
+        run["id"] = run_id
+        run["run_dir"] = folder
+        if run["status"] not in TERMINAL:
+            run["status"], run["error"] = "Failed", REBUILT_REASON
+            for s in steps:
+                if s.get("status") not in TERMINAL:
+                    s["status"], s["error"] = "Failed", REBUILT_REASON
+        return run, steps
+    with open(os.path.join(folder, "spec.json"), encoding="utf-8") as fh:
+        plan = json.load(fh)
+    created = os.path.getmtime(os.path.join(folder, "spec.json"))
+    steps = []
+    codes = []
+    for pos, (name, info) in enumerate(plan["steps"].items()):
+        code = _log_exit(info.get("log"))
+        codes.append(code)
+        status = "Completed" if code == 0 else "Failed"
+        steps.append({"name": name, "position": pos, "status": status, "exit_code": code,
+                      "fingerprint": info.get("fingerprint"), "log_path": info.get("log"),
+                      "outputs": info.get("outputs") or {},
+                      "error": None if code == 0 else (REBUILT_REASON if code is None else f"exit code {code}")})
+    ok = all(c == 0 for c in codes)
+    name = plan["pipeline"]["name"]
+    run = {"id": run_id, "experiment": name, "pipeline": name, "backend": "local",
+           "status": "Completed" if ok else "Failed", "created": created, "run_dir": folder,
+           "error": None if ok else REBUILT_REASON}
+    return run, steps

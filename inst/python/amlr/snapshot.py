@@ -10,8 +10,15 @@ What goes in: every file under ``source_dir`` except
 * the ignore files themselves (``.amlignore``/``.gitignore``, any depth): their
   work is done when the snapshot is made, and Azure ML must not re-filter.
 
-Symlinked files are included by content; symlinked folders are followed only
-inside the tree. The bootstrapper goes to the reserved ``_amlr/bootstrapper.py``
+* key and credential files (private keys, ``*.pem``/``*.key``/``*.p12``/``*.pfx``,
+  ``.netrc``, ``.pgpass``, ``.git-credentials``, ``credentials.json``/``secrets.json``,
+  ``.ssh/``, ``.aws/``, ``.azure/``, ``.kube/``, ``.docker/config.json``, ...; see
+  :data:`amlr.ignore.CREDENTIAL_PATTERNS_TEXT`), with a warning naming them,
+  unless an ignore file names one back in with ``!``.
+
+Symlinks are followed only when they resolve inside the folder (by content);
+one that points outside is left out, with a warning. An unreadable file or
+folder is an error naming it. The bootstrapper goes to the reserved ``_amlr/bootstrapper.py``
 and a comment-only ``.amlignore`` is written at the snapshot root.
 
 A snapshot's hash is a sha256 over the sorted (relative path, sha256 of the
@@ -26,10 +33,10 @@ import shutil
 import stat
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
 
-from .errors import AmlrError
-from .ignore import IGNORE_FILE_NAMES, walk_included
+from .errors import AmlrError, ScriptExcluded, SourceUnreadable
+from .ignore import IGNORE_FILE_NAMES, UnreadableFolder, walk_included
 
 RESERVED_DIR = "_amlr"
 BOOTSTRAPPER_PATH = RESERVED_DIR + "/bootstrapper.py"
@@ -147,13 +154,63 @@ def _skipper(source_dir: str, exclude: Iterable[str]) -> Callable[[str, bool], b
     return skip
 
 
-def list_files(source_dir: str, exclude: Iterable[str] = ()) -> List[str]:
+def list_files(source_dir: str, exclude: Iterable[str] = (),
+               warn: Optional[Callable[[str], None]] = None) -> List[str]:
     """Sorted POSIX paths, relative to ``source_dir``, of the files that go in.
 
-    ``exclude``: absolute paths left out as well (e.g. the amlr home).
+    ``exclude``: absolute paths left out as well (e.g. the amlr home). Key and
+    credential files and symlinks out of the folder are left out; ``warn``
+    (if given) is told which, in one message.
     """
     _require_dir(source_dir)
-    return walk_included(source_dir, skip=_skipper(source_dir, exclude))
+    left_out: dict[str, list[str]] = {"credential": [], "symlink": [], "credential_included": []}
+    try:
+        rels = walk_included(source_dir, skip=_skipper(source_dir, exclude), credentials=True,
+                             report=lambda rel, why: left_out[why].append(rel))
+    except UnreadableFolder as exc:
+        raise SourceUnreadable(
+            f"The folder '{exc.filename}' in the source folder '{source_dir}' cannot be read ({exc.strerror}). "
+            "Make it readable (chmod), or leave it out with a line in .amlignore.") from None
+    if warn is not None:
+        if left_out["credential"]:
+            warn(f"Left out of the snapshot of '{source_dir}' as key or credential files: "
+                 f"{_name_list(left_out['credential'])}. To ship one on purpose, add a line `!<name>` "
+                 "to .amlignore in that folder (better: pass secrets to the job another way).")
+        if left_out["credential_included"]:
+            warn(f"Shipping key or credential files in the snapshot of '{source_dir}' because an ignore file "
+                 f"names them back in: {_name_list(left_out['credential_included'])}. Anyone who can read the "
+                 "job's snapshot can read them.")
+        if left_out["symlink"]:
+            warn(f"Left out of the snapshot of '{source_dir}': symlinks that point outside the folder "
+                 f"({_name_list(left_out['symlink'])}). Copy the files into the folder to include them.")
+    return rels
+
+
+def _name_list(rels: List[str], limit: int = 20) -> str:
+    shown = ", ".join(rels[:limit])
+    return shown + (f" and {len(rels) - limit} more" if len(rels) > limit else "")
+
+
+def require_scripts(steps: Iterable[Any], files: Optional[Mapping[str, Iterable[str]]] = None) -> None:
+    """Every step's script is in its snapshot; else say which ignore rule to fix.
+
+    ``files``: source folder (real path) -> the snapshot's relative paths, when
+    known already; otherwise the folder is listed.
+    """
+    listed: dict[str, set] = {k: set(v) for k, v in (files or {}).items()}
+    for step in steps:
+        src = os.path.realpath(step.source_dir)
+        if src not in listed:
+            listed[src] = set(list_files(src))
+        script = step.script.replace(os.sep, "/")
+        if script.startswith("./"):
+            script = script[2:]
+        if script not in listed[src]:
+            raise ScriptExcluded(
+                f"The script '{step.script}' of step `{step.name}` is left out of its snapshot of '{step.source_dir}' "
+                "by an ignore rule (.amlignore, else .gitignore, in that folder or above the script), so the job "
+                f"could not run it. Add a line `!{script}` to .amlignore in '{step.source_dir}', or remove the rule "
+                "that matches it.", field=f"steps[{step.name}].script")
 
 
 def _require_dir(path: str) -> None:
@@ -170,6 +227,11 @@ def _entries(root: str, rels: Iterable[str]) -> List[_Entry]:
     for rel in rels:
         path = os.path.join(root, *rel.split("/"))
         st = os.stat(path)
+        if not os.access(path, os.R_OK):
+            raise SourceUnreadable(
+                f"The file '{rel}' in the source folder '{root}' cannot be read (permission denied), so the "
+                "snapshot cannot include it. Make it readable (chmod u+r), or leave it out with a line "
+                f"`{rel}` in .amlignore.")
         out.append(_Entry(rel, path, st.st_size, _is_executable(st.st_mode)))
     return out
 
@@ -391,7 +453,7 @@ def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
     step's code; ``extra``: more entries (name -> bytes) under the reserved folder;
     ``store``: a content-addressed blob folder to hard-link files from.
     """
-    rels = list_files(source_dir, exclude) if files is None else sorted(files)
+    rels = list_files(source_dir, exclude, warn=warn or _default_warn) if files is None else sorted(files)
     with open(bootstrapper_path, "rb") as fh:
         extras = {BOOTSTRAPPER_PATH: fh.read(), **(extra or {})}
     _check_reserved(source_dir, rels, extras)

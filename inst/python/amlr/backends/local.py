@@ -19,7 +19,7 @@ import time
 from typing import Any, Optional
 
 from .. import packaging, procs, snapshot, stepcontract
-from ..errors import AmlrError, FileExists, RunNotActive
+from ..errors import AmlrError, DestinationUnusable, FileExists, OutputNotFound, RunFolderMissing, RunNotActive
 from ..registry import ACTIVE, TERMINAL, Registry
 from ..spec import Pipeline, Step, validate
 
@@ -155,14 +155,36 @@ def resolve_data_assets(reg: Registry, pipeline: Pipeline) -> dict[str, dict[str
     return out
 
 
+def _scalar(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def _remove_run_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
     warnings: list[str] = []
     run_dir = reg.run_dir(run_id)
     try:
         plan = prepare(reg, pipeline, run_id, warn=warnings.append)
     except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # nothing was recorded: leave nothing behind
+        _remove_run_dir(run_dir)  # a failed submit leaves nothing behind
         raise
+    try:
+        return _record_and_start(reg, pipeline, experiment, run_id, options, plan, warnings)
+    except BaseException:
+        try:
+            reg.delete_run(run_id)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        _remove_run_dir(run_dir)
+        raise
+
+
+def _record_and_start(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any],
+                      plan: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    run_dir = reg.run_dir(run_id)
     reg.insert_run(
         {
             "id": run_id,
@@ -183,6 +205,7 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
             for s in pipeline.steps
         ],
     )
+    reg.write_run_file(run_id)
     max_parallel = int(options.get("max_parallel") or os.cpu_count() or 1)
     regenerate = bool(options.get("regenerate_outputs"))
     log_path = os.path.join(run_dir, "runner.log")
@@ -224,23 +247,26 @@ class Runner:
             self.plan = json.load(fh)
         self.pipeline = validate(self.plan["pipeline"], check_paths=False)
         self.cancelled = threading.Event()
+        self.stopped_by: Optional[int] = None  # a signal from outside, not run_cancel()
+        self.subreaper = False
         self.lock = threading.Lock()
         self.children: dict[str, subprocess.Popen] = {}
         self.outputs: dict[str, dict[str, str]] = {}
 
     def on_signal(self, signum: int, frame: Any) -> None:
+        if frame is not None and self.stopped_by is None:
+            self.stopped_by = signum
         self.cancelled.set()
         with self.lock:
             children = list(self.children.values())
         for child in children:
-            try:
-                os.killpg(child.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            procs.signal_group(child.pid, signal.SIGTERM)
 
     def run(self) -> str:
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
+        for sig in procs.TERMINATING_SIGNALS:
+            signal.signal(sig, self.on_signal)
+        # Orphans of a step (a `setsid` escapee) become our children, so they can be found and ended.
+        self.subreaper = procs.become_subreaper()
         self.reg.update_run(
             self.run_id,
             status="Running",
@@ -252,6 +278,8 @@ class Runner:
         error: Optional[str] = None
         try:
             status, error = self._schedule()
+            if self.subreaper:
+                procs.reap_orphans(grace=1.0)
         except Exception as exc:  # the run must end in a terminal state whatever happens
             error = f"amlr runner crashed: {type(exc).__name__}: {exc}"
             for s in self.reg.get_steps(self.run_id):
@@ -260,6 +288,10 @@ class Runner:
             raise
         finally:
             self.reg.update_run(self.run_id, status=status, ended=time.time(), error=error)
+            try:
+                self.reg.write_run_file(self.run_id)
+            except (OSError, AmlrError):
+                pass
         return status
 
     def _schedule(self) -> tuple[str, Optional[str]]:
@@ -298,6 +330,10 @@ class Runner:
                     state[name] = fut.result()
         failed = [n for n in state if state[n] == "Failed"]
         if self.cancelled.is_set():
+            if self.stopped_by is not None and not self.reg.get_run(self.run_id)["cancel_requested"]:
+                name = signal.Signals(self.stopped_by).name
+                return "Canceled", (f"the amlr runner (pid {os.getpid()}) was stopped by {name} from outside amlr "
+                                    "(not run_cancel())")
             return "Canceled", "canceled by run_cancel()"
         if failed:
             return "Failed", f"step `{failed[0]}` failed"
@@ -420,7 +456,7 @@ class Runner:
             os.makedirs(path, exist_ok=True)
         os.makedirs(os.path.dirname(info["metrics"]), exist_ok=True)
         argv = self._argv(step, info)
-        env = step_base_env()
+        env = step_environment(step_base_env(), self.pipeline)
         env.update({
             "AMLR_METRICS_FILE": info["metrics"],
             "AMLR_RUN_ID": self.run_id,
@@ -432,17 +468,23 @@ class Runner:
                 self.reg.update_step(self.run_id, step.name, status="Canceled", error="the run was canceled")
                 return "Canceled"
             with open(log_path, "ab") as log:
-                child = subprocess.Popen(
-                    argv, cwd=info["snapshot"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, start_new_session=True,
-                )
+                child = procs.spawn_step(argv, cwd=info["snapshot"], stdout=log, env=env)
             self.children[step.name] = child
         self.reg.update_step(self.run_id, step.name, status="Running", started=time.time(), pid=child.pid)
-        code = child.wait()
+        code = procs.exit_code(child.wait())
         with self.lock:
             self.children.pop(step.name, None)
-        # R may have left children of its own (system(), parallel): the step owns its group.
-        procs.terminate_group(child.pid, grace=1.0)
+        # R may have left children of its own (system(), parallel): the step owns its group;
+        # what escaped the group (setsid) was re-parented to us and is ended too.
+        left = procs.terminate_group(child.pid, grace=1.0)
+        if self.subreaper:
+            with self.lock:
+                running = [c.pid for c in self.children.values()]
+            # Other steps still running keep what lives in their own process groups.
+            left += procs.reap_orphans(exclude=running, spare_groups=running, grace=1.0)
+        if left:
+            self._log(log_path, "amlr: the step left processes running after it ended; amlr ended them: "
+                      + ", ".join(left))
         self._ingest_metrics(step.name, info["metrics"])
         outputs = self._keep_outputs_dir(step, info)
         if self.cancelled.is_set():
@@ -489,6 +531,28 @@ def run_runner(home: str, run_id: str, max_parallel: int, cwd: Optional[str] = N
 # -- readers --------------------------------------------------------------------
 
 
+# amlr's own secrets: a step never needs them, and a step's log must never show them.
+SECRET_ENV_VARS = ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_PASSWORD",
+                   "AMLR_REGISTRY_PASSWORD")
+
+
+def secret_env_names(pipeline: Pipeline) -> set[str]:
+    names = set(SECRET_ENV_VARS)
+    for env in [pipeline.environment] + [s.environment for s in pipeline.steps]:
+        reg = (env or {}).get("registry") if isinstance(env, dict) else None
+        if isinstance(reg, dict):
+            name = _scalar(reg.get("password_env"))
+            if isinstance(name, str) and name:
+                names.add(name)
+    return names
+
+
+def step_environment(base: Any, pipeline: Pipeline) -> dict[str, str]:
+    """The runner's environment without amlr's secret variables."""
+    drop = secret_env_names(pipeline)
+    return {k: v for k, v in base.items() if k not in drop}
+
+
 def _runner_accounted_for(run: dict[str, Any]) -> bool:
     """True unless the run is unfinished and nobody is running it."""
     if run["status"] in TERMINAL:
@@ -518,6 +582,10 @@ def refresh(reg: Registry, run: dict[str, Any]) -> dict[str, Any]:
             reg.update_step(run["id"], s["name"], status="Failed" if s["status"] == "Running" else "Canceled",
                             error=reason, ended=time.time())
     reg.update_run(run["id"], status="Failed", error=reason, ended=time.time())
+    try:
+        reg.write_run_file(run["id"])
+    except OSError:
+        pass
     return reg.get_run(run["id"])
 
 
@@ -545,9 +613,34 @@ def _step_log(reg: Registry, s: dict[str, Any]) -> list[str]:
         _read_lines(origin.get("log_path"))
 
 
+def require_folder(run: dict[str, Any], what: str) -> None:
+    """A run whose folder is gone says so, instead of answering with nothing."""
+    folder = run.get("run_dir")
+    if folder and not os.path.isdir(folder):
+        raise RunFolderMissing(
+            f"The folder of run `{run['id']}` (`{folder}`) is gone, so its {what} are lost; the registry only "
+            "indexes it. Restore the folder from a backup, or submit the pipeline again.", field="run")
+
+
+def folder_note(run: dict[str, Any]) -> dict[str, Any]:
+    folder = run.get("run_dir")
+    if folder and not os.path.isdir(folder):
+        run = dict(run)
+        run["folder_missing"] = True
+    return run
+
+
 def logs(reg: Registry, run: dict[str, Any], step: Optional[str]) -> dict[str, list[str]]:
+    require_folder(run, "logs")
     chosen = [reg.get_step(run["id"], step)] if step else reg.get_steps(run["id"])
-    return {s["name"]: _step_log(reg, s) for s in chosen}
+    out = {}
+    for s in chosen:
+        path = s.get("log_path")
+        if path and not os.path.exists(path) and s["status"] in ("Completed", "Failed") and not s.get("reused"):
+            out[s["name"]] = [f"amlr: the log file of step `{s['name']}` ({path}) is missing; it was deleted."]
+        else:
+            out[s["name"]] = _step_log(reg, s)
+    return out
 
 
 def follow(reg: Registry, run: dict[str, Any], cursor: dict[str, int]) -> dict[str, Any]:
@@ -687,15 +780,25 @@ def cancel(reg: Registry, run: dict[str, Any], timeout: float = 30.0) -> dict[st
 
 def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Optional[str], dest: str,
              overwrite: bool) -> list[str]:
+    require_folder(run, "outputs and logs")
     chosen = [reg.get_step(run["id"], step)] if step else reg.get_steps(run["id"])
     copies: list[tuple[str, str]] = []
     for s in chosen:
         outs = s["outputs"] or {}
         if output is not None:
             if output not in outs:
-                raise AmlrError(f"Step `{s['name']}` has no output `{output}` (its outputs: {', '.join(outs) or 'none'}).")
+                raise OutputNotFound(
+                    f"Step `{s['name']}` of run `{run['id']}` has no output `{output}` "
+                    f"(its outputs: {', '.join(outs) or 'none'}); pass one of those as `output`, or NULL for all.",
+                    field="output")
             outs = {output: outs[output]}
         for name, path in outs.items():
+            if s["status"] == "Completed" and not os.path.isdir(path):
+                raise RunFolderMissing(
+                    f"Output `{name}` of step `{s['name']}` (`{path}`) is gone: it was deleted after the run"
+                    + (f" `{s.get('reused_from')}` made it" if s.get("reused_from") else "")
+                    + ". Nothing was copied. Submit the pipeline again to make it anew"
+                    + (" (allow_reuse = FALSE for that step)." if s.get("reused") else "."), field="output")
             copies.append((path, os.path.join(dest, s["name"], name)))
         if output is None and s.get("log_path") and os.path.exists(s["log_path"]):
             copies.append((s["log_path"], os.path.join(dest, s["name"], "logs", os.path.basename(s["log_path"]))))
@@ -705,6 +808,7 @@ def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Op
             f"{len(clashes)} target(s) already exist, first `{clashes[0]}`; nothing was copied. "
             "Choose another `dest` or pass overwrite = TRUE."
         )
+    check_destination(dest)
     written = []
     for src, target in copies:
         if not os.path.exists(src):
@@ -718,6 +822,23 @@ def download(reg: Registry, run: dict[str, Any], step: Optional[str], output: Op
             shutil.copy2(src, target)
         written.append(target)
     return written
+
+
+def check_destination(dest: str) -> None:
+    """A folder to copy into: not a file, not below one, writable (checked before copying anything)."""
+    probe = os.path.abspath(dest)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(dest) else f"is below the file `{probe}`"
+        raise DestinationUnusable(f"`dest` `{dest}` {where}, not a folder; give a folder to copy into.", field="dest")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DestinationUnusable(
+            f"`dest` `{dest}` cannot be written (`{probe}` is read-only for you); give a folder you can write to.",
+            field="dest")
 
 
 def metrics(reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
