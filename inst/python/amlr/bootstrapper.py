@@ -155,6 +155,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     outputs: Dict[str, str] = {}
     sink = "auto"
     step: Optional[str] = None
+    head = list(argv[:argv.index("--")]) if "--" in argv else list(argv)
+    step_mode = any(w == "--step" or w.startswith("--step=") for w in head)
     i = 0
     n = len(argv)
     while i < n:
@@ -188,7 +190,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         if option == "--step":
             step = value
             continue
-        if "=" not in value and NAME_RE.match(value) and i < n:
+        if step_mode and "=" not in value and NAME_RE.match(value) and i < n:
             # --input NAME PATH: the path is the next word, possibly empty or unexpanded.
             name, path = value, argv[i]
             i += 1

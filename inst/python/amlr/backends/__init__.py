@@ -110,7 +110,7 @@ def check_options(backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
             raise BadOption(f"Option `{key}` must be TRUE or FALSE, not {value!r}.", field=key)
         if kind == "count" and (isinstance(value, bool) or not isinstance(value, (int, float))
                                 or value != int(value) or value < 1):
-            raise BadOption(f"Option `{key}` must be a whole number of at least 1, not {value!r}.", field=key)
+            raise BadOption(f"Option `{key}` must be a whole number, 1 or more (e.g. {key} = 2), not {value!r}.", field=key)
         if kind == "string" and (not isinstance(value, str) or not value):
             raise BadOption(f"Option `{key}` must be a non-empty string, not {value!r}.", field=key)
         out[key] = int(value) if kind == "count" else value
