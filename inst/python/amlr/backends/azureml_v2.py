@@ -280,6 +280,18 @@ def _sdk_environment(env: NodeEnvironment) -> Any:
     return Environment(name=env.name, version=env.version, build=BuildContext(path=env.build_dir))
 
 
+def sdk_compute(ref: Optional[str]) -> Optional[str]:
+    """A node's compute as ``jobs.create_or_update`` looks it up: the bare name (or id, or ``serverless``).
+
+    The YAML form ``azureml:<name>`` is right in an exported file, but the
+    SDK validates a node's compute by GETting ``computes/<value>`` as given,
+    and no compute is named ``azureml:<name>``.
+    """
+    if ref and ref.startswith("azureml:") and not ref.startswith("azureml:/"):
+        return ref[len("azureml:"):]
+    return ref
+
+
 def to_azure_job(plan: JobPlan) -> Any:
     """The plan as an azure-ai-ml ``PipelineJob`` of ``command`` nodes.
 
@@ -300,7 +312,7 @@ def to_azure_job(plan: JobPlan) -> Any:
             inputs={name: sdk.Input(type=inp.type, path=inp.path) for name, inp in node.inputs},
             outputs={name: sdk.Output(type="uri_folder") for name in node.outputs},
             environment=_sdk_environment(node.environment),
-            compute=node.compute,
+            compute=sdk_compute(node.compute),
             is_deterministic=node.reuse,
         )
     return PipelineJob(
@@ -326,7 +338,41 @@ def connect(info: Any) -> Any:
         resource_group_name=info.resource_group,
         workspace_name=info.workspace_name,
         show_progress=False,
+        **loopback_options(),
     )
+
+
+DEV_URL_ENV = "AZUREML_DEV_URL_MFE"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _is_loopback_http(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+
+
+def loopback_options() -> dict[str, Any]:
+    """Test hook: plain HTTP to a loopback Azure ML service (the test suite's), and nowhere else.
+
+    azure-ai-ml sends its calls to ``AZUREML_DEV_URL_MFE`` when that is set
+    (its own developer override), but azure-core refuses to put a bearer token
+    on a non-HTTPS request. Only when the override is an ``http://`` loopback
+    address does the client get a policy that lifts that refusal, and then
+    only for requests whose own URL is ``http://`` loopback: a token never
+    travels unencrypted off the machine. Without the variable: no options.
+    """
+    if not _is_loopback_http(os.environ.get(DEV_URL_ENV, "")):
+        return {}
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    class LoopbackHttp(SansIOHTTPPolicy):  # type: ignore[misc]
+        def on_request(self, request: Any) -> None:
+            if _is_loopback_http(request.http_request.url):
+                request.context["enforce_https"] = False
+
+    return {"per_call_policies": [LoopbackHttp()]}
 
 
 SECRET_NAME_SUFFIXES = ("SECRET", "PASSWORD", "TOKEN", "KEY")
