@@ -58,6 +58,9 @@ LOCATION = "westeurope"
 ACCOUNT = "amlrloopbackstore"
 CONTAINER = "azureml-blobstore-0000"
 DATASTORE = "workspaceblobstore"
+ARTIFACT_STORE = "workspaceartifactstore"
+ARTIFACT_CONTAINER = "azureml"
+DATASTORE_CONTAINERS = {DATASTORE: CONTAINER, ARTIFACT_STORE: ARTIFACT_CONTAINER}
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 IDENTITY_HEADER = "loopback-identity-header"
 REQUEST_TIMEOUT = 10.0  # seconds a connection may sit idle before the server drops it
@@ -171,6 +174,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8")) if self.body else None
@@ -200,7 +204,8 @@ def _system_data() -> dict[str, Any]:
 COMPONENT_ID = re.compile(ARM + r"/components/[^/]+/versions/[^/]+$", re.I)
 CODE_ID = re.compile(ARM + r"/codes/[^/]+/versions/[^/]+$", re.I)
 ENV_ID = re.compile(ARM + r"/environments/[^/]+/versions/[^/]+$", re.I)
-COMPUTE_ID = re.compile(ARM + r"/computes/[^/]+$", re.I)
+COMPUTE_ID = re.compile(ARM + r"/computes/[A-Za-z][A-Za-z0-9-]{1,31}$", re.I)  # ARM compute names: no ':'
+
 INPUT_TYPES = {"literal", "uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
 OUTPUT_TYPES = {"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
 BINDING = re.compile(r"^\$\{\{parent\.(inputs|jobs\.[A-Za-z0-9_]+\.outputs)\.[A-Za-z0-9_]+\}\}$")
@@ -225,6 +230,8 @@ def check_pipeline_job(body: Any) -> None:
                  f"jobs.{name}.componentId must be a component version ARM id, got {cid!r}")
         compute = node.get("computeId") or default_compute
         _require(isinstance(compute, str) and bool(compute), f"jobs.{name} has no compute and no default_compute")
+        _require(compute == "serverless" or COMPUTE_ID.search(compute) is not None,
+                 f"jobs.{name}: compute {compute!r} is neither serverless nor the id of a compute")
         for key, value in (node.get("inputs") or {}).items():
             _require(isinstance(value, dict), f"jobs.{name}.inputs.{key} must be an object")
             kind = value.get("job_input_type")
@@ -310,6 +317,9 @@ class LoopbackAzureML:
         self.components: dict[tuple[str, str], dict[str, Any]] = {}
         self.blobs: dict[tuple[str, str], Blob] = {}  # (container, blob name)
         self.logs: dict[str, dict[str, str]] = {}  # run id -> {log file name: text}
+        self.assets: dict[str, dict[str, str]] = {}  # data asset id -> {"uri", "type"} (job outputs)
+        self.metrics: dict[str, dict[str, list[tuple[int, float, int]]]] = {}  # run -> key -> [(step, value, ms)]
+        self.tags: dict[str, dict[str, str]] = {}  # run -> MLflow tags
         self.computes = {"cpu-cluster", "gpu-cluster"}
         self.fail_next: dict[str, tuple[int, str]] = {}  # "METHOD /path-suffix" -> (status, message)
         self.server: Optional[http.server.ThreadingHTTPServer] = None
@@ -413,8 +423,12 @@ class LoopbackAzureML:
             self.runs[run_id]["status"] = status
 
     def set_log(self, run_id: str, text: str, name: str = "user_logs/std_log.txt") -> None:
+        """A run-history log file: listed in the run's details, kept in the artifact store like Azure ML's."""
         with self.lock:
-            self.logs.setdefault(run_id, {"system_logs/lifecycler/execution-wrapper.log": "system noise\n"})[name] = text
+            files = self.logs.setdefault(run_id, {"system_logs/lifecycler/execution-wrapper.log": "system noise\n"})
+            files[name] = text
+            for fname, ftext in files.items():
+                self.blobs[(ARTIFACT_CONTAINER, f"ExperimentRun/dcid.{run_id}/{fname}")] = Blob(ftext.encode("utf-8"))
 
     def put_output(self, run_id: str, output: str, files: dict[str, str]) -> str:
         """Files of a child run's named output, in the default datastore; returns their folder path."""
@@ -422,8 +436,22 @@ class LoopbackAzureML:
         with self.lock:
             for rel, text in files.items():
                 self.blobs[(CONTAINER, f"{folder}/{rel}")] = Blob(text.encode("utf-8"))
-            self.runs[run_id].setdefault("_outputs", {})[output] = folder
+            asset = f"azureml://locations/{LOCATION}/workspaces/{uuid.UUID(int=3)}/data/azureml_{run_id}_output_data_{output}/versions/1"
+            self.runs[run_id].setdefault("_outputs", {})[output] = {"assetId": asset, "type": "uri_folder"}
+            self.assets[asset] = {"uri": self.datastore_uri(DATASTORE, folder + "/"), "type": "uri_folder"}
         return folder
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int = 0, timestamp_ms: int = 1700000000000) -> None:
+        with self.lock:
+            self.metrics.setdefault(run_id, {}).setdefault(key, []).append((step, value, timestamp_ms + step))
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        with self.lock:
+            self.tags.setdefault(run_id, {})[key] = value
+
+    def datastore_uri(self, datastore: str, path: str) -> str:
+        return (f"azureml://subscriptions/{SUBSCRIPTION}/resourcegroups/{RESOURCE_GROUP}/workspaces/{WORKSPACE}"
+                f"/datastores/{datastore}/paths/{path}")
 
     # -- resources -----------------------------------------------------------------------------
 
@@ -436,7 +464,10 @@ class LoopbackAzureML:
             "properties": {
                 "friendlyName": WORKSPACE, "workspaceId": str(uuid.UUID(int=3)), "provisioningState": "Succeeded",
                 "discoveryUrl": f"{self.url}/discovery",
-                "mlFlowTrackingUri": f"azureml://{LOCATION}.api.azureml.ms/mlflow/v1.0{self.arm()}",
+                # Azure ML answers azureml://<region>.api.azureml.ms/mlflow/v1.0/<workspace id>, which
+                # azureml-mlflow turns into https://<region>.api.azureml.ms/...; plain HTTP on loopback
+                # keeps MLflow's own REST client (the same calls) on this server.
+                "mlFlowTrackingUri": f"{self.url}/mlflow/v1.0{self.arm()}",
                 "storageAccount": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
                                   f"Microsoft.Storage/storageAccounts/{ACCOUNT}",
                 "hbiWorkspace": False, "publicNetworkAccess": "Enabled", "v1LegacyMode": False,
@@ -444,13 +475,14 @@ class LoopbackAzureML:
             "systemData": _system_data(),
         }
 
-    def datastore(self) -> dict[str, Any]:
+    def datastore(self, name: str = DATASTORE) -> dict[str, Any]:
         return {
-            "id": self.arm("datastores", DATASTORE), "name": DATASTORE,
+            "id": self.arm("datastores", name), "name": name,
             "type": "Microsoft.MachineLearningServices/workspaces/datastores",
-            "properties": {"description": None, "tags": None, "properties": None, "isDefault": True,
+            "properties": {"description": None, "tags": None, "properties": None, "isDefault": name == DATASTORE,
                            "credentials": {"credentialsType": "AccountKey"}, "datastoreType": "AzureBlob",
-                           "accountName": ACCOUNT, "containerName": CONTAINER, "endpoint": "core.windows.net",
+                           "accountName": ACCOUNT, "containerName": DATASTORE_CONTAINERS[name],
+                           "endpoint": "core.windows.net",
                            "protocol": "https", "serviceDataAccessAuthIdentity": "WorkspaceSystemAssignedIdentity"},
             "systemData": _system_data(),
         }
@@ -511,7 +543,7 @@ class LoopbackAzureML:
 
     def _run_details(self, run_id: str) -> dict[str, Any]:
         run = self._public_run(self.runs[run_id]) if run_id in self.runs else {"runId": run_id, "status": self.jobs[run_id]["properties"]["status"]}
-        files = {name: f"{self.url}/logs/{run_id}/{name}?sv=2019-07-07&sr=b&sig=loopback"
+        files = {name: f"{self.storage_url}/{ARTIFACT_CONTAINER}/ExperimentRun/dcid.{run_id}/{name}?sv=2019-07-07&sr=b&sig=loopback"
                  for name in sorted(self.logs.get(run_id, {}))}
         return {"runId": run_id, "target": "cpu-cluster", "status": run["status"], "parentRunId": run.get("parentRunId"),
                 "startTimeUtc": None, "endTimeUtc": None, "error": None, "warnings": None,
@@ -608,12 +640,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                           "labeling", "modelmanagement", "pipelines")} | {"studio": "https://ml.azure.com"})
 
     def datastores(self, req: Request, **_: str) -> None:
-        self._page([self.service.datastore()])
+        only_default = req.query.get("isDefault", "").lower() == "true"
+        self._page([self.service.datastore(n) for n in DATASTORE_CONTAINERS if n == DATASTORE or not only_default])
 
     def datastore(self, req: Request, name: str, **_: str) -> None:
-        if name != DATASTORE:
+        if name not in DATASTORE_CONTAINERS:
             return self._json(404, {"error": {"code": "UserError", "message": f"datastore {name} not found"}})
-        self._json(200, self.service.datastore())
+        self._json(200, self.service.datastore(name))
 
     def datastore_secrets(self, req: Request, name: str, **_: str) -> None:
         self._json(200, {"secretsType": "Sas", "sasToken": "sv=2019-07-07&sr=c&sig=loopback"})
@@ -709,6 +742,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def run_children(self, req: Request, run: str, **_: str) -> None:
         self._page(self.service._visible_children(run))
 
+    def run_data(self, req: Request, **_: str) -> None:
+        body = req.json() or {}
+        run = body.get("runId")
+        _require(isinstance(run, str), "runId is required")
+        if run not in self.service.runs:
+            return self._json(404, {"error": {"code": "UserError", "message": f"Run {run} not found"}})
+        meta = self.service._public_run(self.service.runs[run])
+        meta["outputs"] = self.service.runs[run].get("_outputs", {})
+        self._json(200, {"runMetadata": meta, "runDefinition": {}, "jobSpecification": {}})
+
+    def resolved_uris(self, req: Request, **_: str) -> None:
+        ids = (req.json() or {}).get("values")
+        _require(isinstance(ids, list), "values (a list of data asset ids) is required")
+        self._json(200, {"values": {i: self.service.assets[i] for i in ids if i in self.service.assets}})
+
     def run_patch(self, req: Request, run: str, **_: str) -> None:
         self._json(200, {"runId": run})
 
@@ -727,6 +775,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if text is None:
             return self._send(404, b"BlobNotFound", content_type="text/plain")
         self._send(200, text.encode("utf-8"), {"x-ms-blob-type": "BlockBlob"}, content_type="text/plain; charset=utf-8")
+
+    # -- MLflow tracking (the REST API MlflowClient speaks) -----------------------------------------
+
+    def mlflow_run(self, req: Request, **_: str) -> None:
+        svc = self.service
+        run = req.query.get("run_id") or req.query.get("run_uuid") or ""
+        if run not in svc.runs:
+            return self._json(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run '{run}' not found"})
+        latest = [{"key": k, "value": v[-1][1], "timestamp": v[-1][2], "step": v[-1][0]}
+                  for k, v in sorted(svc.metrics.get(run, {}).items())]
+        tags = [{"key": k, "value": v} for k, v in sorted({"mlflow.runName": svc.runs[run]["displayName"],
+                                                           **svc.tags.get(run, {})}.items())]
+        info = {"run_id": run, "run_uuid": run, "run_name": svc.runs[run]["displayName"],
+                "experiment_id": svc.runs[run]["experimentId"], "user_id": "amlr-tests",
+                "status": "FINISHED" if svc.runs[run]["status"] == "Completed" else "RUNNING",
+                "start_time": 1700000000000, "artifact_uri": f"azureml://artifacts/ExperimentRun/dcid.{run}",
+                "lifecycle_stage": "active"}
+        self._json(200, {"run": {"info": info, "data": {"metrics": latest, "params": [], "tags": tags}}})
+
+    def mlflow_history(self, req: Request, **_: str) -> None:
+        run, key = req.query.get("run_id") or req.query.get("run_uuid") or "", req.query.get("metric_key", "")
+        points = self.service.metrics.get(run, {}).get(key, [])
+        self._json(200, {"metrics": [{"key": key, "value": v, "timestamp": t, "step": s} for s, v, t in points]})
 
     def token(self, req: Request, **_: str) -> None:
         if req.headers.get("x-identity-header") != IDENTITY_HEADER:
@@ -852,10 +923,15 @@ ROUTES = [
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)/details", H.run_details),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)/children", H.run_children),
     _r("POST", HIST + r"/runs/(?P<run>[^/]+)/children", H.run_children),
+    _r("POST", HIST + r"/rundata", H.run_data),
+    _r("POST", r"/data/v1\.0" + ARM + r"/dataversion/batchGetResolvedUris", H.resolved_uris),
     _r("PATCH", HIST + r"/experiments/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)", H.run_patch),
     _r("GET", ARTIFACT + r"/prefix/contentinfo/(?P<origin>[^/]+)/(?P<container>[^/]+)", H.artifacts_content_info),
     _r("GET", ARTIFACT + r"/(?P<origin>[^/]+)/(?P<container>[^/]+)", H.artifacts_prefix),
     _r("GET", r"/logs/(?P<run>[^/]+)/(?P<name>.+)", H.log_file),
+    # azureml-mlflow's request hook moves MLflow's calls from /mlflow/v1.0 to /mlflow/v2.0
+    _r("GET", r"/mlflow/v[12]\.0" + ARM + r"/api/2\.0/mlflow/runs/get", H.mlflow_run),
+    _r("GET", r"/mlflow/v[12]\.0" + ARM + r"/api/2\.0/mlflow/metrics/get-history", H.mlflow_history),
     _r("GET", r"/msi/token", H.token),
     _r("PUT", rf"/{ACCOUNT}/(?P<container>[^/]+)/(?P<blob>.+)", H.blob_put),
     _r("GET", rf"/{ACCOUNT}/(?P<container>[^/]+)/(?P<blob>.+)", H.blob_read),
@@ -863,3 +939,62 @@ ROUTES = [
     _r("GET", rf"/{ACCOUNT}/(?P<container>[^/]+)", H.container_op),
     _r("PUT", rf"/{ACCOUNT}/(?P<container>[^/]+)", H.container_op),
 ]
+
+
+# -- the pytest fixture ----------------------------------------------------------------------------
+
+
+def workspace_options() -> dict[str, str]:
+    """The ``workspace`` option naming the loopback workspace; signs in as a managed identity."""
+    return {"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "workspace_name": WORKSPACE,
+            "auth": "managed_identity"}
+
+
+def loopback_environment(service: LoopbackAzureML) -> dict[str, str]:
+    """What sends amlr (in this process or a child) to the loopback service.
+
+    * ``AZUREML_DEV_URL_MFE``: azure-ai-ml's own override of the management
+      endpoint (plain HTTP on loopback; see ``azureml_v2.loopback_options``).
+    * ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``: azure-identity's managed
+      identity protocol (App Service), so ``auth = "managed_identity"`` signs in
+      through the real credential code and gets a token from this server.
+    * ``AZUREML_CURRENT_CLOUD``: MLClient writes it; set here so it is undone.
+    """
+    return {"AZUREML_DEV_URL_MFE": service.url, "IDENTITY_ENDPOINT": f"{service.url}/msi/token",
+            "IDENTITY_HEADER": IDENTITY_HEADER, "AZUREML_CURRENT_CLOUD": "AzureCloud"}
+
+
+def redirect_storage(monkeypatch: Any, service: LoopbackAzureML) -> None:
+    """Point azure-ai-ml's datastore account URL at the loopback blob service.
+
+    The SDK builds it as ``https://<account>.blob.<endpoint>`` from a constant
+    (``STORAGE_ACCOUNT_URLS``); nothing in its configuration changes the
+    scheme or host, so the test replaces the constant's entries. Code uploads
+    need no such help: they go to the SAS URI the service hands out.
+    """
+    from azure.ai.ml.constants import _common
+
+    for kind in list(_common.STORAGE_ACCOUNT_URLS):
+        monkeypatch.setitem(_common.STORAGE_ACCOUNT_URLS, kind, f"{service.url}/{{}}")
+
+
+def _fixture(monkeypatch: Any) -> Any:
+    guard = SocketGuard()
+    with guard, LoopbackAzureML() as service:
+        for key, value in loopback_environment(service).items():
+            monkeypatch.setenv(key, value)
+        for key in ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "MSI_ENDPOINT", "IMDS_ENDPOINT"):
+            monkeypatch.delenv(key, raising=False)
+        redirect_storage(monkeypatch, service)
+        service.guard = guard  # type: ignore[attr-defined]
+        yield service
+    assert guard.refused == [], f"a test tried to leave the machine: {guard.refused}"
+    assert service.unhandled == [], f"requests the loopback service does not know: {service.unhandled}"
+
+
+try:
+    import pytest
+
+    aml_service = pytest.fixture(_fixture, name="aml_service")
+except ImportError:  # pragma: no cover - the module is also usable without pytest
+    pass

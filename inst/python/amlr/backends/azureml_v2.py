@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -281,11 +282,13 @@ def _sdk_environment(env: NodeEnvironment) -> Any:
 
 
 def sdk_compute(ref: Optional[str]) -> Optional[str]:
-    """A node's compute as ``jobs.create_or_update`` looks it up: the bare name (or id, or ``serverless``).
+    """A compute as ``jobs.create_or_update`` wants it: the bare name (or an id, or ``serverless``).
 
-    The YAML form ``azureml:<name>`` is right in an exported file, but the
-    SDK validates a node's compute by GETting ``computes/<value>`` as given,
-    and no compute is named ``azureml:<name>``.
+    The YAML form ``azureml:<name>`` is right in an exported file (``load_job``
+    strips the prefix), but the SDK takes an object's compute as given: it
+    validates a node's compute by GETting ``computes/azureml:<name>`` and turns
+    a pipeline's default into the id ``.../computes/azureml:<name>``; no
+    compute has that name.
     """
     if ref and ref.startswith("azureml:") and not ref.startswith("azureml:/"):
         return ref[len("azureml:"):]
@@ -320,7 +323,7 @@ def to_azure_job(plan: JobPlan) -> Any:
         description=plan.description,
         experiment_name=plan.experiment_name,
         jobs=jobs,
-        settings=PipelineJobSettings(default_compute=plan.default_compute),
+        settings=PipelineJobSettings(default_compute=sdk_compute(plan.default_compute)),
     )
 
 
@@ -416,6 +419,9 @@ def translate_error(exc: BaseException, what: str) -> Optional[AmlrError]:
         return None
     if isinstance(exc, MlException):
         return AzureRequestFailed(f"azure-ai-ml failed while {what}: {_detail(exc)}")
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # loaded only if run_metrics() imported MLflow
+    if mlflow_errors is not None and isinstance(exc, mlflow_errors.MlflowException):
+        return AzureRequestFailed(f"Azure ML's MLflow tracking answered with an error while {what}: {_detail(exc)}")
     return None
 
 
