@@ -321,6 +321,7 @@ class LoopbackAzureML:
         self.metrics: dict[str, dict[str, list[tuple[int, float, int]]]] = {}  # run -> key -> [(step, value, ms)]
         self.tags: dict[str, dict[str, str]] = {}  # run -> MLflow tags
         self.computes = {"cpu-cluster", "gpu-cluster"}
+        self.operations: dict[str, int] = {}  # long-running operation -> polls so far
         self.fail_next: dict[str, tuple[int, str]] = {}  # "METHOD /path-suffix" -> (status, message)
         self.server: Optional[http.server.ThreadingHTTPServer] = None
         self.thread: Optional[threading.Thread] = None
@@ -717,13 +718,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._page(list(self.service.jobs.values()))
 
     def job_cancel(self, req: Request, name: str, **_: str) -> None:
+        """202 and an operation to poll, as MFE answers; the operation is done on the second poll."""
         if name not in self.service.jobs:
             return self._json(404, {"error": {"code": "UserError", "message": f"Job {name} not found"}})
         self.service._cancel(name)
-        location = f"{self.service.url}{self.service.arm('operationResults', 'cancel-' + name)}"
-        self._send(202, b"", {"Location": location, "Retry-After": "0"})
+        op = f"jc:{uuid.uuid4()}:{name}"
+        self.service.operations[op] = 0
+        location = (f"{self.service.url}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.MachineLearningServices/"
+                    f"locations/{LOCATION}/mfeOperationResults/{op}?api-version={req.query.get('api-version', '')}")
+        self._send(202, b"null", {"Location": location, "Retry-After": "0", "x-ms-async-operation-timeout": "PT1H"})
 
     def operation(self, req: Request, op: str, **_: str) -> None:
+        polls = self.service.operations.get(op)
+        if polls is None:
+            return self._json(404, {"error": {"code": "NotFound", "message": f"operation {op} not found"}})
+        self.service.operations[op] = polls + 1
+        if polls == 0:
+            return self._send(202, b"{}", {"Location": f"{self.service.url}{req.path}", "Retry-After": "0"})
         self._send(200, b"{}")
 
     # -- run history, artifacts, logs --------------------------------------------------------------
@@ -918,7 +929,8 @@ ROUTES = [
     _r("GET", ARM + r"/jobs/(?P<name>[^/]+)", H.job_get),
     _r("PUT", ARM + r"/jobs/(?P<name>[^/]+)", H.job_put),
     _r("POST", ARM + r"/jobs/(?P<name>[^/]+)/cancel", H.job_cancel),
-    _r("GET", ARM + r"/operationResults/(?P<op>[^/]+)", H.operation),
+    _r("GET", r"/subscriptions/[^/]+/providers/Microsoft\.MachineLearningServices/locations/[^/]+/mfeOperationResults/(?P<op>[^/]+)",
+       H.operation),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)", H.run_get),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)/details", H.run_details),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)/children", H.run_children),

@@ -277,7 +277,8 @@ def test_cancel_posts_the_cancel_and_follows_its_operation(tmp_path, aml_service
     aml.add_child(remote, "prepare", "Running")
     out = call(tmp_path / "home", "cancel", run=run["id"])
     assert len(aml.asked("POST", rf"/jobs/{remote}/cancel$")) == 1
-    assert aml.asked("GET", rf"/operationResults/cancel-{remote}$")
+    polls = aml.asked("GET", rf"/mfeOperationResults/jc:[^/]+:{remote}$")
+    assert len(polls) == 2  # 202 then 200: amlr waited for the cancel to be accepted
     assert out["status"] == "Canceled" and out["cancel_requested"] == 1
     steps = {s["name"]: s["status"] for s in call(tmp_path / "home", "steps", run=run["id"])}
     assert set(steps.values()) == {"Canceled"}
