@@ -322,6 +322,7 @@ class LoopbackAzureML:
         self.tags: dict[str, dict[str, str]] = {}  # run -> MLflow tags
         self.computes = {"cpu-cluster", "gpu-cluster"}
         self.operations: dict[str, int] = {}  # long-running operation -> polls so far
+        self.pipeline_runs: dict[str, str] = {}  # classic pipeline run id -> its run-history experiment name
         self.fail_next: dict[str, tuple[int, str]] = {}  # "METHOD /path-suffix" -> (status, message)
         self.server: Optional[http.server.ThreadingHTTPServer] = None
         self.thread: Optional[threading.Thread] = None
@@ -547,7 +548,8 @@ class LoopbackAzureML:
         files = {name: f"{self.storage_url}/{ARTIFACT_CONTAINER}/ExperimentRun/dcid.{run_id}/{name}?sv=2019-07-07&sr=b&sig=loopback"
                  for name in sorted(self.logs.get(run_id, {}))}
         return {"runId": run_id, "target": "cpu-cluster", "status": run["status"], "parentRunId": run.get("parentRunId"),
-                "startTimeUtc": None, "endTimeUtc": None, "error": None, "warnings": None,
+                "startTimeUtc": run.get("startTimeUtc"), "endTimeUtc": run.get("endTimeUtc"), "error": None,
+                "warnings": None,
                 "properties": run.get("properties", {}), "logFiles": files, "revision": 3,
                 "runUuid": run.get("runUuid"), "rootRunId": run.get("rootRunId")}
 
@@ -739,6 +741,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- run history, artifacts, logs --------------------------------------------------------------
 
+    def classic_pipeline_run(self, req: Request, run: str, **_: str) -> None:
+        """The classic pipelines service's PipelineRun entity (what a StepRun asks for its experiment)."""
+        exp = self.service.pipeline_runs.get(run)
+        if exp is None:
+            return self._json(404, {"error": {"code": "NotFound", "message": f"PipelineRun {run} not found"}})
+        self._json(200, {"Id": run, "RunHistoryExperimentName": exp, "PipelineId": str(uuid.uuid5(uuid.NAMESPACE_URL, run)),
+                         "Status": {"StatusCode": "Finished", "RunStatus": "Completed"}, "Description": None})
+
     def run_get(self, req: Request, run: str, **_: str) -> None:
         svc = self.service
         if run not in svc.runs:
@@ -771,14 +781,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def run_patch(self, req: Request, run: str, **_: str) -> None:
         self._json(200, {"runId": run})
 
-    def artifacts_prefix(self, req: Request, origin: str, container: str, **_: str) -> None:
+    def artifacts_prefix(self, req: Request, origin: str, container: str, prefix: Optional[str] = None, **_: str) -> None:
         run = container[len("dcid."):]
-        self._page(self.service._artifacts(run, req.query.get("path", "")))
+        self._page(self.service._artifacts(run, prefix or req.query.get("path", "")))
 
-    def artifacts_content_info(self, req: Request, origin: str, container: str, **_: str) -> None:
+    def artifacts_content_info(self, req: Request, origin: str, container: str, prefix: Optional[str] = None,
+                               **_: str) -> None:
         run = container[len("dcid."):]
         items = [dict(a, contentUri=f"{self.service.url}/logs/{run}/{a['path']}?sv=loopback")
-                 for a in self.service._artifacts(run, req.query.get("path", ""))]
+                 for a in self.service._artifacts(run, prefix or req.query.get("path", ""))]
         self._page(items)
 
     def log_file(self, req: Request, run: str, name: str, **_: str) -> None:
@@ -933,12 +944,16 @@ ROUTES = [
        H.operation),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)", H.run_get),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)/details", H.run_details),
+    _r("GET", HIST + r"/experiments/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)", H.run_get),
+    _r("GET", HIST + r"/experiments/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)/details", H.run_details),
+    _r("GET", r"/pipelines/v1\.0" + ARM + r"/PipelineRuns/(?P<run>[^/]+)", H.classic_pipeline_run),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)/children", H.run_children),
     _r("POST", HIST + r"/runs/(?P<run>[^/]+)/children", H.run_children),
     _r("POST", HIST + r"/rundata", H.run_data),
     _r("POST", r"/data/v1\.0" + ARM + r"/dataversion/batchGetResolvedUris", H.resolved_uris),
     _r("PATCH", HIST + r"/experiments/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)", H.run_patch),
-    _r("GET", ARTIFACT + r"/prefix/contentinfo/(?P<origin>[^/]+)/(?P<container>[^/]+)", H.artifacts_content_info),
+    _r("GET", ARTIFACT + r"/prefix/contentinfo/(?P<origin>[^/]+)/(?P<container>[^/]+)(?:/(?P<prefix>.+))?",
+       H.artifacts_content_info),
     _r("GET", ARTIFACT + r"/(?P<origin>[^/]+)/(?P<container>[^/]+)", H.artifacts_prefix),
     _r("GET", r"/logs/(?P<run>[^/]+)/(?P<name>.+)", H.log_file),
     # azureml-mlflow's request hook moves MLflow's calls from /mlflow/v1.0 to /mlflow/v2.0
