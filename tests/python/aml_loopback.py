@@ -1025,3 +1025,70 @@ try:
     aml_service = pytest.fixture(_fixture, name="aml_service")
 except ImportError:  # pragma: no cover - the module is also usable without pytest
     pass
+
+
+# -- as a process of its own (for the R tests) ------------------------------------------------------
+
+
+def _command(service: LoopbackAzureML, line: str) -> Any:
+    """One control command (a JSON object) from the test driving this process."""
+    cmd = json.loads(line)
+    op = cmd.get("op")
+    if op == "requests":
+        def body(r: Request) -> Any:
+            try:
+                return None if r.path.startswith(f"/{ACCOUNT}/") else r.json()
+            except ValueError:
+                return None
+
+        return [{"method": r.method, "path": r.path, "query": r.query, "body": body(r)} for r in service.requests]
+    if op == "job_status":
+        service.set_status(cmd["job"], cmd["status"])
+        return {}
+    if op == "child":
+        run_id = service.add_child(cmd["parent"], cmd["step"], cmd["status"])
+        if cmd.get("log") is not None:
+            service.set_log(run_id, cmd["log"])
+        return {"run_id": run_id}
+    if op == "problems":
+        return {"unhandled": service.unhandled, "rejected": service.rejected}
+    return {"error": f"unknown op {op!r}"}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Serve on a random loopback port; read control commands from stdin, one JSON object a line.
+
+    Prints one JSON line first: the service's URL, the environment that sends
+    amlr to it (:func:`loopback_environment`) and the workspace option. Each
+    command (``{"op": "requests" | "job_status" | "child" | "problems", ...}``)
+    is answered with one JSON line. Stops when stdin closes (the parent ended)
+    or after ``--max-seconds``.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="The loopback Azure ML service, as a process of its own.")
+    parser.add_argument("--max-seconds", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    with LoopbackAzureML() as service:
+        print(json.dumps({"url": service.url, "env": loopback_environment(service),
+                          "workspace": workspace_options()}), flush=True)
+        done = threading.Event()
+
+        def control() -> None:
+            for line in sys.stdin:
+                if line.strip():
+                    try:
+                        answer = _command(service, line)
+                    except (ValueError, KeyError) as exc:
+                        answer = {"error": f"{type(exc).__name__}: {exc}"}
+                    print(json.dumps(answer), flush=True)
+            done.set()
+
+        threading.Thread(target=control, daemon=True).start()
+        done.wait(args.max_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
