@@ -323,7 +323,7 @@ class LoopbackAzureML:
         self.computes = {"cpu-cluster", "gpu-cluster"}
         self.operations: dict[str, int] = {}  # long-running operation -> polls so far
         self.pipeline_runs: dict[str, str] = {}  # classic pipeline run id -> its run-history experiment name
-        self.fail_next: dict[str, tuple[int, str]] = {}  # "METHOD /path-suffix" -> (status, message)
+        self.fail_next: dict[str, tuple[int, str]] = {}  # "METHOD path regex" -> (status, message or Location)
         self.server: Optional[http.server.ThreadingHTTPServer] = None
         self.thread: Optional[threading.Thread] = None
 
@@ -586,6 +586,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             for suffix, (status, message) in list(svc.fail_next.items()):
                 if key.endswith(suffix) or re.search(suffix, key):
                     del svc.fail_next[suffix]
+                    if status in (301, 302, 303, 307, 308):  # message: where to
+                        return self._send(status, b"", {"Location": message})
                     return self._json(status, {"error": {"code": "UserError", "message": message}})
             try:
                 for method, pattern, fn in ROUTES:

@@ -360,7 +360,7 @@ def test_the_guard_refuses_any_address_but_loopback(aml_service):
 @pytest.mark.parametrize("url,lifted", [
     ("http://127.0.0.1:8080", True), ("http://localhost:1", True), ("http://[::1]:1", True),
     ("https://127.0.0.1:8080", False), ("http://10.0.0.1:80", False), ("http://127.0.0.1.example.com", False),
-    ("", False),
+    ("http://127.0.0.1@example.com/", False), ("http://example.com/?127.0.0.1", False), ("", False),
 ])
 def test_plain_http_is_allowed_only_to_a_loopback_dev_url(monkeypatch, url, lifted):
     from azure.core.pipeline import PipelineContext, PipelineRequest
@@ -375,6 +375,15 @@ def test_plain_http_is_allowed_only_to_a_loopback_dev_url(monkeypatch, url, lift
             request = PipelineRequest(HttpRequest("GET", target), PipelineContext(None))
             policy.on_request(request)
             assert (request.context.get("enforce_https") is False) is allowed
+
+
+def test_a_redirect_off_the_machine_is_not_followed_with_the_token(tmp_path, aml_service):
+    """The hook lifts the HTTPS check for loopback URLs only; a redirect elsewhere is refused, not followed."""
+    aml_service.fail_next[r"PUT /subscriptions/.*/jobs/[^/]+$"] = (307, "http://10.255.255.1/steal")
+    err = call_error(tmp_path / "home", "submit", spec=hello_spec(tmp_path), backend="azureml_v2",
+                     experiment=EXPERIMENT, options={"workspace": WS})
+    assert err["class"] == "azure_request"
+    assert aml_service.guard.refused == []  # nothing tried to reach 10.255.255.1
 
 
 def test_static_token_credential_is_a_token_credential():

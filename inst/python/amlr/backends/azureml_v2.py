@@ -363,8 +363,10 @@ def loopback_options() -> dict[str, Any]:
     (its own developer override), but azure-core refuses to put a bearer token
     on a non-HTTPS request. Only when the override is an ``http://`` loopback
     address does the client get a policy that lifts that refusal, and then
-    only for requests whose own URL is ``http://`` loopback: a token never
-    travels unencrypted off the machine. Without the variable: no options.
+    only for requests whose own URL is ``http://`` loopback, and redirects
+    are not followed (a redirect elsewhere would keep the lifted check): a
+    token never travels unencrypted off the machine. Without the variable: no
+    options.
     """
     if not _is_loopback_http(os.environ.get(DEV_URL_ENV, "")):
         return {}
@@ -375,7 +377,7 @@ def loopback_options() -> dict[str, Any]:
             if _is_loopback_http(request.http_request.url):
                 request.context["enforce_https"] = False
 
-    return {"per_call_policies": [LoopbackHttp()]}
+    return {"per_call_policies": [LoopbackHttp()], "permit_redirects": False}
 
 
 SECRET_NAME_SUFFIXES = ("SECRET", "PASSWORD", "TOKEN", "KEY")
