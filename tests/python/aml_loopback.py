@@ -323,6 +323,7 @@ class LoopbackAzureML:
         self.computes = {"cpu-cluster", "gpu-cluster"}
         self.operations: dict[str, int] = {}  # long-running operation -> polls so far
         self.pipeline_runs: dict[str, str] = {}  # classic pipeline run id -> its run-history experiment name
+        self.cancels: list[str] = []  # classic pipeline runs asked to cancel
         self.fail_next: dict[str, tuple[int, str]] = {}  # "METHOD path regex" -> (status, message or Location)
         self.server: Optional[http.server.ThreadingHTTPServer] = None
         self.thread: Optional[threading.Thread] = None
@@ -741,6 +742,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(202, b"{}", {"Location": f"{self.service.url}{req.path}", "Retry-After": "0"})
         self._send(200, b"{}")
 
+    def classic_node_log(self, req: Request, run: str, kind: str, **_: str) -> None:
+        """A node's STDOUT/STDERR/JobLog from the classic pipelines service (raw text; empty here)."""
+        _require(isinstance(req.json(), list), "a list of node ids is required")
+        self._send(200, b"", content_type="text/plain; charset=utf-8")
+
+    def classic_cancel(self, req: Request, run: str, **_: str) -> None:
+        """DELETE .../PipelineRuns/<id>/Execution: the classic cancel."""
+        svc = self.service
+        if run not in svc.pipeline_runs:
+            return self._json(404, {"error": {"code": "NotFound", "message": f"PipelineRun {run} not found"}})
+        svc.cancels.append(run)
+        for rid in [run, *svc.children.get(run, [])]:
+            if rid in svc.runs and svc.runs[rid]["status"] not in TERMINAL:
+                svc.runs[rid]["status"] = "CancelRequested" if rid == run else "Canceled"
+        self._send(200, b"")
+
     # -- run history, artifacts, logs --------------------------------------------------------------
 
     def classic_pipeline_run(self, req: Request, run: str, **_: str) -> None:
@@ -946,14 +963,18 @@ ROUTES = [
        H.operation),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)", H.run_get),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)/details", H.run_details),
-    _r("GET", HIST + r"/experiments/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)", H.run_get),
-    _r("GET", HIST + r"/experiments/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)/details", H.run_details),
+    _r("GET", HIST + r"/experiment(?:s|ids)/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)", H.run_get),
+    _r("GET", HIST + r"/experiment(?:s|ids)/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)/details", H.run_details),
+    _r("GET", HIST + r"/experiment(?:s|ids)/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)/children", H.run_children),
     _r("GET", r"/pipelines/v1\.0" + ARM + r"/PipelineRuns/(?P<run>[^/]+)", H.classic_pipeline_run),
+    _r("POST", r"/pipelines/v1\.0" + ARM + r"/PipelineRuns/(?P<run>[^/]+)/Graph/Shareable/(?P<kind>STDOUT|STDERR|JobLog)",
+       H.classic_node_log),
+    _r("DELETE", r"/pipelines/v1\.0" + ARM + r"/PipelineRuns/(?P<run>[^/]+)/Execution", H.classic_cancel),
     _r("GET", HIST + r"/runs/(?P<run>[^/]+)/children", H.run_children),
     _r("POST", HIST + r"/runs/(?P<run>[^/]+)/children", H.run_children),
     _r("POST", HIST + r"/rundata", H.run_data),
     _r("POST", r"/data/v1\.0" + ARM + r"/dataversion/batchGetResolvedUris", H.resolved_uris),
-    _r("PATCH", HIST + r"/experiments/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)", H.run_patch),
+    _r("PATCH", HIST + r"/experiment(?:s|ids)/(?P<exp>[^/]+)/runs/(?P<run>[^/]+)", H.run_patch),
     _r("GET", ARTIFACT + r"/prefix/contentinfo/(?P<origin>[^/]+)/(?P<container>[^/]+)(?:/(?P<prefix>.+))?",
        H.artifacts_content_info),
     _r("GET", ARTIFACT + r"/(?P<origin>[^/]+)/(?P<container>[^/]+)", H.artifacts_prefix),

@@ -1018,7 +1018,8 @@ def classic_run(service: Any, run_id: str, *, name: str, status: str = "Complete
         "runId": run_id, "runUuid": f"uuid-{run_id}", "rootRunId": root, "parentRunId": root, "experimentId": "e1",
         "status": status, "name": name, "displayName": name, "runType": "azureml.StepRun", "runNumber": 7,
         "target": "cpu-cluster", "createdUtc": "2024-05-01T10:00:00.000Z", "startTimeUtc": "2024-05-01T10:00:01.000Z",
-        "endTimeUtc": "2024-05-01T10:01:31.000Z", "dataContainerId": f"dcid.{run_id}", "properties": {}, "tags": {},
+        "endTimeUtc": "2024-05-01T10:01:31.000Z", "dataContainerId": f"dcid.{run_id}", "properties": {},
+        "tags": {"azureml.nodeid": f"node-{name}", "azureml.pipeline": root},
     }
 
 
@@ -1072,3 +1073,38 @@ def test_steps_name_the_run_a_reused_step_stands_for_with_real_step_runs(azure, 
     assert (rows["summarise"]["reused"], rows["summarise"]["reused_from"]) == (True, "old_summarise_run")
     assert (rows["prepare"]["reused"], rows["prepare"]["reused_from"]) == (False, None)
     assert rows["prepare"]["status"] == "Completed" and rows["prepare"]["ended"] - rows["prepare"]["started"] == 90
+
+
+def test_status_steps_logs_follow_and_cancel_with_the_real_pipeline_run(azure, classic_loopback, monkeypatch):
+    """The monitoring path with azureml's own PipelineRun and StepRuns, answered by the loopback service."""
+    import azureml.pipeline.core
+    from azureml.pipeline.core.run import PipelineRun as RealPipelineRun
+
+    svc = classic_loopback
+    run = submit_cars(azure)
+    remote = run["remote_id"]
+    monkeypatch.setattr(azureml.pipeline.core, "PipelineRun", RealPipelineRun)  # undo the fake for reading
+    backend._REMOTE_RUNS.clear()
+    svc.pipeline_runs.update({remote: "cars-exp", "old_pipe": "cars-exp"})
+    classic_run(svc, remote, name="cars", status="Running", root=remote)
+    svc.runs[remote].update(runType="azureml.PipelineRun", parentRunId=None, endTimeUtc=None)
+    classic_run(svc, "prepare_run", name="prepare", status="Completed", root=remote)
+    classic_run(svc, "train_run", name="train", status="Running", root=remote)
+    svc.runs["train_run"]["endTimeUtc"] = None
+    svc.children[remote] = ["prepare_run", "train_run"]
+    svc.set_log("prepare_run", "prepare: wrote 32 rows\n")
+    svc.set_log("train_run", "train: fitting\ntrain: half a li")
+
+    status = call(azure.home, "status", run=run["id"])
+    assert status["status"] == "Running" and status["started"] is not None
+    rows = {s["name"]: s for s in call(azure.home, "steps", run=run["id"])}
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "prepare": "Completed", "train": "Running", "summarise": "NotStarted", "report": "NotStarted"}
+    assert rows["prepare"]["ended"] - rows["prepare"]["started"] == 90 and rows["prepare"]["reused"] is False
+    assert call(azure.home, "logs", run=run["id"], step="prepare") == {"prepare": ["prepare: wrote 32 rows"]}
+    chunk = call(azure.home, "follow", run=run["id"], cursor={})
+    assert chunk["lines"] == [{"step": "prepare", "line": "prepare: wrote 32 rows"},
+                              {"step": "train", "line": "train: fitting"}]
+    out = call(azure.home, "cancel", run=run["id"])
+    assert svc.cancels == [remote] and out["cancel_requested"] == 1
+    assert svc.asked("DELETE", rf"/PipelineRuns/{remote}/Execution$")
