@@ -188,6 +188,59 @@ def test_a_body_azure_ml_would_refuse_fails_the_submit_and_records_nothing(tmp_p
     assert not runs_dir.exists() or os.listdir(runs_dir) == []
 
 
+def _mutations(arm):
+    """Changes to a pipeline job PUT that Azure ML refuses, each with what the refusal names."""
+    def setter(path, value):
+        def apply(body):
+            target = body
+            for key in path[:-1]:
+                target = target[key]
+            if value is DELETE:
+                del target[path[-1]]
+            else:
+                target[path[-1]] = value
+        return apply
+
+    jobs = ("properties", "jobs")
+    return {
+        "no job type": (setter(("properties", "jobType"), DELETE), "jobType"),
+        "a command job instead": (setter(("properties", "jobType"), "Command"), "jobType"),
+        "no nodes": (setter(jobs, {}), "jobs"),
+        "component by name": (setter(jobs + ("train", "componentId"), "azureml:train:1"), "componentId"),
+        "compute with the YAML prefix": (setter(jobs + ("train", "computeId"), arm("computes", "azureml:gpu-cluster")),
+                                         "compute"),
+        "binding to a missing node": (setter(jobs + ("train", "inputs", "data", "value"),
+                                             "${{parent.jobs.nope.outputs.data}}"), "unknown node"),
+        "literal that binds nothing": (setter(jobs + ("train", "inputs", "data", "value"), "data"), "binding"),
+        "local path as input": (setter(jobs + ("prepare", "inputs", "raw", "uri"), "/home/me/raw.csv"), "uri"),
+        "unknown input type": (setter(jobs + ("prepare", "inputs", "raw", "job_input_type"), "file"), "job_input_type"),
+        "unknown output type": (setter(jobs + ("train", "outputs", "model", "job_output_type"), "folder"),
+                                "job_output_type"),
+        "node named apart from its key": (setter(jobs + ("train", "name"), "Train"), "name"),
+    }
+
+
+DELETE = object()
+
+
+def test_the_service_refuses_each_change_azure_ml_would_refuse(tmp_path, aml_service):
+    """Each mutation of the body amlr sent is refused; the body itself passes (checked on the way in)."""
+    import copy
+
+    submit(tmp_path)
+    sent = aml_service.job_puts()[0]
+    lb.check_pipeline_job(sent)
+    for label, (mutate, named) in _mutations(aml_service.arm).items():
+        body = copy.deepcopy(sent)
+        mutate(body)
+        try:
+            lb.check_pipeline_job(body)
+        except lb.Rejected as exc:
+            assert named in str(exc), (label, str(exc))
+        else:
+            pytest.fail(f"the loopback service accepted a body Azure ML refuses: {label}")
+
+
 def test_azure_errors_arrive_as_classed_errors(tmp_path, aml_service):
     aml_service.computes.discard("gpu-cluster")
     err = call_error(tmp_path / "home", "submit", spec=multi_step_spec(tmp_path), backend="azureml_v2",
