@@ -1005,6 +1005,8 @@ def classic_loopback(offline, monkeypatch):
         monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
         for key in ("RUN_HISTORY", "ARTIFACTS", "METRICS", "EXPERIMENTATION", "EXECUTION", "ASSETS"):
             monkeypatch.setenv(f"AZUREML_DEV_URL_{key}", service.url)
+        # The pipelines address: the real lookup builds a ServiceContext, which lists the
+        # subscriptions over ARM first (see docs/loopback.md).
         monkeypatch.setattr(_AevaWorkflowProvider, "get_endpoint_url",
                             staticmethod(lambda workspace, experiment_name: service.url))
         service.workspace = offline.workspace
