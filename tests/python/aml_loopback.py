@@ -510,10 +510,6 @@ class LoopbackAzureML:
         store[(name, version)] = out
         return out
 
-    def _job_out(self, name: str) -> dict[str, Any]:
-        job = self.jobs[name]
-        return job
-
     def _create_job(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         check_pipeline_job(body)
         props = dict(body["properties"])
