@@ -719,7 +719,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._page(list(self.service.jobs.values()))
 
     def job_cancel(self, req: Request, name: str, **_: str) -> None:
-        """202 and an operation to poll, as MFE answers; the operation is done on the second poll."""
+        """202 and an operation to poll, as MFE answers.
+
+        The operation is done on the first poll: an answer "still running" makes
+        azure-core wait its default 30 s before polling again (a ``Retry-After``
+        of 0 counts as none).
+        """
         if name not in self.service.jobs:
             return self._json(404, {"error": {"code": "UserError", "message": f"Job {name} not found"}})
         self.service._cancel(name)
@@ -734,8 +739,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if polls is None:
             return self._json(404, {"error": {"code": "NotFound", "message": f"operation {op} not found"}})
         self.service.operations[op] = polls + 1
-        if polls == 0:
-            return self._send(202, b"{}", {"Location": f"{self.service.url}{req.path}", "Retry-After": "0"})
         self._send(200, b"{}")
 
     def classic_node_log(self, req: Request, run: str, kind: str, **_: str) -> None:
