@@ -263,13 +263,15 @@ def check_component(body: Any) -> None:
     _require(isinstance(env, str) and ENV_ID.search(env) is not None,
              f"componentSpec.environment must be an environment version ARM id, got {env!r}")
     _require(isinstance(spec.get("is_deterministic", True), bool), "componentSpec.is_deterministic must be a boolean")
-    for key, port in (spec.get("inputs") or {}).items():
+    inputs, outputs = spec.get("inputs") or {}, spec.get("outputs") or {}
+    for key, port in inputs.items():
         _require(isinstance(port, dict) and port.get("type") in INPUT_TYPES - {"literal"} | {"string", "integer", "number", "boolean"},
                  f"componentSpec.inputs.{key}.type is not a known type")
-        used = "${{inputs.%s}}" % key
-        _require(port.get("optional") or used in spec["command"], f"componentSpec.command never uses required input {key!r}")
-    for key, port in (spec.get("outputs") or {}).items():
+    for key, port in outputs.items():
         _require(isinstance(port, dict) and port.get("type") in OUTPUT_TYPES, f"componentSpec.outputs.{key}.type is not a known type")
+    for kind, name in re.findall(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z0-9_]+)\s*\}\}", spec["command"]):
+        _require(name in (inputs if kind == "inputs" else outputs),
+                 f"componentSpec.command binds to undeclared {kind[:-1]} {name!r}")
 
 
 def check_code(body: Any) -> None:

@@ -171,23 +171,26 @@ def test_editing_one_script_changes_only_that_steps_code(tmp_path, aml_service):
 
 
 def test_a_body_azure_ml_would_refuse_fails_the_submit_and_records_nothing(tmp_path, aml_service, monkeypatch):
-    """A command that drops an input's binding is refused by the service, as Azure ML refuses it."""
-    real_plan_node = v2.plan_node
-
-    def plan_node(step, **kwargs):
-        node = real_plan_node(step, **kwargs)
-        return v2.CommandNode(**{**node.__dict__, "command": re.sub(r"\$\{\{inputs\.[A-Za-z0-9_]+\}\}", "x",
-                                                                     node.command)})
-
-    monkeypatch.setattr(v2, "plan_node", plan_node)
-    err = call_error(tmp_path / "home", "submit", spec=multi_step_spec(tmp_path), backend="azureml_v2",
-                     experiment=EXPERIMENT, options={"workspace": WS})
-    assert err["class"] == "azure_request" and "never uses required input" in err["message"]
-    assert aml_service.rejected and aml_service.job_puts() == []
+    """The default compute in its YAML form (``azureml:<name>``), as amlr sent it before: the PUT is refused."""
+    monkeypatch.setattr(v2, "sdk_compute", lambda ref: ref)
+    err = call_error(tmp_path / "home", "submit", spec=hello_spec(tmp_path), backend="azureml_v2",
+                     experiment=EXPERIMENT, options={"workspace": WS, "compute": "cpu-cluster"})
+    assert err["class"] == "azure_request" and "azureml:cpu-cluster" in err["message"]
+    assert aml_service.rejected and "neither serverless nor the id of a compute" in aml_service.rejected[0]
+    assert len(aml_service.job_puts()) == 1  # sent, and refused
     reg = Registry(str(tmp_path / "home"))
     assert reg.list_runs() == []
     runs_dir = tmp_path / "home" / "runs"
     assert not runs_dir.exists() or os.listdir(runs_dir) == []
+
+
+def test_a_step_compute_in_yaml_form_is_not_found_by_the_sdk(tmp_path, aml_service, monkeypatch):
+    """A node's compute as ``azureml:<name>``: the SDK looks up ``computes/azureml:<name>`` and stops."""
+    monkeypatch.setattr(v2, "sdk_compute", lambda ref: ref)
+    err = call_error(tmp_path / "home", "submit", spec=multi_step_spec(tmp_path), backend="azureml_v2",
+                     experiment=EXPERIMENT, options={"workspace": WS})
+    assert err["class"] == "azure_request" and "azureml:gpu-cluster" in err["message"]
+    assert aml_service.asked("GET", r"/computes/azureml:gpu-cluster$") and aml_service.job_puts() == []
 
 
 def _mutations(arm):
@@ -241,6 +244,23 @@ def test_the_service_refuses_each_change_azure_ml_would_refuse(tmp_path, aml_ser
             assert named in str(exc), (label, str(exc))
         else:
             pytest.fail(f"the loopback service accepted a body Azure ML refuses: {label}")
+
+
+def test_the_service_refuses_a_component_command_that_binds_an_undeclared_port(tmp_path, aml_service):
+    import copy
+
+    submit(tmp_path, hello_spec)
+    sent = aml_service.asked("PUT", r"/components/")[0].json()
+    lb.check_component(sent)
+    for extra, named in (("${{inputs.nope}}", "undeclared input 'nope'"), ("${{outputs.x}}", "undeclared output 'x'")):
+        body = copy.deepcopy(sent)
+        body["properties"]["componentSpec"]["command"] += " " + extra
+        with pytest.raises(lb.Rejected, match=re.escape(named)):
+            lb.check_component(body)
+    body = copy.deepcopy(sent)
+    body["properties"]["componentSpec"]["code"] = "./hello"
+    with pytest.raises(lb.Rejected, match="code version ARM id"):
+        lb.check_component(body)
 
 
 def test_azure_errors_arrive_as_classed_errors(tmp_path, aml_service):
