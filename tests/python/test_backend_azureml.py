@@ -6,7 +6,10 @@ fakes only where the SDK would talk to Azure: the seams are in
 :func:`offline_seams` (the service context's endpoint discovery, the pipeline
 service's module / datasource / data-type look-ups, and a guard that fails the
 test on any HTTP request), and the submit / monitor tests replace the
-experiment's ``submit`` and the run objects with small recorders.
+experiment's ``submit`` and the run objects with small recorders. Those fakes
+are checked against the pinned SDK classes at the end of this file, and the
+monitoring path also runs with azureml's real ``PipelineRun``/``StepRun``
+against the loopback service (``aml_loopback.py``; see docs/loopback.md).
 
 Live tests (a real workspace) run only when AMLR_TEST_WORKSPACE_CONFIG points
 at a config.json; see docs/azureml.md.
