@@ -6,7 +6,10 @@ fakes only where the SDK would talk to Azure: the seams are in
 :func:`offline_seams` (the service context's endpoint discovery, the pipeline
 service's module / datasource / data-type look-ups, and a guard that fails the
 test on any HTTP request), and the submit / monitor tests replace the
-experiment's ``submit`` and the run objects with small recorders.
+experiment's ``submit`` and the run objects with small recorders. Those fakes
+are checked against the pinned SDK classes at the end of this file, and the
+monitoring path also runs with azureml's real ``PipelineRun``/``StepRun``
+against the loopback service (``aml_loopback.py``; see docs/loopback.md).
 
 Live tests (a real workspace) run only when AMLR_TEST_WORKSPACE_CONFIG points
 at a config.json; see docs/azureml.md.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -32,6 +36,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 PY_ROOT = os.path.join(REPO, "inst", "python")
 
 pytest.importorskip("azureml.pipeline.steps")
+
+import requests.adapters  # noqa: E402
+
+REAL_SEND = requests.adapters.HTTPAdapter.send  # before any test replaces it
 
 from bridge_calls import call, call_error  # noqa: E402
 from amlr import workspace as workspaces  # noqa: E402
@@ -900,3 +908,188 @@ def test_a_finished_steps_log_is_kept_and_read_again_without_asking_azure(azure)
     assert azure.pipeline_runs == []  # nothing was looked up on Azure ML
     row = Registry(azure.home).get_step(run["id"], "prepare")
     assert row["log_path"] == os.path.join(run["run_dir"], "logs", "prepare.log")
+
+
+# -- the fakes above, checked against the pinned SDK --------------------------------------------------------
+#
+# The monitoring tests above drive the backend with small fakes of the SDK's run objects. Each fake
+# stands in for members of a real class; these tests fail when an SDK upgrade removes or reshapes one
+# of them, instead of a user's run failing. Real StepRuns are built from run-history records served by
+# the loopback service (tests/python/aml_loopback.py): azureml-core's service endpoints honour its
+# developer overrides (AZUREML_DEV_URL_<SERVICE>), so only the pipelines service's address (which the
+# SDK reads from the workspace's ARM record) is patched.
+
+FAKE_ONLY = {"calls", "log", "metrics", "outputs", "error", "step_runs", "files"}  # the fakes' own bookkeeping
+
+
+def _real_classes() -> dict[type, type]:
+    from azureml.core.compute import ComputeTarget
+    from azureml.pipeline.core import PortDataReference
+    from azureml.pipeline.core.run import PipelineRun, StepRun
+
+    return {FakeStepRun: StepRun, FakePipelineRun: PipelineRun, FakePort: PortDataReference, FakeCompute: ComputeTarget}
+
+
+def _fake_members(fake: type) -> tuple[list[str], list[str]]:
+    """(methods, attributes) a fake defines, without its test bookkeeping."""
+    import inspect
+
+    methods = [n for n, v in vars(fake).items() if inspect.isfunction(v) and not n.startswith("__")]
+    init = inspect.getsource(fake.__init__)
+    attributes = sorted(set(re.findall(r"self\.([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=]+)?=", init)) - FAKE_ONLY)
+    return methods, attributes
+
+
+@pytest.mark.parametrize("fake", [FakeStepRun, FakePipelineRun, FakePort, FakeCompute], ids=lambda c: c.__name__)
+def test_each_fake_method_exists_on_the_real_class_with_a_compatible_signature(fake):
+    import inspect
+
+    real = _real_classes()[fake]
+    methods, _ = _fake_members(fake)
+    assert methods or fake is FakeCompute
+    for name in methods:
+        member = inspect.getattr_static(real, name, None)
+        assert callable(member), f"{real.__name__}.{name} is gone: {fake.__name__} stands in for it"
+        real_params = inspect.signature(member).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in real_params.values())
+        for param in list(inspect.signature(getattr(fake, name)).parameters)[1:]:
+            assert param in real_params or takes_any, f"{real.__name__}.{name} has no parameter {param!r}"
+        # what the fake requires, the real one must not require more of
+        required = [p for p, v in list(real_params.items())[1:]
+                    if v.default is v.empty and v.kind in (v.POSITIONAL_ONLY, v.POSITIONAL_OR_KEYWORD)]
+        assert set(required) <= set(list(inspect.signature(getattr(fake, name)).parameters)[1:]), (name, required)
+
+
+@pytest.mark.parametrize("fake", [FakePipelineRun, FakePort, FakeCompute], ids=lambda c: c.__name__)
+def test_each_fake_attribute_exists_on_the_real_class(fake):
+    import inspect
+
+    real = _real_classes()[fake]
+    _, attributes = _fake_members(fake)
+    for name in attributes:
+        if name == "type" and fake is FakeCompute:  # ComputeTarget sets it per instance, in _initialize
+            assert "self.type = compute_type" in inspect.getsource(real._initialize)
+            continue
+        assert inspect.getattr_static(real, name, None) is not None, f"{real.__name__} has no {name!r}"
+
+
+@pytest.fixture
+def classic_loopback(offline, monkeypatch):
+    """The offline workspace, with run history, artifacts and the pipelines service on the loopback service."""
+    import aml_loopback as lb
+    from azureml.pipeline.core._aeva_provider import _AevaWorkflowProvider
+
+    with lb.SocketGuard() as guard, lb.LoopbackAzureML() as service:
+        def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if request.url.startswith(service.url + "/"):
+                return REAL_SEND(self, request, *args, **kwargs)
+            raise NetworkUsed(f"an offline test tried {request.method} {request.url}")
+
+        monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+        for key in ("RUN_HISTORY", "ARTIFACTS", "METRICS", "EXPERIMENTATION", "EXECUTION", "ASSETS"):
+            monkeypatch.setenv(f"AZUREML_DEV_URL_{key}", service.url)
+        # The pipelines address: the real lookup builds a ServiceContext, which lists the
+        # subscriptions over ARM first (see docs/loopback.md).
+        monkeypatch.setattr(_AevaWorkflowProvider, "get_endpoint_url",
+                            staticmethod(lambda workspace, experiment_name: service.url))
+        service.workspace = offline.workspace
+        yield service
+    assert guard.refused == [] and service.unhandled == []
+
+
+def classic_run(service: Any, run_id: str, *, name: str, status: str = "Completed", root: str = "p1") -> None:
+    """A run-history record, shaped like the service's RunDto."""
+    service.runs[run_id] = {
+        "runId": run_id, "runUuid": f"uuid-{run_id}", "rootRunId": root, "parentRunId": root, "experimentId": "e1",
+        "status": status, "name": name, "displayName": name, "runType": "azureml.StepRun", "runNumber": 7,
+        "target": "cpu-cluster", "createdUtc": "2024-05-01T10:00:00.000Z", "startTimeUtc": "2024-05-01T10:00:01.000Z",
+        "endTimeUtc": "2024-05-01T10:01:31.000Z", "dataContainerId": f"dcid.{run_id}", "properties": {},
+        "tags": {"azureml.nodeid": f"node-{name}", "azureml.pipeline": root},
+    }
+
+
+def real_step_runs(service: Any) -> dict[str, Any]:
+    """StepRuns as the SDK makes them from a pipeline run's children: both kinds of reused child, and a plain one."""
+    from azureml._restclient.models import RunDto
+    from azureml.core import Experiment, Run
+
+    service.pipeline_runs.update({"old_pipe": "cars-exp", "p1": "cars-exp"})
+    classic_run(service, "old_train_run", name="train")
+    classic_run(service, "new_summarise_run", name="summarise")
+    classic_run(service, "new_prepare_run", name="prepare")
+    experiment = Experiment(service.workspace, "cars-exp", _skip_name_validation=True, _create_in_cloud=False)
+    dtos = {
+        # reused, as the service lists it today: a ReusedStepRun pointing at the earlier run
+        "train": RunDto(run_id="new_train_run", run_type="azureml.ReusedStepRun", name="train", status="Completed",
+                        tags={"azureml.reusedrunid": "old_train_run", "azureml.nodeid": "n1",
+                              "azureml.reusednodeid": "n0", "azureml.reusedpipeline": "old_pipe"}, properties={}),
+        # reused, the older form: a StepRun whose properties name the earlier run
+        "summarise": RunDto(run_id="new_summarise_run", run_type="azureml.StepRun", name="summarise",
+                            status="Completed", tags={"azureml.nodeid": "n2", "azureml.pipeline": "p1"},
+                            properties={"azureml.reusedrunid": "old_summarise_run"}),
+        "prepare": RunDto(run_id="new_prepare_run", run_type="azureml.StepRun", name="prepare", status="Completed",
+                          tags={"azureml.nodeid": "n3", "azureml.pipeline": "p1"}, properties={}),
+    }
+    return {name: run for name, run in zip(dtos, Run._rehydrate_runs(experiment, list(dtos.values())))}
+
+
+def test_the_real_step_run_has_what_the_fake_step_run_stands_in_for(classic_loopback):
+    runs = real_step_runs(classic_loopback)
+    methods, attributes = _fake_members(FakeStepRun)
+    for run in runs.values():
+        assert type(run).__name__ == "StepRun"
+        for name in methods + attributes:
+            assert hasattr(run, name), f"StepRun has no {name!r}: FakeStepRun stands in for it"
+    # How the SDK marks reuse, which the backend reads (see backend.reused_from):
+    assert (runs["train"].id, runs["train"]._is_reused, runs["train"]._reused_run_id) == ("old_train_run", True, None)
+    assert (runs["summarise"]._is_reused, runs["summarise"]._reused_run_id) == (True, "old_summarise_run")
+    assert runs["prepare"]._is_reused is False
+    details = runs["prepare"].get_details()
+    assert details["status"] == "Completed" and details["startTimeUtc"].startswith("2024-05-01T10:00:01")
+
+
+def test_steps_name_the_run_a_reused_step_stands_for_with_real_step_runs(azure, classic_loopback):
+    run = submit_cars(azure)
+    runs = real_step_runs(classic_loopback)
+    azure.remote.status = "Running"
+    azure.remote.step_runs = list(runs.values())
+    rows = {s["name"]: s for s in call(azure.home, "steps", run=run["id"])}
+    assert (rows["train"]["reused"], rows["train"]["reused_from"]) == (True, "old_train_run")
+    assert (rows["summarise"]["reused"], rows["summarise"]["reused_from"]) == (True, "old_summarise_run")
+    assert (rows["prepare"]["reused"], rows["prepare"]["reused_from"]) == (False, None)
+    assert rows["prepare"]["status"] == "Completed" and rows["prepare"]["ended"] - rows["prepare"]["started"] == 90
+
+
+def test_status_steps_logs_follow_and_cancel_with_the_real_pipeline_run(azure, classic_loopback, monkeypatch):
+    """The monitoring path with azureml's own PipelineRun and StepRuns, answered by the loopback service."""
+    import azureml.pipeline.core
+    from azureml.pipeline.core.run import PipelineRun as RealPipelineRun
+
+    svc = classic_loopback
+    run = submit_cars(azure)
+    remote = run["remote_id"]
+    monkeypatch.setattr(azureml.pipeline.core, "PipelineRun", RealPipelineRun)  # undo the fake for reading
+    backend._REMOTE_RUNS.clear()
+    svc.pipeline_runs.update({remote: "cars-exp", "old_pipe": "cars-exp"})
+    classic_run(svc, remote, name="cars", status="Running", root=remote)
+    svc.runs[remote].update(runType="azureml.PipelineRun", parentRunId=None, endTimeUtc=None)
+    classic_run(svc, "prepare_run", name="prepare", status="Completed", root=remote)
+    classic_run(svc, "train_run", name="train", status="Running", root=remote)
+    svc.runs["train_run"]["endTimeUtc"] = None
+    svc.children[remote] = ["prepare_run", "train_run"]
+    svc.set_log("prepare_run", "prepare: wrote 32 rows\n")
+    svc.set_log("train_run", "train: fitting\ntrain: half a li")
+
+    status = call(azure.home, "status", run=run["id"])
+    assert status["status"] == "Running" and status["started"] is not None
+    rows = {s["name"]: s for s in call(azure.home, "steps", run=run["id"])}
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "prepare": "Completed", "train": "Running", "summarise": "NotStarted", "report": "NotStarted"}
+    assert rows["prepare"]["ended"] - rows["prepare"]["started"] == 90 and rows["prepare"]["reused"] is False
+    assert call(azure.home, "logs", run=run["id"], step="prepare") == {"prepare": ["prepare: wrote 32 rows"]}
+    chunk = call(azure.home, "follow", run=run["id"], cursor={})
+    assert chunk["lines"] == [{"step": "prepare", "line": "prepare: wrote 32 rows"},
+                              {"step": "train", "line": "train: fitting"}]
+    out = call(azure.home, "cancel", run=run["id"])
+    assert svc.cancels == [remote] and out["cancel_requested"] == 1
+    assert svc.asked("DELETE", rf"/PipelineRuns/{remote}/Execution$")

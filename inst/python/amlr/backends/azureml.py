@@ -808,6 +808,18 @@ def refresh(reg: Registry, run: dict[str, Any]) -> dict[str, Any]:
     return reg.get_run(run["id"])
 
 
+def reused_from(step_run: Any) -> Optional[str]:
+    """The earlier run a reused step run stands for.
+
+    azureml-pipeline-core rehydrates a reused child in one of two ways:
+    ``StepRun._from_dto`` (run type ``azureml.StepRun`` whose properties name
+    the reused run: ``_reused_run_id`` is set) or ``StepRun._from_reused_dto``
+    (run type ``azureml.ReusedStepRun``: the object *is* the earlier run, so
+    its ``id`` is the answer and ``_reused_run_id`` stays None).
+    """
+    return getattr(step_run, "_reused_run_id", None) or getattr(step_run, "id", None)
+
+
 def _step_runs(remote: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for step_run in remote.get_steps():
@@ -836,7 +848,7 @@ def steps(reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
                 fields["ended"] = _time(details.get("endTimeUtc")) or time.time()
             if getattr(step_run, "_is_reused", False):
                 fields["reused"] = 1
-                fields["reused_from"] = getattr(step_run, "_reused_run_id", None)
+                fields["reused_from"] = reused_from(step_run)
             if status == "Failed":
                 fields["error"] = _error_message(details)
             reg.update_step(run["id"], row["name"], **fields)

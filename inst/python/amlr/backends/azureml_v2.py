@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -291,6 +292,20 @@ def _sdk_environment(env: NodeEnvironment) -> Any:
     return Environment(name=env.name, version=env.version, build=BuildContext(path=env.build_dir))
 
 
+def sdk_compute(ref: Optional[str]) -> Optional[str]:
+    """A compute as ``jobs.create_or_update`` wants it: the bare name (or an id, or ``serverless``).
+
+    The YAML form ``azureml:<name>`` is right in an exported file (``load_job``
+    strips the prefix), but the SDK takes an object's compute as given: it
+    validates a node's compute by GETting ``computes/azureml:<name>`` and turns
+    a pipeline's default into the id ``.../computes/azureml:<name>``; no
+    compute has that name.
+    """
+    if ref and ref.startswith("azureml:") and not ref.startswith("azureml:/"):
+        return ref[len("azureml:"):]
+    return ref
+
+
 def to_azure_job(plan: JobPlan) -> Any:
     """The plan as an azure-ai-ml ``PipelineJob`` of ``command`` nodes.
 
@@ -314,11 +329,11 @@ def to_azure_job(plan: JobPlan) -> Any:
                                                               if name in dict(node.registered) else {}))
                      for name in node.outputs},
             environment=_sdk_environment(node.environment),
-            compute=node.compute,
+            compute=sdk_compute(node.compute),
             is_deterministic=node.reuse,
             environment_variables=dict(node.env) or None,
         )
-    settings = PipelineJobSettings(default_compute=plan.default_compute)
+    settings = PipelineJobSettings(default_compute=sdk_compute(plan.default_compute))
     if plan.force_rerun:
         settings.force_rerun = True
     return PipelineJob(
@@ -344,7 +359,43 @@ def connect(info: Any) -> Any:
         resource_group_name=info.resource_group,
         workspace_name=info.workspace_name,
         show_progress=False,
+        **loopback_options(),
     )
+
+
+DEV_URL_ENV = "AZUREML_DEV_URL_MFE"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _is_loopback_http(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+
+
+def loopback_options() -> dict[str, Any]:
+    """Test hook: plain HTTP to a loopback Azure ML service (the test suite's), and nowhere else.
+
+    azure-ai-ml sends its calls to ``AZUREML_DEV_URL_MFE`` when that is set
+    (its own developer override), but azure-core refuses to put a bearer token
+    on a non-HTTPS request. Only when the override is an ``http://`` loopback
+    address does the client get a policy that lifts that refusal, and then
+    only for requests whose own URL is ``http://`` loopback, and redirects
+    are not followed (a redirect elsewhere would keep the lifted check): a
+    token never travels unencrypted off the machine. Without the variable: no
+    options.
+    """
+    if not _is_loopback_http(os.environ.get(DEV_URL_ENV, "")):
+        return {}
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    class LoopbackHttp(SansIOHTTPPolicy):  # type: ignore[misc]
+        def on_request(self, request: Any) -> None:
+            if _is_loopback_http(request.http_request.url):
+                request.context["enforce_https"] = False
+
+    return {"per_call_policies": [LoopbackHttp()], "permit_redirects": False}
 
 
 SECRET_NAME_SUFFIXES = ("SECRET", "PASSWORD", "TOKEN", "KEY")
@@ -388,6 +439,9 @@ def translate_error(exc: BaseException, what: str) -> Optional[AmlrError]:
         return None
     if isinstance(exc, MlException):
         return AzureRequestFailed(f"azure-ai-ml failed while {what}: {_detail(exc)}")
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # loaded only if run_metrics() imported MLflow
+    if mlflow_errors is not None and isinstance(exc, mlflow_errors.MlflowException):
+        return AzureRequestFailed(f"Azure ML's MLflow tracking answered with an error while {what}: {_detail(exc)}")
     return None
 
 
