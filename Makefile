@@ -16,8 +16,8 @@ PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v /usr/bin/python3 
 REQS := inst/python/requirements-azureml.txt inst/python/requirements-azureml_v2.txt inst/python/requirements-dev.txt
 R_DEBS := python3-venv python3-dev r-base-core r-base-dev r-cran-testthat r-cran-jsonlite r-cran-cli r-cran-rlang r-cran-processx \
 	r-cran-reticulate r-cran-rsqlite r-cran-dbi r-cran-rstudioapi r-cran-withr r-cran-roxygen2 r-cran-yaml \
-	r-cran-plumber r-cran-callr r-cran-optparse r-cran-curl
-R_PKGS := testthat jsonlite cli rlang processx reticulate rstudioapi withr roxygen2 yaml plumber callr optparse curl
+	r-cran-plumber r-cran-callr r-cran-optparse r-cran-curl r-cran-lintr
+R_PKGS := testthat jsonlite cli rlang processx reticulate rstudioapi withr roxygen2 yaml plumber callr optparse curl lintr
 R_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
 
 export R_LIBS := $(RLIB)
