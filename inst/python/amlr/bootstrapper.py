@@ -278,9 +278,14 @@ def _strings(value: object, what: str) -> List[str]:
     return list(value)
 
 
-def from_contract(options: Options, env: Mapping[str, str]) -> Options:
-    """Turn ``--step`` options into the plain form: script, args, ports, env and sink from the contract."""
-    data = _read_contract(options.step or "")
+def from_contract(options: Options, env: Mapping[str, str], workdir: Optional[str] = None) -> Options:
+    """Turn ``--step`` options into the plain form: script, args, ports, env and sink from the contract.
+
+    ``workdir``: the step's working directory (default: the current one).
+    """
+    workdir = workdir or os.getcwd()
+    step_file = options.step or ""
+    data = _read_contract(step_file if os.path.isabs(step_file) else os.path.join(workdir, step_file))
     script = data.get("script")
     if not isinstance(script, str) or not script:
         raise BootstrapError("the step contract names no script", EXIT_USAGE)
@@ -299,7 +304,7 @@ def from_contract(options: Options, env: Mapping[str, str]) -> Options:
         raise BootstrapError(f"the command binds {', '.join(extra)}, which the step contract does not declare",
                              EXIT_USAGE)
     ports = dict(outputs)
-    ports.setdefault(OUTPUTS_DIR, os.path.join(os.getcwd(), OUTPUTS_DIR))
+    ports.setdefault(OUTPUTS_DIR, os.path.join(workdir, OUTPUTS_DIR))
     try:  # Azure ML creates ./outputs before a job starts; so do we, everywhere.
         os.makedirs(ports[OUTPUTS_DIR], exist_ok=True)
     except OSError:
@@ -840,6 +845,26 @@ def _start_metrics(choice: str, path: str) -> Optional[MetricsForwarder]:
     return forwarder
 
 
+def resolve_step(options: Options, environ: Mapping[str, str],
+                 workdir: Optional[str] = None) -> "tuple[Options, str]":
+    """Everything before R starts: the contract read, the script found, Rscript found, outputs created.
+
+    Shared with amlr's local runner, which starts Rscript itself (one process
+    fewer per step) and keeps this file's promises: same checks, same
+    environment (:func:`build_env`), same exit codes and final line.
+    """
+    workdir = workdir or os.getcwd()
+    if options.step is not None:
+        options = from_contract(options, environ, workdir)
+    script = options.script if os.path.isabs(options.script) else os.path.join(workdir, options.script)
+    if not os.path.isfile(script):
+        where = "" if os.path.isabs(options.script) else f" (working directory {workdir})"
+        raise BootstrapError(f"R script not found: {options.script}{where}", EXIT_USAGE)
+    rscript = find_rscript(environ)
+    make_output_dirs(options.outputs)
+    return options, rscript
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one step; always end stderr with the marker line (except --help)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -851,13 +876,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.write(HELP)
             sys.stdout.flush()
             return 0
-        if options.step is not None:
-            options = from_contract(options, os.environ)
-        if not os.path.isfile(options.script):
-            where = "" if os.path.isabs(options.script) else f" (working directory {os.getcwd()})"
-            raise BootstrapError(f"R script not found: {options.script}{where}", EXIT_USAGE)
-        rscript = find_rscript(os.environ)
-        make_output_dirs(options.outputs)
+        options, rscript = resolve_step(options, os.environ)
         metrics_path, tmpdir = _metrics_file(dict(os.environ))
         env = build_env(os.environ, options.inputs, options.outputs, metrics_path, options.env)
         metrics = _start_metrics(options.metrics_sink, metrics_path)

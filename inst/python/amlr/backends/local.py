@@ -26,13 +26,6 @@ from ..spec import Pipeline, Step, validate
 BOOTSTRAPPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bootstrapper.py")
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CANCEL_GRACE = 5.0
-# Locally the bootstrapper runs from amlr's own package -- the same file the
-# snapshot carries as _amlr/bootstrapper.py -- imported rather than run as a
-# script, so its bytecode is cached instead of compiled for every step.
-BOOTSTRAP_FROM_PACKAGE = (
-    "import runpy, sys; sys.path.insert(0, {parent!r}); "
-    "runpy.run_module('amlr.bootstrapper', run_name='__main__', alter_sys=True)"
-).format(parent=PACKAGE_PARENT)
 POLL_SECONDS = 0.1  # how often a waiting reader looks at the run folder (the run's end wakes it at once)
 
 
@@ -384,14 +377,30 @@ class Runner:
             return "Failed"
         return "Completed"
 
-    def _argv(self, step: Step, info: dict[str, Any]) -> list[str]:
-        paths = {"input": self._inputs(step), "output": info["outputs"]}
-        command = stepcontract.command(
-            step.name, [n for n, i in step.inputs.items() if i.kind != "uri"], step.outputs,
-            lambda kind, name: paths[kind][name],
+    def _start_r(self, step: Step, info: dict[str, Any], env: dict[str, str], log: Any) -> Any:
+        """Start the step's R directly: the bootstrapper's own checks and environment, no Python in between.
+
+        Returns the child, or the BootstrapError that kept R from starting
+        (the same one-line errors and exit codes as the bootstrapper's).
+        """
+        from .. import bootstrapper as boot
+
+        paths = self._inputs(step)
+        options = boot.Options(
+            "", [], {n: p for n, p in paths.items() if step.inputs[n].kind != "uri"}, dict(info["outputs"]), "none",
+            step=stepcontract.contract_path(step.name),
         )
-        # The bootstrapper is standard library only: -S skips site-packages start-up.
-        return [procs.python_executable(), "-S", "-c", BOOTSTRAP_FROM_PACKAGE, *command[2:]]
+        try:
+            options, rscript = boot.resolve_step(options, env, workdir=info["snapshot"])
+        except boot.BootstrapError as exc:
+            return exc
+        child_env = boot.build_env(env, options.inputs, options.outputs, info["metrics"], options.env)
+        argv = [rscript, *boot.RSCRIPT_FLAGS, options.script, *options.args]
+        try:
+            return procs.spawn_step(argv, cwd=info["snapshot"], stdout=log, env=child_env)
+        except OSError as exc:
+            code = boot.EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else boot.EXIT_NOT_EXECUTABLE
+            return boot.BootstrapError(f"cannot run {rscript}: {exc.strerror or exc}", code)
 
     def _keep_outputs_dir(self, step: Step, info: dict[str, Any]) -> dict[str, str]:
         """Move what the script wrote under ./outputs out of its snapshot, as the output `outputs`."""
@@ -455,36 +464,43 @@ class Runner:
         for path in info["outputs"].values():
             os.makedirs(path, exist_ok=True)
         os.makedirs(os.path.dirname(info["metrics"]), exist_ok=True)
-        argv = self._argv(step, info)
         env = step_environment(step_base_env(), self.pipeline)
         env.update({
-            "AMLR_METRICS_FILE": info["metrics"],
             "AMLR_RUN_ID": self.run_id,
             "AMLR_STEP_NAME": step.name,
-            "PYTHONUNBUFFERED": "1",
         })
+        from .. import bootstrapper as boot
+
         with self.lock:
             if self.cancelled.is_set():
                 self.reg.update_step(self.run_id, step.name, status="Canceled", error="the run was canceled")
                 return "Canceled"
             with open(log_path, "ab") as log:
-                child = procs.spawn_step(argv, cwd=info["snapshot"], stdout=log, env=env)
-            self.children[step.name] = child
-        self.reg.update_step(self.run_id, step.name, status="Running", started=time.time(), pid=child.pid)
-        code = procs.exit_code(child.wait())
-        with self.lock:
-            self.children.pop(step.name, None)
-        # R may have left children of its own (system(), parallel): the step owns its group;
-        # what escaped the group (setsid) was re-parented to us and is ended too.
-        left = procs.terminate_group(child.pid, grace=1.0)
-        if self.subreaper:
+                child = self._start_r(step, info, env, log)
+            if not isinstance(child, boot.BootstrapError):
+                self.children[step.name] = child
+        left: list[str] = []
+        if isinstance(child, boot.BootstrapError):
+            self._log(log_path, boot.PREFIX + str(child))
+            returncode = child.exit_code
+        else:
+            self.reg.update_step(self.run_id, step.name, status="Running", started=time.time(), pid=child.pid)
+            returncode = child.wait()
             with self.lock:
-                running = [c.pid for c in self.children.values()]
-            # Other steps still running keep what lives in their own process groups.
-            left += procs.reap_orphans(exclude=running, spare_groups=running, grace=1.0)
+                self.children.pop(step.name, None)
+            # R may have left children of its own (system(), parallel): the step owns its group;
+            # what escaped the group (setsid) was re-parented to us and is ended too.
+            left = procs.terminate_group(child.pid, grace=1.0)
+            if self.subreaper:
+                with self.lock:
+                    running = [c.pid for c in self.children.values()]
+                # Other steps still running keep what lives in their own process groups.
+                left += procs.reap_orphans(exclude=running, spare_groups=running, grace=1.0)
+        final, code = boot.final_line(returncode)
         if left:
             self._log(log_path, "amlr: the step left processes running after it ended; amlr ended them: "
                       + ", ".join(left))
+        self._log(log_path, final)  # the bootstrapper's marker line, as on every backend
         self._ingest_metrics(step.name, info["metrics"])
         outputs = self._keep_outputs_dir(step, info)
         if self.cancelled.is_set():
