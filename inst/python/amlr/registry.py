@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from .errors import HomeUnusable, RegistryDamaged, RunNotFound, StepNotFound
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: indexes on runs.remote_id and runs.experiment
 TERMINAL = ("Completed", "Failed", "Canceled")
 ACTIVE = ("NotStarted", "Queued", "Running")
 
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     n_steps INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
+CREATE INDEX IF NOT EXISTS runs_remote_id ON runs (remote_id);
+CREATE INDEX IF NOT EXISTS runs_experiment ON runs (experiment, created);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs (id),
     name TEXT NOT NULL,
@@ -96,6 +99,9 @@ def new_run_id(prefix: str = "amlr") -> str:
 @dataclass
 class Registry:
     home: str
+    # One connection per thread, opened (and the home, file and schema checked)
+    # once: a connection per operation cost more than the operation itself.
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     @property
     def path(self) -> str:
@@ -163,15 +169,30 @@ class Registry:
             raise self._damaged(f"{what} but {len(folders)} run folder(s) exist")
 
     def _connect(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is not None and getattr(self._local, "pid", None) == os.getpid():
+            return con
         self.ensure_home()
         self._check_file()
         try:
-            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA busy_timeout = 60000")
+            self._ensure_schema(con)
+            # WAL + NORMAL: a commit is in the WAL file before it returns, so a
+            # crash of any process loses nothing; only a power cut can lose the
+            # last commits (tests/python/test_registry_durability.py shows the first).
+            con.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise self._translate(exc) from None
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout = 60000")
+        self._local.con, self._local.pid = con, os.getpid()
         return con
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None and getattr(self._local, "pid", None) == os.getpid():
+            con.close()
+        self._local.con = None
 
     def _translate(self, exc: sqlite3.Error) -> Exception:
         text = str(exc)
@@ -189,24 +210,19 @@ class Registry:
     def read(self) -> Iterator[sqlite3.Connection]:
         con = self._connect()
         try:
-            try:
-                self._ensure_schema(con)
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from None
             yield con
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise self._translate(exc) from None
-        finally:
-            con.close()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         con = self._connect()
         try:
             try:
-                self._ensure_schema(con)
                 con.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
+                self.close()
                 raise self._translate(exc) from None
             try:
                 yield con
@@ -215,9 +231,8 @@ class Registry:
                 raise
             con.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise self._translate(exc) from None
-        finally:
-            con.close()
 
     def _ensure_schema(self, con: sqlite3.Connection) -> None:
         version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -302,7 +317,8 @@ class Registry:
         if not isinstance(run, str):
             raise RunNotFound("`run` must be an amlr_run, a run id or \"latest\".")
         with self.read() as con:
-            row = con.execute("SELECT id FROM runs WHERE id = ? OR remote_id = ?", (run, run)).fetchone()
+            row = con.execute("SELECT id FROM runs WHERE id = ?", (run,)).fetchone() or \
+                con.execute("SELECT id FROM runs WHERE remote_id = ? LIMIT 1", (run,)).fetchone()
         if row is None:
             raise RunNotFound(f"No run `{run}` in {self.home}; see run_list() for the runs amlr knows.")
         return row["id"]
@@ -370,33 +386,27 @@ class Registry:
         if not records:
             return 0
         with self.write() as con:
-            counts: dict[str, int] = {}
-            for row in con.execute(
-                "SELECT name, MAX(idx) + 1 AS n FROM metrics WHERE run_id = ? AND step = ? GROUP BY name",
-                (run_id, step),
-            ):
-                counts[row["name"]] = row["n"]
-            for rec in records:
-                name = str(rec.get("name"))
-                value = rec.get("value")
-                idx = counts.get(name, 0)
-                counts[name] = idx + 1
-                num = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-                text = None if num is not None else (None if value is None else str(value))
-                con.execute(
-                    "INSERT OR REPLACE INTO metrics (run_id, step, name, idx, value_num, value_str, time)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (run_id, step, name, idx, num, text, rec.get("time")),
-                )
+            _insert_metrics(con, run_id, step, records)
         return len(records)
 
-    def get_metrics(self, run_id: str) -> list[dict[str, Any]]:
+    def finish_step(self, run_id: str, name: str, metrics: list[dict[str, Any]], **fields: Any) -> None:
+        """A step's end in one transaction: its fields and its metrics (one write per step event)."""
+        if "outputs" in fields and not isinstance(fields["outputs"], str):
+            fields["outputs"] = json.dumps(fields["outputs"])
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.write() as con:
+            if metrics:
+                _insert_metrics(con, run_id, name, metrics)
+            con.execute(f"UPDATE steps SET {cols} WHERE run_id = ? AND name = ?", (*fields.values(), run_id, name))
+
+    def get_metrics(self, run_id: str, step: Optional[str] = None) -> list[dict[str, Any]]:
         with self.read() as con:
             rows = con.execute(
                 "SELECT m.step, m.name, m.value_num, m.value_str, m.idx, m.time FROM metrics m"
                 " LEFT JOIN steps s ON s.run_id = m.run_id AND s.name = m.step"
-                " WHERE m.run_id = ? ORDER BY s.position, m.name, m.idx",
-                (run_id,),
+                " WHERE m.run_id = ?" + (" AND m.step = ?" if step is not None else "") +
+                " ORDER BY s.position, m.name, m.idx",
+                (run_id,) if step is None else (run_id, step),
             ).fetchall()
         return [dict(r) for r in rows]
 
@@ -439,6 +449,7 @@ class Registry:
         first; one that can keeps its rows (remote runs included) and gains the
         local runs it lacks. Returns counts and where the old file went.
         """
+        self.close()
         self.ensure_home()
         moved: Optional[str] = None
         usable = False
@@ -493,6 +504,26 @@ class Registry:
             added.append(run_id)
         return {"path": self.path, "added": added, "skipped": skipped, "moved_to": moved,
                 "runs": len(known) + len(added)}
+
+
+def _insert_metrics(con: sqlite3.Connection, run_id: str, step: str, records: list[dict[str, Any]]) -> None:
+    counts: dict[str, int] = {}
+    for row in con.execute(
+        "SELECT name, MAX(idx) + 1 AS n FROM metrics WHERE run_id = ? AND step = ? GROUP BY name", (run_id, step),
+    ):
+        counts[row["name"]] = row["n"]
+    for rec in records:
+        name = str(rec.get("name"))
+        value = rec.get("value")
+        idx = counts.get(name, 0)
+        counts[name] = idx + 1
+        num = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        text = None if num is not None else (None if value is None else str(value))
+        con.execute(
+            "INSERT OR REPLACE INTO metrics (run_id, step, name, idx, value_num, value_str, time)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (run_id, step, name, idx, num, text, rec.get("time")),
+        )
 
 
 REBUILT_REASON = "the registry was rebuilt from the run folder; how this run ended was not recorded"

@@ -363,14 +363,12 @@ class Runner:
         now = time.time()
         self._log(info["log"], f"amlr: reused step `{step.name}` of run {origin} (same fingerprint "
                                f"{info['fingerprint'][:12]}); outputs not copied.")
-        self.reg.update_step(
-            self.run_id, step.name, status="Completed", reused=1, reused_from=origin,
-            exit_code=prior["exit_code"], started=now, ended=now, outputs=prior["outputs"],
-        )
-        self.reg.add_metrics(self.run_id, step.name, [
+        metrics = [
             {"name": m["name"], "value": m["value_num"] if m["value_num"] is not None else m["value_str"], "time": m["time"]}
-            for m in self.reg.get_metrics(prior["run_id"]) if m["step"] == prior["name"]
-        ])
+            for m in self.reg.get_metrics(prior["run_id"], prior["name"])
+        ]
+        self.reg.finish_step(self.run_id, step.name, metrics, status="Completed", reused=1, reused_from=origin,
+                             exit_code=prior["exit_code"], started=now, ended=now, outputs=prior["outputs"])
         failure = self._register_outputs(step, prior["outputs"], info["log"])
         if failure:
             self.reg.update_step(self.run_id, step.name, status="Failed", error=failure)
@@ -501,7 +499,7 @@ class Runner:
             self._log(log_path, "amlr: the step left processes running after it ended; amlr ended them: "
                       + ", ".join(left))
         self._log(log_path, final)  # the bootstrapper's marker line, as on every backend
-        self._ingest_metrics(step.name, info["metrics"])
+        metrics = self._read_metrics(info["metrics"])
         outputs = self._keep_outputs_dir(step, info)
         if self.cancelled.is_set():
             status, error = "Canceled", "the run was canceled"
@@ -514,14 +512,14 @@ class Runner:
                 self.outputs[step.name] = outputs
         else:
             status, error = "Failed", f"exit code {code}"
-        self.reg.update_step(self.run_id, step.name, status=status, exit_code=code, ended=time.time(), error=error,
-                             outputs=outputs)
+        self.reg.finish_step(self.run_id, step.name, metrics, status=status, exit_code=code, ended=time.time(),
+                             error=error, outputs=outputs)
         return status
 
-    def _ingest_metrics(self, step: str, path: str) -> None:
+    def _read_metrics(self, path: str) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
         if not os.path.exists(path):
-            return
-        records = []
+            return records
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 line = line.strip()
@@ -533,7 +531,7 @@ class Runner:
                     continue
                 if isinstance(rec, dict) and "name" in rec:
                     records.append(rec)
-        self.reg.add_metrics(self.run_id, step, records)
+        return records
 
 
 def run_runner(home: str, run_id: str, max_parallel: int, cwd: Optional[str] = None,
