@@ -147,6 +147,10 @@ print.amlr_steps <- function(x, ...) {
 #'
 #' @inheritParams run_status
 #' @param step A step name, or `NULL` for every step.
+#' @param n At most this many lines per step: the first ones, or the last
+#'   ones with `tail = TRUE`. amlr reads no more of a log than that, so
+#'   `run_logs(tail = TRUE, n = 20)` is cheap on a log of any size.
+#' @param tail Take the last `n` lines instead of the first.
 #' @return The log lines (stdout and stderr of R, in order) as a character
 #'   vector of class `amlr_logs`; attribute `step` says which step each line
 #'   came from.
@@ -158,10 +162,15 @@ print.amlr_steps <- function(x, ...) {
 #' writeLines('cat("hi\\n")', script)
 #' submit_r_pipeline(script, quiet = TRUE)
 #' run_logs()
+#' run_logs(n = 1, tail = TRUE)
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
-run_logs <- function(run = "latest", step = NULL) {
+run_logs <- function(run = "latest", step = NULL, n = Inf, tail = FALSE) {
   check_optional_string(step, "step")
-  res <- amlr_call("logs", list(run = run_ref(run), step = step))
+  if (!is.numeric(n) || length(n) != 1L || is.na(n) || n < 0 || (is.finite(n) && n != round(n))) {
+    amlr_abort("{.arg n} must be a whole number of lines (or {.code Inf}).", "bad_request")
+  }
+  check_flag(tail, "tail")
+  res <- amlr_call("logs", list(run = run_ref(run), step = step, n = if (is.finite(n)) n, tail = tail))
   lines <- unlist(lapply(res, function(x) as.character(unlist(x))), use.names = FALSE)
   steps <- rep(names(res), vapply(res, length, integer(1)))
   structure(lines %||% character(), step = steps, class = "amlr_logs")

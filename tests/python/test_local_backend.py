@@ -432,3 +432,17 @@ def test_an_embedded_caller_does_the_sleeping(home, src):
     assert events[-1]["result"]["status"] == "Completed"
     assert longest < 1.0, f"a single step of the stream blocked for {longest:.2f}s"
     assert time.monotonic() - t0 < 30
+
+
+def test_a_run_submitted_through_the_bridge_process_completes_in_its_forked_runner(home, src):
+    """`python -m amlr call` forks the runner: the child must not inherit the parent's SQLite connection."""
+    import subprocess
+
+    write(src, "quick.R", 'cat("quick\\n")\n')
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "..", "inst", "python"))
+    request = {"method": "submit", "params": {"home": str(home), "spec": {"name": "p", "steps": [step(src, "quick")]}}}
+    proc = subprocess.run([sys.executable, "-S", "-m", "amlr", "call"], input=json.dumps(request).encode(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60)
+    run = json.loads(proc.stdout)["result"]
+    assert wait(home, run["id"])["status"] == "Completed"
+    assert call(home, "logs", run=run["id"])["quick"][0] == "quick"

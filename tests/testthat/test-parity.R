@@ -200,3 +200,18 @@ test_that("an unchanged folder resubmitted stores next to nothing", {
   suppressMessages(submit_r_pipeline(step, quiet = TRUE))
   expect_lt(blocks() - before, 1024)  # KB: the 5 MB file is a hard link, not a copy
 })
+
+test_that("run_logs() pages: the first or last n lines of each step", {
+  skip_if_no_rscript()
+  local_amlr_home()
+  src <- write_scripts(many.R = 'for (i in 1:5000) cat("line", i, "\\n")')
+  run <- suppressMessages(submit_r_pipeline(file.path(src, "many.R"), quiet = TRUE))
+  all <- run_logs(run)
+  expect_equal(length(all), 5001L)  # and the final line
+  expect_equal(as.character(run_logs(run, n = 2)), c("line 1 ", "line 2 "))
+  last <- run_logs(run, n = 2, tail = TRUE)
+  expect_equal(as.character(last), c("line 5000 ", "Pipeline step execution returned 0"))
+  expect_equal(attr(last, "step"), c("many", "many"))
+  expect_length(run_logs(run, n = 0), 0L)
+  expect_error(run_logs(run, n = -1), "whole number", class = "amlr_error_bad_request")
+})

@@ -106,8 +106,20 @@ def steps(params: dict[str, Any]) -> list[dict[str, Any]]:
 
 @method("logs")
 def logs(params: dict[str, Any]) -> dict[str, list[str]]:
+    """Each step's log lines; ``n`` lines at most (the last ones with ``tail``), read no further than needed."""
+    n = params.get("n")
+    n = n[0] if isinstance(n, list) and len(n) == 1 else n
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0 or n != int(n)):
+        raise BadRequest(f"`n` must be a whole number of lines (0 or more), not {n!r}.", field="n")
+    n = None if n is None else int(n)
+    tail = bool(params.get("tail"))
     reg, run, backend = _run_and_backend(params)
-    return backend.logs(reg, run, params.get("step"))
+    if run["backend"] == "local":
+        return backend.logs(reg, run, params.get("step"), n=n, tail=tail)
+    out = backend.logs(reg, run, params.get("step"))
+    if n is None:
+        return out
+    return {k: (v[-n:] if n else []) if tail else v[:n] for k, v in out.items()}
 
 
 @method("follow")

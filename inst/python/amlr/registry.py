@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -186,6 +187,7 @@ class Registry:
         except sqlite3.Error as exc:
             raise self._translate(exc) from None
         self._local.con, self._local.pid = con, os.getpid()
+        _OPEN.add(self)
         return con
 
     def close(self) -> None:
@@ -193,6 +195,9 @@ class Registry:
         if con is not None and getattr(self._local, "pid", None) == os.getpid():
             con.close()
         self._local.con = None
+
+    __hash__ = object.__hash__  # identity: registries are kept in a weak set
+
 
     def _translate(self, exc: sqlite3.Error) -> Exception:
         text = str(exc)
@@ -607,3 +612,12 @@ def _record_from_folder(folder: str, run_id: str) -> tuple[dict[str, Any], list[
            "status": "Completed" if ok else "Failed", "created": created, "run_dir": folder,
            "error": None if ok else REBUILT_REASON}
     return run, steps
+
+
+def close_all() -> None:
+    """Close this thread's registry connections: SQLite's locks must not be inherited by a forked child."""
+    for reg in list(_OPEN):
+        reg.close()
+
+
+_OPEN: "weakref.WeakSet[Registry]" = weakref.WeakSet()

@@ -203,6 +203,9 @@ def _record_and_start(reg: Registry, pipeline: Pipeline, experiment: str, run_id
     regenerate = bool(options.get("regenerate_outputs"))
     log_path = os.path.join(run_dir, "runner.log")
     if procs.FORK_RUNNER and os.name == "posix":
+        from ..registry import close_all
+
+        close_all()  # a forked child must not inherit open SQLite connections (their locks)
         pid = procs.fork_detached(lambda: run_runner(reg.home, run_id, max_parallel, cwd=run_dir,
                                                      regenerate=regenerate), log_path=log_path)
     else:
@@ -607,24 +610,52 @@ def steps(reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
     return reg.get_steps(run["id"])
 
 
-def _read_lines(path: Optional[str]) -> list[str]:
+def _read_lines(path: Optional[str], n: Optional[int] = None, tail: bool = False) -> list[str]:
+    """A log's lines; with ``n``, only the first (or, with ``tail``, the last) ``n``, reading no more than that."""
     if not path or not os.path.exists(path):
         return []
     with open(path, "rb") as fh:
-        return fh.read().decode("utf-8", "replace").splitlines()
+        if n is None:
+            return fh.read().decode("utf-8", "replace").splitlines()
+        if not tail:
+            out = []
+            for raw in fh:
+                if len(out) >= n:
+                    break
+                out.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            return out
+        return _tail_lines(fh, n)
 
 
-def _step_log(reg: Registry, s: dict[str, Any]) -> list[str]:
+def _tail_lines(fh: Any, n: int, block: int = 64 * 1024) -> list[str]:
+    """The last ``n`` lines, read backwards block by block (memory: those lines and one block)."""
+    end = fh.seek(0, os.SEEK_END)
+    data = b""
+    pos = end
+    while pos > 0 and data.count(b"\n") <= n:
+        step = min(block, pos)
+        pos -= step
+        fh.seek(pos)
+        data = fh.read(step) + data
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-n:] if n else []
+
+
+def _step_log(reg: Registry, s: dict[str, Any], n: Optional[int] = None, tail: bool = False) -> list[str]:
     """A step's log; for a reused step, the log of the run that executed it, headed by where it came from."""
-    lines = _read_lines(s.get("log_path"))
+    lines = _read_lines(s.get("log_path"), n, tail)
     if not s.get("reused") or not s.get("reused_from"):
         return lines
     try:
         origin = reg.get_step(s["reused_from"], s["name"])
     except AmlrError:
-        return lines + [f"amlr: the log of run {s['reused_from']} is no longer available."]
-    return lines + [f"amlr: ---- log of step `{s['name']}` in run {s['reused_from']} ----"] + \
-        _read_lines(origin.get("log_path"))
+        lines = lines + [f"amlr: the log of run {s['reused_from']} is no longer available."]
+    else:
+        lines = lines + [f"amlr: ---- log of step `{s['name']}` in run {s['reused_from']} ----"] + \
+            _read_lines(origin.get("log_path"), n, tail)
+    if n is None:
+        return lines
+    return lines[-n:] if tail else lines[:n]
 
 
 def require_folder(run: dict[str, Any], what: str) -> None:
@@ -644,7 +675,8 @@ def folder_note(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-def logs(reg: Registry, run: dict[str, Any], step: Optional[str]) -> dict[str, list[str]]:
+def logs(reg: Registry, run: dict[str, Any], step: Optional[str], n: Optional[int] = None,
+         tail: bool = False) -> dict[str, list[str]]:
     require_folder(run, "logs")
     chosen = [reg.get_step(run["id"], step)] if step else reg.get_steps(run["id"])
     out = {}
@@ -653,7 +685,7 @@ def logs(reg: Registry, run: dict[str, Any], step: Optional[str]) -> dict[str, l
         if path and not os.path.exists(path) and s["status"] in ("Completed", "Failed") and not s.get("reused"):
             out[s["name"]] = [f"amlr: the log file of step `{s['name']}` ({path}) is missing; it was deleted."]
         else:
-            out[s["name"]] = _step_log(reg, s)
+            out[s["name"]] = _step_log(reg, s, n, tail)
     return out
 
 
