@@ -21,6 +21,7 @@ relative to that folder; rules from deeper files come later, so they win.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -279,12 +280,34 @@ class IgnoreRules:
     def is_ignored(self, relpath: str, is_dir: bool) -> bool:
         return self.match(relpath, is_dir) is True
 
+    @functools.cached_property
+    def _prefilter(self) -> "tuple[Optional[re.Pattern[str]], Tuple[Pattern, ...]]":
+        return _prefilter(self.patterns)
+
     def last_match(self, relpath: str, is_dir: bool) -> Optional[Pattern]:
         """The pattern that decides ``relpath`` (the last one matching), or None."""
+        quick, others = self._prefilter
+        if quick is not None and not quick.fullmatch(relpath.rsplit("/", 1)[-1]) \
+                and not any(p.matches(relpath, is_dir) for p in others):
+            return None  # the usual case, decided by one regex instead of one per pattern
         for pattern in reversed(self.patterns):
             if pattern.matches(relpath, is_dir):
                 return pattern
         return None
+
+
+def _prefilter(patterns: Tuple[Pattern, ...]) -> "tuple[Optional[re.Pattern[str]], Tuple[Pattern, ...]]":
+    """One regex for every pattern that tests a file's name alone, and the patterns that test more.
+
+    A name none of them can match is decided (no match) without walking the
+    list: with the built-in credential patterns that list is long, and it is
+    asked once per file of the folder.
+    """
+    simple = [p for p in patterns if not p.anchored and not p.base and p.regex.flags == re.DOTALL | re.UNICODE]
+    others = tuple(p for p in patterns if p not in simple)
+    if not simple:
+        return None, others
+    return re.compile("|".join(f"(?:{p.regex.pattern})" for p in simple), re.DOTALL), others
 
 
 def read_ignore_file(folder: str) -> Optional[Tuple[str, str]]:

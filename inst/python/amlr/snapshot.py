@@ -28,6 +28,8 @@ mtimes or where the folder lives.
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 import os
 import shutil
 import stat
@@ -108,6 +110,8 @@ class _Entry:
     abspath: str
     size: int
     executable: bool
+    mtime_ns: int = 0
+    ino: int = 0
 
 
 Record = Tuple[str, str, bool]
@@ -225,15 +229,65 @@ def _require_dir(path: str) -> None:
 def _entries(root: str, rels: Iterable[str]) -> List[_Entry]:
     out = []
     for rel in rels:
-        path = os.path.join(root, *rel.split("/"))
+        path = _dest_path(root, rel)
         st = os.stat(path)
-        if not os.access(path, os.R_OK):
-            raise SourceUnreadable(
-                f"The file '{rel}' in the source folder '{root}' cannot be read (permission denied), so the "
-                "snapshot cannot include it. Make it readable (chmod u+r), or leave it out with a line "
-                f"`{rel}` in .amlignore.")
-        out.append(_Entry(rel, path, st.st_size, _is_executable(st.st_mode)))
+        out.append(_Entry(rel, path, st.st_size, _is_executable(st.st_mode), st.st_mtime_ns, st.st_ino))
     return out
+
+
+def _unreadable(root: str, rel: str) -> "SourceUnreadable":
+    return SourceUnreadable(
+        f"The file '{rel}' in the source folder '{root}' cannot be read (permission denied), so the "
+        "snapshot cannot include it. Make it readable (chmod u+r), or leave it out with a line "
+        f"`{rel}` in .amlignore.")
+
+
+class DigestCache:
+    """sha256 of source files keyed by (path, size, mtime, inode), kept between submits (like git's index).
+
+    An unchanged folder resubmitted is then hashed without reading a byte. A
+    file changed within the last seconds is never cached: its next change
+    might keep the same mtime.
+    """
+
+    RACY_SECONDS = 2.0
+
+    def __init__(self, path: Optional[str]):
+        self.path = path
+        self.entries: dict = {}
+        self.dirty = False
+        if path and os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    self.entries = json.load(fh)
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def digest(self, entry: "_Entry", root: str) -> str:
+        key = [entry.size, entry.mtime_ns, entry.ino]
+        cached = self.entries.get(entry.abspath)
+        if cached is not None and cached[:3] == key:
+            return cached[3]
+        try:
+            digest = file_digest(entry.abspath)
+        except PermissionError:
+            raise _unreadable(root, entry.rel) from None
+        if entry.mtime_ns < (time.time() - self.RACY_SECONDS) * 1e9:
+            self.entries[entry.abspath] = [*key, digest]
+            self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not (self.path and self.dirty):
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.entries, fh, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache: losing it costs time, never correctness
+        self.dirty = False
 
 
 def _is_executable(mode: int) -> bool:
@@ -392,6 +446,8 @@ def _copy_with_digest(src: str, dst: str) -> str:
 
 
 def _dest_path(dest_dir: str, rel: str) -> str:
+    if os.sep == "/":  # the common case, without os.path.join's per-part work (50,000 files add up)
+        return dest_dir + "/" + rel
     return os.path.join(dest_dir, *rel.split("/"))
 
 
@@ -401,38 +457,63 @@ def _write_bytes(path: str, data: bytes) -> None:
         fh.write(data)
 
 
+DIGEST_CACHE = "snapshot-digests.json"
+"""Next to the store (not in it: the store's clean-up removes what has one link)."""
+
+
 def _blob_path(store: str, digest: str, executable: bool) -> str:
-    return os.path.join(store, digest[:2], digest[2:] + ("-x" if executable else ""))
+    return f"{store}{os.sep}{digest[:2]}{os.sep}{digest[2:]}{'-x' if executable else ''}"
 
 
-def _link_or_copy(entry: _Entry, dest: str, store: Optional[str]) -> str:
-    """Put ``entry`` at ``dest``; with a ``store``, hash first and hard-link from content-addressed blobs.
-
-    An unchanged file is then read once (to hash it) and stored once, however
-    many runs and steps use it. Where hard links are not possible (another
-    file system, Windows without privileges) the file is copied.
-    """
-    if store is None:
-        return _copy_with_digest(entry.abspath, dest)
-    digest = file_digest(entry.abspath)
+def _store_blob(entry: _Entry, root: str, store: str, digest: str) -> str:
+    """Copy ``entry`` into the store under its digest; the digest of what was copied."""
     blob = _blob_path(store, digest, entry.executable)
-    if not os.path.exists(blob):
-        os.makedirs(os.path.dirname(blob), exist_ok=True)
-        tmp = f"{blob}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    os.makedirs(os.path.dirname(blob), exist_ok=True)
+    tmp = f"{blob}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    try:
         try:
             copied = _copy_with_digest(entry.abspath, tmp)
-            if copied != digest:  # changed while we read it: store what we copied, under its own name
-                digest, blob = copied, _blob_path(store, copied, entry.executable)
-            os.replace(tmp, blob)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    try:
-        os.link(blob, dest)
-    except OSError:
-        shutil.copy2(blob, dest)
-    return digest
+        except PermissionError:
+            raise _unreadable(root, entry.rel) from None
+        os.replace(tmp, _blob_path(store, copied, entry.executable))  # changed while read: stored as it was read
+        return copied
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _materialize(entries: List[_Entry], root: str, dest_dir: str, store: Optional[str],
+                 cache: DigestCache) -> List[Record]:
+    """Put every entry under ``dest_dir``; with a ``store``, hash first and hard-link from content-addressed blobs.
+
+    An unchanged file is then not even read (its digest is cached) and is
+    stored once, however many runs and steps use it. Where hard links are not
+    possible (another file system) the file is copied.
+    """
+    made: set = set()
+    records: List[Record] = []
+    for e in entries:
+        dest = _dest_path(dest_dir, e.rel)
+        parent = os.path.dirname(dest)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        if store is None:
+            try:
+                digest = _copy_with_digest(e.abspath, dest)
+            except PermissionError:
+                raise _unreadable(root, e.rel) from None
+        else:
+            digest = cache.digest(e, root)
+            try:
+                os.link(_blob_path(store, digest, e.executable), dest)
+            except FileNotFoundError:
+                digest = _store_blob(e, root, store, digest)
+                os.link(_blob_path(store, digest, e.executable), dest)
+            except OSError:
+                shutil.copy2(_blob_path(store, digest, e.executable), dest)
+        records.append((e.rel, digest, e.executable))
+    return records
 
 
 def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
@@ -463,8 +544,9 @@ def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,
     _check_size(source_dir, total, largest, resolve_limit(warn_bytes, WARN_ENV, DEFAULT_WARN_MB),
                 resolve_limit(max_bytes, MAX_ENV, DEFAULT_MAX_MB), warn or _default_warn)
     _prepare_dest(dest_dir)
-    records = [(e.rel, _link_or_copy(e, _dest_path(dest_dir, e.rel), store), e.executable)
-               for e in entries]
+    cache = DigestCache(os.path.join(os.path.dirname(store), DIGEST_CACHE) if store else None)
+    records = _materialize(entries, source_dir, dest_dir, store, cache)
+    cache.save()
     for name, data in extras.items():
         _write_bytes(_dest_path(dest_dir, name), data)
     _write_bytes(os.path.join(dest_dir, ".amlignore"), SNAPSHOT_AMLIGNORE.encode("utf-8"))
