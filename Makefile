@@ -86,6 +86,8 @@ check-package: setup
 
 bench: setup
 	Rscript bench/run.R
+	Rscript bench/growth.R
+	@for b in bench/endpoint.R bench/sweep.R; do if [ -f $$b ]; then Rscript $$b || exit 1; fi; done
 
 lint-docker: setup
 	PYTHONPATH=inst/python $(VPY) -m amlr.dockerlint docker/Dockerfile
