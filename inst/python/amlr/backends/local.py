@@ -131,10 +131,12 @@ def data_key(inp: Any) -> str:
 
 def resolve_data_assets(reg: Registry, pipeline: Pipeline) -> dict[str, dict[str, dict[str, Any]]]:
     """Step -> input -> the store version that ``aml_data(name, version)`` means now (before anything runs)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {s.name: {} for s in pipeline.steps}
+    if not any(i.kind == "data_asset" for s in pipeline.steps for i in s.inputs.values()):
+        return out  # no asset: the store is not even imported
     from ..store import Store
 
     store = Store(reg.home)
-    out: dict[str, dict[str, dict[str, Any]]] = {}
     for step in pipeline.steps:
         out[step.name] = {}
         for name, inp in sorted(step.inputs.items()):
