@@ -1093,3 +1093,23 @@ def test_status_steps_logs_follow_and_cancel_with_the_real_pipeline_run(azure, c
     out = call(azure.home, "cancel", run=run["id"])
     assert svc.cancels == [remote] and out["cancel_requested"] == 1
     assert svc.asked("DELETE", rf"/PipelineRuns/{remote}/Execution$")
+
+
+def test_editing_one_script_changes_only_that_steps_snapshot(offline, tmp_path):
+    """Per-step snapshots: Azure ML's reuse sees a change in the edited step alone (and what depends on it)."""
+    src = tmp_path / "src"
+    shutil.copytree(os.path.join(EXAMPLES, "pipeline"), src)
+    spec = cars_spec()
+    for s in spec["steps"]:
+        s["source_dir"] = str(src)
+
+    def snapshots(tag: str) -> dict[str, str]:
+        plan, built = build(offline, spec, str(tmp_path / tag))
+        return {p.step.name: p.snapshot.hash for p in plan.steps}
+
+    before = snapshots("a")
+    assert len(set(before.values())) == 4
+    with open(src / "train.R", "a", encoding="utf-8") as fh:
+        fh.write("# tuned\n")
+    after = snapshots("b")
+    assert {n for n in before if before[n] != after[n]} == {"train"}
