@@ -505,7 +505,7 @@ class Registry:
                 if fields:
                     self.update_step(run_id, step["name"], **fields)
                 metrics_file = os.path.join(self.run_dir(run_id), "metrics", f"{step['name']}.jsonl")
-                self.add_metrics(run_id, step["name"], _read_metrics(metrics_file))
+                self.add_metrics(run_id, step["name"], read_metrics_file(metrics_file))
             added.append(run_id)
         return {"path": self.path, "added": added, "skipped": skipped, "moved_to": moved,
                 "runs": len(known) + len(added)}
@@ -534,7 +534,7 @@ def _insert_metrics(con: sqlite3.Connection, run_id: str, step: str, records: li
 REBUILT_REASON = "the registry was rebuilt from the run folder; how this run ended was not recorded"
 
 
-def _read_metrics(path: str) -> list[dict[str, Any]]:
+def read_metrics_file(path: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if not os.path.exists(path):
         return out

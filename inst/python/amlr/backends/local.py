@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from .. import packaging, procs, snapshot, stepcontract
 from ..errors import AmlrError, DestinationUnusable, FileExists, OutputNotFound, RunFolderMissing, RunNotActive
-from ..registry import ACTIVE, TERMINAL, Registry
+from ..registry import ACTIVE, TERMINAL, Registry, read_metrics_file
 from ..spec import Pipeline, Step, validate
 
 BOOTSTRAPPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bootstrapper.py")
@@ -504,7 +504,7 @@ class Runner:
             self._log(log_path, "amlr: the step left processes running after it ended; amlr ended them: "
                       + ", ".join(left))
         self._log(log_path, final)  # the bootstrapper's marker line, as on every backend
-        metrics = self._read_metrics(info["metrics"])
+        metrics = read_metrics_file(info["metrics"])
         outputs = self._keep_outputs_dir(step, info)
         if self.cancelled.is_set():
             status, error = "Canceled", "the run was canceled"
@@ -520,23 +520,6 @@ class Runner:
         self.reg.finish_step(self.run_id, step.name, metrics, status=status, exit_code=code, ended=time.time(),
                              error=error, outputs=outputs)
         return status
-
-    def _read_metrics(self, path: str) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
-        if not os.path.exists(path):
-            return records
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and "name" in rec:
-                    records.append(rec)
-        return records
 
 
 def run_runner(home: str, run_id: str, max_parallel: int, cwd: Optional[str] = None,
