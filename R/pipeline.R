@@ -132,7 +132,7 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
   # Placeholders and variable names are checked by the one validator, at once, when there are any.
   if (any(grepl("${{", args, fixed = TRUE)) || length(env)) {
     amlr_call("validate", list(spec = pipeline_spec(new_pipeline(list(step), name = "check")),
-                               check_paths = FALSE))
+                               check_paths = FALSE, pending = TRUE))
   }
   step
 }
@@ -288,7 +288,8 @@ step_spec <- function(s) {
     step_type = s$step_type,
     env = if (length(s$env)) s$env else structure(list(), names = character()),
     files = I(s$files %||% character()),
-    register = s$register
+    register = s$register,
+    fanout = s$fanout
   )
 }
 
