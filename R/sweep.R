@@ -301,7 +301,7 @@ print.amlr_sweep <- function(x, ...) {
 print.amlr_map <- function(x, ...) {
   f <- x$fanout
   what <- if (identical(f$over$type, "values")) paste(length(f$over$values), "items") else
-    paste("the files of", format_input(x$inputs$amlr_over %||% f$over$input %||% list(type = "path", path = "?")))
+    paste("the files of", format_input(f$over$input))
   cli::cli_text("{.cls amlr_map} {.strong {x$name}}: {.file {x$script}} once per item, over {what}")
   if (length(x$outputs)) cli::cli_text("  outputs (a folder per item): {.field {x$outputs}}")
   invisible(x)

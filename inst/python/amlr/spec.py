@@ -260,9 +260,6 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool, pending: bool = Fals
     fanout = sweep.parse_fanout(raw.get("fanout"), name, where + ".fanout")
     over = (raw.get("fanout") or {}).get("over") if isinstance(raw.get("fanout"), dict) else None
     if fanout and fanout["role"] == "map" and isinstance(over, dict) and over.get("input") is not None:
-        if sweep.OVER_INPUT in inputs:
-            raise _fail(where + ".inputs", f"Input name `{sweep.OVER_INPUT}` of step `{name}` is reserved for "
-                                           "r_map(over = files_of(...)); rename the input.")
         inputs[sweep.OVER_INPUT] = _parse_input(name, sweep.OVER_INPUT, over["input"])
     outputs = [str(o) for o in _as_list(raw.get("outputs"))]
     seen_out: set[str] = set()

@@ -233,7 +233,9 @@ def _parse_map(raw: dict, step: str, where: str) -> dict[str, Any]:
             raise _fail(where + ".over", f"`over` of r_map() `{step}` lists `{dup}` twice; list each item once.")
         out["over"] = {"type": "values", "values": texts}
     else:
-        out["over"] = {"type": "files"}  # the folder is the step's input OVER_INPUT
+        if over.get("input") is None:
+            raise _fail(where + ".over", f"files_of() of r_map() `{step}` names no folder.")
+        out["over"] = {"type": "files", "input": over["input"]}  # also the step's input OVER_INPUT
     return out
 
 
