@@ -364,6 +364,9 @@ print.amlr_trials <- function(x, ...) {
   }
   show <- as.data.frame(unclass(x), stringsAsFactors = FALSE)
   if (all(is.na(show$error))) show$error <- NULL
+  if (!is.null(show$objective)) show$objective <- signif(show$objective, 4)
+  show$duration <- vapply(as.numeric(x$duration), format_duration, character(1))
+  if (!is.null(show$best)) show$best <- ifelse(show$best, "*", "")
   print(show, row.names = FALSE)
   invisible(x)
 }

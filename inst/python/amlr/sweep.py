@@ -181,7 +181,7 @@ def _parse_sweep(raw: dict, step: str, where: str) -> dict[str, Any]:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, float)) or seed != int(seed)):
         raise _fail(where + ".seed", "`seed` must be a whole number or NULL.")
     out = {
-        "role": "sweep", "params": params, "objective": objective, "goal": goal, "sampling": sampling,
+        "role": "sweep", "params": params, "order": list(params), "objective": objective, "goal": goal, "sampling": sampling,
         "max_trials": max_trials, "max_concurrent": _count(raw.get("max_concurrent"), where, "max_concurrent"),
         "early_termination": _parse_policy(raw.get("early_termination"), where + ".early_termination"),
         "seed": None if seed is None else int(seed),
@@ -259,7 +259,7 @@ def check_step(step: Any, where: str) -> None:
 def trial_values(f: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The values of every trial of a sweep, in a stable order (grid: row-major; random: seeded draws)."""
     params = f["params"]
-    names = list(params)
+    names = [n for n in f.get("order") or [] if n in params] or list(params)  # the user's order (JSON sorts keys)
     if f["sampling"] == "grid":
         combos = itertools.product(*(params[n]["values"] for n in names))
         out = [dict(zip(names, c)) for c in combos]
@@ -585,7 +585,7 @@ def trials_table(reg: Any, run: Mapping[str, Any], step: Optional[str]) -> dict[
         })
     return {"step": chosen["name"], "kind": "sweep" if f["role"] == "select" else "map",
             "objective": f.get("objective"), "goal": f.get("goal"), "seed": f.get("seed"),
-            "params": list(f.get("params") or {}), "trials": out}
+            "params": f.get("order") or list(f.get("params") or {}), "trials": out}
 
 
 # -- Azure ML ---------------------------------------------------------------------------------
