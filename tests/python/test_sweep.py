@@ -397,3 +397,48 @@ def test_azure_map_is_one_node_per_item(src, tmp_path):
     reader["inputs"] = {"counts": {"type": "step_output", "step": "count", "output": "counts"}}
     with pytest.raises(Unsupported, match="does not gather"):
         export_pipeline(validate({"name": "p", "steps": [m, reader]}), str(tmp_path / "out" / "n.yml"))
+
+
+# -- attacks ------------------------------------------------------------------------------------
+
+
+def test_values_that_look_like_placeholders_and_names_that_clash_are_refused(src):
+    with pytest.raises(InvalidSpec, match="would be read as a placeholder"):
+        validate({"name": "p", "steps": [sweep_step(src, {"alpha": ["${{inputs.x}}"], "depth": [1]})]})
+    m = {"name": "each", "script": "train.R", "source_dir": str(src), "args": ["${{item}}"],
+         "fanout": {"role": "map", "over": {"type": "values", "values": ["${{outputs.outputs}}"]}}}
+    with pytest.raises(InvalidSpec, match="would be read as a placeholder"):
+        validate({"name": "p", "steps": [m]})
+    with pytest.raises(InvalidSpec, match="has the name of the step's input or output `model`"):
+        validate({"name": "p", "steps": [sweep_step(src, {"alpha": [1], "depth": [1], "Model": [1]})]})
+
+
+def test_item_labels_stay_distinct_and_safe():
+    taken: set = set()
+    labels = [sweep._unique(sweep.item_label(t), taken) for t in ["a b", "a_b", "../../etc", "A_B", "", "x/y"]]
+    assert labels == ["a_b", "a_b_2", "etc", "A_B_3", "item", "x__y"]
+    assert all("/" not in label and not label.startswith(".") for label in labels)
+
+
+def test_a_trial_name_clash_with_a_user_step_is_refused(src):
+    p = validate({"name": "p", "steps": [sweep_step(src, {"alpha": [1], "depth": [1]})]})
+    trial = sweep.expand(p, None).steps[0].name
+    other = {"name": trial, "script": "report.R", "source_dir": str(src)}
+    p2 = validate({"name": "p", "steps": [sweep_step(src, {"alpha": [1], "depth": [1]}), other]})
+    with pytest.raises(InvalidSpec, match="clashes with a trial"):
+        sweep.expand(p2, None)
+
+
+@needs_r
+def test_canceling_a_sweep_stops_its_trials_and_ends_the_run(home, src):
+    (src / "slow.R").write_text('Sys.sleep(30)\n')
+    step = sweep_step(src, {"alpha": [1, 2, 3], "depth": [1]})
+    step["script"] = "slow.R"
+    run = call(home, "submit", spec={"name": "p", "steps": [step]})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(s["status"] == "Running" for s in call(home, "steps", run=run["id"])):
+        time.sleep(0.1)
+    call(home, "cancel", run=run["id"])
+    ended = wait(home, run["id"], timeout=30)
+    assert ended["status"] == "Canceled"
+    assert all(s["status"] in ("Canceled", "Failed") for s in call(home, "steps", run=run["id"]))

@@ -107,6 +107,9 @@ def _parse_param(name: str, raw: Any, where: str) -> dict[str, Any]:
                                    f"{v!r} (NA, Inf and lists are not allowed).")
         seen: list[str] = []
         for v in values:
+            if "${{" in format_value(v):
+                raise _fail(where, f"Parameter `{name}`: value {format_value(v)!r} holds `${{{{`, which would be read "
+                                   "as a placeholder in the trial's args; use another value.")
             if format_value(v) in seen:
                 raise _fail(where, f"Parameter `{name}` lists the value {format_value(v)} twice; list each once.")
             seen.append(format_value(v))
@@ -228,6 +231,10 @@ def _parse_map(raw: dict, step: str, where: str) -> dict[str, Any]:
                 raise _fail(where + ".over", f"`over` of r_map() `{step}`: each item must be one number or string, "
                                              f"not {v!r}.")
         texts = [format_value(v) for v in values]
+        odd = [t for t in texts if "${{" in t]
+        if odd:
+            raise _fail(where + ".over", f"Item {odd[0]!r} of r_map() `{step}` holds `${{{{`, which would be read as a "
+                                         "placeholder in the step's args; use another value.")
         if len(set(texts)) != len(texts):
             dup = next(t for t in texts if texts.count(t) > 1)
             raise _fail(where + ".over", f"`over` of r_map() `{step}` lists `{dup}` twice; list each item once.")
@@ -245,6 +252,12 @@ def check_step(step: Any, where: str) -> None:
     if not f or f["role"] not in USER_ROLES:
         return
     used = {fanout_placeholder(e) for a in step.args for e in placeholders(a)} - {None}
+    if f["role"] == "sweep":
+        ports = {p.lower(): p for p in [*step.inputs, *step.outputs]}
+        clash = [n for n in f["params"] if n.lower() in ports]
+        if clash:  # on Azure ML each parameter is an input of the trial, beside the step's ports
+            raise _fail(where + ".params", f"Parameter `{clash[0]}` of r_sweep() `{step.name}` has the name of the "
+                                           f"step's input or output `{ports[clash[0].lower()]}`; rename one.")
     if f["role"] == "map":
         if ("item", "") not in used:
             raise _fail(where + ".args", f"r_map() of `{step.name}`: the item reaches the script only as "
