@@ -442,3 +442,28 @@ def test_canceling_a_sweep_stops_its_trials_and_ends_the_run(home, src):
     ended = wait(home, run["id"], timeout=30)
     assert ended["status"] == "Canceled"
     assert all(s["status"] in ("Canceled", "Failed") for s in call(home, "steps", run=run["id"]))
+
+
+@needs_r
+def test_map_over_the_files_of_a_registered_data_asset(home, src, tmp_path):
+    from amlr.store import Store
+
+    data = tmp_path / "scans"
+    data.mkdir()
+    (data / "one.csv").write_text("1\n2\n3\n")
+    (data / "two.csv").write_text("1\n")
+    home.mkdir()
+    Store(str(home)).register("data", str(data), "scans")
+    m = {"name": "count", "script": "count.R", "source_dir": str(src), "outputs": ["counts"], "args": ["${{item}}"],
+         "fanout": {"role": "map", "over": {"type": "files", "input": {"type": "data_asset", "name": "scans"}}}}
+    run = run_pipeline(home, [m])
+    assert run["status"] == "Completed", run
+    out = {s["name"]: s for s in call(home, "steps", run=run["id"])}["count"]["outputs"]["counts"]
+    assert {d: open(os.path.join(out, d, "n.txt")).read() for d in sorted(os.listdir(out))} == \
+        {"one.csv": "3\n", "two.csv": "1\n"}
+    # An empty folder has nothing to map over: a classed error at submit, nothing recorded.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    m["fanout"]["over"]["input"] = {"type": "path", "path": str(empty)}
+    err = call_error(home, "submit", spec={"name": "p", "steps": [m]})
+    assert err["class"] == "invalid_spec" and "holds no files" in err["message"]
