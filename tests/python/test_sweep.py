@@ -380,23 +380,44 @@ def test_azure_refuses_values_a_shell_would_split_and_classic_names_v2(src, tmp_
         azureml.plan_pipeline(validate(azure_spec(src)), str(tmp_path / "run"), default_compute="cpu")
 
 
-def test_azure_map_is_one_node_per_item(src, tmp_path):
+def test_azure_map_is_one_node_per_item_and_a_gather_node(src, tmp_path):
     from azure.ai.ml import load_job
     from amlr.export import export_pipeline
+    import yaml
 
     m = {"name": "count", "script": "count.R", "source_dir": str(src), "outputs": ["counts"],
          "args": ["${{item}}"], "environment": {"image": "rocker/r-ver:4.4.1"},
-         "fanout": {"role": "map", "over": {"type": "values", "values": ["x", "y", "z"]}}}
-    out = tmp_path / "out" / "m.yml"
-    out.parent.mkdir()
-    export_pipeline(validate({"name": "p", "steps": [m]}), str(out))
-    job = load_job(str(out))
-    assert job._validate().passed
-    assert len(job.jobs) == 3 and all(n.startswith("count__") for n in job.jobs)
+         "fanout": {"role": "map", "over": {"type": "values", "values": ["x", "y z", "w"]}}}
     reader = report_step(src, of="count")
     reader["inputs"] = {"counts": {"type": "step_output", "step": "count", "output": "counts"}}
-    with pytest.raises(Unsupported, match="does not gather"):
-        export_pipeline(validate({"name": "p", "steps": [m, reader]}), str(tmp_path / "out" / "n.yml"))
+    reader["environment"] = {"image": "rocker/r-ver:4.4.1"}
+    out = tmp_path / "out" / "m.yml"
+    out.parent.mkdir()
+    export_pipeline(validate({"name": "p", "steps": [m, reader]}), str(out))
+    job = load_job(str(out))
+    validation = job._validate()
+    assert validation.passed, str(validation)
+    items = [n for n in job.jobs if n.startswith("count__")]
+    assert len(items) == 3 and set(job.jobs) == {*items, "count", "report"}
+    doc = yaml.safe_load(out.read_text())
+    gather = doc["jobs"]["count"]
+    assert sorted(gather["inputs"].values()) == sorted(
+        "${{parent.jobs.%s.outputs.counts}}" % n for n in items)
+    assert doc["jobs"]["report"]["inputs"]["counts"] == "${{parent.jobs.count.outputs.counts}}"
+    # Emulate Azure ML: mount each item's output, substitute, run the gather command with bash -c.
+    command = gather["command"]
+    for port, binding in gather["inputs"].items():
+        item = binding.split(".")[2]
+        folder = tmp_path / "mnt" / item
+        folder.mkdir(parents=True)
+        (folder / "n.txt").write_text(item + "\n")
+        command = command.replace("${{inputs.%s}}" % port, str(folder))
+    command = command.replace("${{outputs.counts}}", str(tmp_path / "gathered")).replace("python ", sys.executable + " ", 1)
+    code = out.parent / gather["code"]
+    done = subprocess.run(["bash", "-c", command], cwd=code, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path / "gathered")) == ["w", "x", "y_z"]
+    assert (tmp_path / "gathered" / "y_z" / "n.txt").read_text().strip() in items
 
 
 # -- attacks ------------------------------------------------------------------------------------

@@ -604,6 +604,21 @@ def trials_table(reg: Any, run: Mapping[str, Any], step: Optional[str]) -> dict[
 # -- Azure ML ---------------------------------------------------------------------------------
 
 
+def gather_code(snapshots_dir: str) -> str:
+    """The code folder of a map's gather node on Azure ML: :mod:`amlr.gather`, named by its content."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gather.py")
+    with open(source, "rb") as fh:
+        data = fh.read()
+    folder = os.path.join(snapshots_dir, "gather-" + hashlib.sha256(data).hexdigest()[:12])
+    if not os.path.isfile(os.path.join(folder, "gather.py")):
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, "gather.py.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, os.path.join(folder, "gather.py"))
+    return folder
+
+
 def refuse_on_classic(pipeline: Any) -> None:
     """The classic SDK's HyperDrive cannot be a pipeline step that feeds others: say so, name azureml_v2."""
     from .errors import Unsupported
@@ -671,23 +686,13 @@ def azure_sweep(step: Any) -> dict[str, Any]:
 
 
 def expand_maps_for_azure(pipeline: Any, folder_of: Callable[[Any, str], str]) -> Any:
-    """Each r_map() as one node per item (no collector on Azure ML: reading a map's outputs is refused)."""
+    """Each r_map() as one node per item plus its gather step (a sweep stays one step: a sweep node)."""
     if not any(s.fanout and s.fanout["role"] == "map" for s in pipeline.steps):
         return pipeline
-    from .errors import Unsupported
-
-    maps = {s.name for s in pipeline.steps if s.fanout and s.fanout["role"] == "map"}
-    for s in pipeline.steps:
-        for name, inp in s.inputs.items():
-            if inp.kind == "step_output" and inp.step in maps:
-                raise Unsupported(
-                    f"Step `{s.name}` reads output `{inp.output}` of r_map() `{inp.step}`; on Azure ML a map is one "
-                    "node per item and amlr does not gather their outputs there yet. Run the pipeline locally, or "
-                    "read each item's output from the run.")
     only_maps = replace(pipeline, steps=[s for s in pipeline.steps if not (s.fanout and s.fanout["role"] == "sweep")])
     expanded = expand(only_maps, folder_of)
     sweeps = [s for s in pipeline.steps if s.fanout and s.fanout["role"] == "sweep"]
     from .spec import topological_order
 
-    steps = [s for s in expanded.steps if not is_collector(s)] + sweeps
+    steps = list(expanded.steps) + sweeps
     return replace(pipeline, steps=topological_order(steps))

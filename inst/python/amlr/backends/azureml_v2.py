@@ -30,6 +30,7 @@ seconds to import, and this module is also imported by ``export``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -212,6 +213,25 @@ def plan_node(step: Step, *, code: str, environment: NodeEnvironment, compute: O
     )
 
 
+def gather_node(step: Step, *, snapshots_dir: str, environment: NodeEnvironment) -> CommandNode:
+    """An r_map()'s own node: copies each item node's outputs into a folder per item (:mod:`amlr.gather`)."""
+    words = ["python", "gather.py"]
+    inputs = []
+    for member in step.fanout["members"]:
+        key = member["step"].rsplit("__", 1)[1]
+        for output in sorted(step.outputs):
+            port = f"{output}_{key}"
+            inputs.append((port, NodeInput("binding", "uri_folder", parent_output(member["step"], output))))
+            words += [output, member["label"], input_binding(port)]
+    for output in sorted(step.outputs):
+        words += ["--to", output, output_binding(output)]
+    return CommandNode(
+        name=step.name, code=sweep.gather_code(snapshots_dir), command=stepcontract.command_line(words),
+        inputs=tuple(sorted(inputs)), outputs=tuple(sorted(step.outputs)), environment=environment,
+        compute=compute_ref(step.compute), reuse=True, registered=tuple(sorted(step.register.items())),
+    )
+
+
 def _stage_environment(env: ResolvedEnvironment, environments_dir: str) -> NodeEnvironment:
     if not env.builds_image:
         return NodeEnvironment(env.name, env.version, env.image, None)
@@ -242,8 +262,9 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
     pipeline gives the same folders and Azure ML uploads each code once.
     """
     warnings: list[str] = []
-    pipeline = sweep.expand_maps_for_azure(pipeline, _map_folder)  # r_map(): one node per item
-    staged = packaging.stage_steps(pipeline, snapshots_dir, metrics_sink=METRICS_SINK, warn=warnings.append)
+    pipeline = sweep.expand_maps_for_azure(pipeline, _map_folder)  # r_map(): one node per item, then a gather node
+    runnable = dataclasses.replace(pipeline, steps=[s for s in pipeline.steps if not sweep.is_collector(s)])
+    staged = packaging.stage_steps(runnable, snapshots_dir, metrics_sink=METRICS_SINK, warn=warnings.append)
     resolved_by_spec: dict[str, ResolvedEnvironment] = {}
     env_by_identity: dict[str, NodeEnvironment] = {}
     nodes = []
@@ -258,6 +279,11 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
             note = registry_note(resolved)
             if note and note not in warnings:
                 warnings.append(note)
+        if sweep.is_collector(step):
+            if step.outputs:
+                nodes.append(gather_node(step, snapshots_dir=snapshots_dir,
+                                         environment=env_by_identity[resolved.identity]))
+            continue
         nodes.append(plan_node(step, code=staged[step.name].snapshot.path, environment=env_by_identity[resolved.identity],
                                compute=step.compute))
     return JobPlan(
