@@ -128,3 +128,18 @@ test_that("a sweep exports to YAML that names the sweep node", {
   expect_true(any(grepl("goal: maximize", text)))
   expect_error(submit_r_pipeline(sw, backend = "azureml", quiet = TRUE), class = "amlr_error")
 })
+
+test_that("waiting counts a sweep's trials and announces only failed ones", {
+  state <- new.env(parent = emptyenv())
+  state$steps <- list(); state$done <- 0L; state$running <- character(); state$fan <- list(); state$many <- TRUE
+  state$bar <- NULL
+  st <- function(name, status, error = NULL) list(name = name, status = status, error = error)
+  trials <- sprintf("fit__%010x", 1:3)
+  expect_equal(amlr:::fanout_group(c(trials[1], "fit", "a__b")), c("fit", NA, NA))
+  amlr:::report_steps(lapply(c(trials, "fit"), st, status = "Queued"), state, 4L)
+  expect_equal(state$fan$fit, c(0L, 3L))
+  expect_silent(amlr:::report_steps(list(st(trials[1], "Completed")), state, 4L))
+  expect_message(amlr:::report_steps(list(st(trials[2], "Failed", "exit code 1")), state, 4L), "fit__0000000002")
+  expect_equal(state$fan$fit, c(2L, 3L))
+  expect_message(amlr:::report_steps(list(st("fit", "Completed")), state, 4L), "Step fit completed")
+})
