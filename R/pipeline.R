@@ -386,7 +386,7 @@ format.amlr_pipeline <- function(x, format = c("text", "mermaid", "dot"), ...) {
       body <- unlist(lapply(seq_along(order), function(i) {
         s <- by_name[[order[i]]]
         outs <- if (length(s$outputs)) paste0(" -> ", paste(s$outputs, collapse = ", ")) else ""
-        c(paste0(i, ". ", cli::style_bold(s$name), " (", s$script, ")", outs),
+        c(paste0(i, ". ", cli::style_bold(s$name), " (", s$script, ")", fanout_note(s), outs),
           vapply(names(s$inputs), function(nm) paste0("     ", nm, " <- ", format_input(s$inputs[[nm]])), "",
                  USE.NAMES = FALSE))
       }))

@@ -275,6 +275,16 @@ new_fanout_step <- function(step, fanout, name, class, call = rlang::caller_env(
   step
 }
 
+# " [sweep: 9 trials]" / " [map: 3 items]" in a pipeline's listing.
+fanout_note <- function(s) {
+  f <- s$fanout
+  if (is.null(f)) return("")
+  n <- s$n_runs %||% NA_integer_
+  what <- if (identical(f$role, "sweep")) "trials" else "items"
+  paste0(" [", if (identical(f$role, "sweep")) "sweep" else "map", ": ",
+         if (is.na(n)) paste("the files of", format_input(f$over$input)) else paste(n, what), "]")
+}
+
 fanout_size <- function(f) {
   if (identical(f$role, "map")) return(if (identical(f$over$type, "values")) length(f$over$values) else NA_integer_)
   if (identical(f$sampling, "random")) return(f$max_trials)

@@ -143,3 +143,14 @@ test_that("waiting counts a sweep's trials and announces only failed ones", {
   expect_equal(state$fan$fit, c(2L, 3L))
   expect_message(amlr:::report_steps(list(st("fit", "Completed")), state, 4L), "Step fit completed")
 })
+
+test_that("a pipeline's listing marks sweeps and maps", {
+  dir <- write_scripts(fit.R = "1")
+  fit <- r_step(file.path(dir, "fit.R"), args = "${{search_space.alpha}}", outputs = "model")
+  each <- r_map(r_step(file.path(dir, "fit.R"), args = "${{item}}", name = "each"), over = c("a", "b"))
+  files <- r_map(r_step(file.path(dir, "fit.R"), args = "${{item}}", name = "files"), over = files_of(dir))
+  text <- format(r_pipeline(r_sweep(fit, list(alpha = 1:4), "loss"), each, files))
+  expect_true(any(grepl("fit (fit.R) [sweep: 4 trials] -> model", text, fixed = TRUE)))
+  expect_true(any(grepl("[map: 2 items]", text, fixed = TRUE)))
+  expect_true(any(grepl("[map: the files of", text, fixed = TRUE)))
+})
