@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import InvalidSpec
-from .stepcontract import ITEM_PLACEHOLDER, OUTPUTS_DIR, fanout_placeholder, placeholders, substitute_fanout
+from .stepcontract import OUTPUTS_DIR, fanout_placeholder, placeholders, substitute_fanout
 
 MAX_RUNS = 1000
 """At most this many trials or items (Azure ML's limit on a sweep's total trials)."""
@@ -547,10 +547,10 @@ def collect(runner: Any, step: Any) -> str:
             line += "; failed: " + ", ".join(f"{m['label']} ({m['step']})" for m in failed)
         runner._log(log, line + ".")
     failure = runner._register_outputs(step, outputs, log)
-    state, error = ("Failed", failure) if failure else ("Completed", None)
+    state = "Failed" if failure else "Completed"
     with runner.lock:
         runner.outputs[step.name] = outputs
-    reg.update_step(run_id, step.name, status=state, error=error, ended=time.time(), outputs=outputs, exit_code=0)
+    reg.update_step(run_id, step.name, status=state, error=failure, ended=time.time(), outputs=outputs, exit_code=0)
     return state
 
 

@@ -217,7 +217,7 @@ def gather_node(step: Step, *, snapshots_dir: str, environment: NodeEnvironment)
     """An r_map()'s own node: copies each item node's outputs into a folder per item (:mod:`amlr.gather`)."""
     words = ["python", "gather.py"]
     inputs = []
-    for member in step.fanout["members"]:
+    for member in (step.fanout or {}).get("members", []):
         key = member["step"].rsplit("__", 1)[1]
         for output in sorted(step.outputs):
             port = f"{output}_{key}"
