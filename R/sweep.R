@@ -59,7 +59,8 @@ r_sweep <- function(step, params, objective, goal = c("minimize", "maximize"), s
                "invalid_spec")
   }
   if (identical(sampling, "random") && is.null(seed)) {
-    seed <- as.integer((as.numeric(Sys.time()) * 1000) %% .Machine$integer.max) + Sys.getpid() %% 1000L
+    # Not from R's RNG: picking a seed must not move the session's random stream.
+    seed <- as.integer((as.numeric(Sys.time()) * 1000 + Sys.getpid()) %% (.Machine$integer.max - 1) + 1)
   }
   fanout <- list(
     role = "sweep", params = lapply(params, param_spec), objective = objective, goal = goal, sampling = sampling,
