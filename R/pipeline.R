@@ -139,7 +139,7 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
   # Placeholders and variable names are checked by the one validator, at once, when there are any.
   if (any(grepl("${{", args, fixed = TRUE)) || length(env)) {
     amlr_call("validate", list(spec = pipeline_spec(new_pipeline(list(step), name = "check")),
-                               check_paths = FALSE))
+                               check_paths = FALSE, pending = TRUE))
   }
   step
 }
@@ -302,7 +302,8 @@ step_spec <- function(s) {
     step_type = s$step_type,
     env = if (length(s$env)) s$env else structure(list(), names = character()),
     files = I(s$files %||% character()),
-    register = s$register
+    register = s$register,
+    fanout = s$fanout
   )
 }
 
@@ -413,7 +414,7 @@ format.amlr_pipeline <- function(x, format = c("text", "mermaid", "dot"), ...) {
       body <- unlist(lapply(seq_along(order), function(i) {
         s <- by_name[[order[i]]]
         outs <- if (length(s$outputs)) paste0(" -> ", paste(s$outputs, collapse = ", ")) else ""
-        c(paste0(i, ". ", cli::style_bold(s$name), " (", s$script, ")", outs),
+        c(paste0(i, ". ", cli::style_bold(s$name), " (", s$script, ")", fanout_note(s), outs),
           vapply(names(s$inputs), function(nm) paste0("     ", nm, " <- ", format_input(s$inputs[[nm]])), "",
                  USE.NAMES = FALSE))
       }))

@@ -40,6 +40,7 @@ follow_run <- function(method, params, quiet = FALSE, fallback = NULL, on_submit
   state$running <- character()
   state$open <- list()      # step name -> TRUE when its last chunk ended inside a line
   state$bar <- NULL
+  state$fan <- list()       # sweep/map name -> c(done, total) of its trials or items
   state$many <- FALSE
   # Python reads no log at all when nothing would be printed.
   if (quiet) params$quiet <- TRUE
@@ -114,9 +115,15 @@ report_steps <- function(changed, state, n_steps) {
   for (s in changed) {
     before <- state$steps[[s$name]]$status %||% ""
     state$steps[[s$name]] <- s
+    group <- fanout_group(s$name)
+    if (!is.na(group) && !nzchar(before)) state$fan[[group]] <- (state$fan[[group]] %||% c(0L, 0L)) + c(0L, 1L)
     if (s$status %in% terminal_statuses && !before %in% terminal_statuses) {
       state$done <- state$done + 1L
-      if (state$many || !identical(s$status, "Completed")) announce_step(s)
+      if (!is.na(group)) state$fan[[group]] <- state$fan[[group]] + c(1L, 0L)
+      # A sweep's trials and a map's items are counted on the bar; only their failures are announced.
+      if ((state$many || !identical(s$status, "Completed")) && (is.na(group) || !identical(s$status, "Completed"))) {
+        announce_step(s)
+      }
     }
     if (identical(s$status, "Running")) {
       state$running <- union(state$running, s$name)
@@ -132,10 +139,20 @@ report_steps <- function(changed, state, n_steps) {
       )
     }
     current <- state$running
+    current <- unique(ifelse(is.na(fanout_group(current)), current, fanout_group(current)))
+    fan <- vapply(names(state$fan), function(g) sprintf("%s %d/%d", g, state$fan[[g]][1], state$fan[[g]][2]),
+                  character(1))
     cli::cli_progress_update(id = state$bar, set = state$done,
-                             status = if (length(current)) paste("|", paste(current, collapse = ", ")) else "",
+                             status = paste(c(if (length(fan)) paste("|", paste(fan, collapse = ", ")),
+                                              if (length(current)) paste("|", paste(current, collapse = ", "))),
+                                            collapse = " "),
                              .envir = globalenv())
   }
+}
+
+# The sweep or map a trial/item step belongs to (its name: `<sweep>__<10 hex digits>`), else NA.
+fanout_group <- function(name) {
+  ifelse(grepl("__[0-9a-f]{10}$", name), sub("__[0-9a-f]{10}$", "", name), NA_character_)
 }
 
 emit_text <- function(text, state) {

@@ -60,7 +60,8 @@ def ping(params: dict[str, Any]) -> dict[str, Any]:
 
 @method("validate")
 def validate_spec(params: dict[str, Any]) -> dict[str, Any]:
-    pipeline = validate(params.get("spec"), check_paths=bool(params.get("check_paths", True)))
+    pipeline = validate(params.get("spec"), check_paths=bool(params.get("check_paths", True)),
+                        pending=bool(params.get("pending", False)))
     check_arg_sizes(pipeline)
     return pipeline.to_json()
 
@@ -130,6 +131,15 @@ def follow(params: dict[str, Any]) -> dict[str, Any]:
     chunk["run"] = run
     chunk["steps"] = backend.steps(reg, run)
     return chunk
+
+
+@method("trials")
+def trials(params: dict[str, Any]) -> dict[str, Any]:
+    """One row per trial/item of a run's r_sweep()/r_map() step."""
+    from .sweep import trials_table
+
+    reg, run, _ = _run_and_backend(params)
+    return trials_table(reg, run, params.get("step"))
 
 
 @method("cancel")

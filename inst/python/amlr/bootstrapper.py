@@ -74,6 +74,7 @@ HELP = USAGE + (
     "Run SCRIPT with Rscript as one amlr pipeline step.\n"
     "\n"
     "  --step FILE           read script, args, env and port names from a step contract (JSON)\n"
+    "  --param NAME VALUE    a sweep trial's value for ${{search_space.NAME}} in the contract's args\n"
     "  --input NAME=PATH     set AMLR_INPUT_<NAME>=PATH for R (repeatable)\n"
     "  --output NAME=PATH    set AMLR_OUTPUT_<NAME>=PATH and create the folder (repeatable)\n"
     "  --metrics-sink SINK   where log_metric() values go: auto (default), none, azureml, mlflow\n"
@@ -100,6 +101,7 @@ class Options(NamedTuple):
     help: bool = False
     step: Optional[str] = None
     env: Dict[str, str] = {}
+    params: Dict[str, str] = {}  # --param NAME VALUE: a sweep trial's ${{search_space.NAME}}
 
 
 class Metric(NamedTuple):
@@ -157,6 +159,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     step: Optional[str] = None
     head = list(argv[:argv.index("--")]) if "--" in argv else list(argv)
     step_mode = any(w == "--step" or w.startswith("--step=") for w in head)
+    params: Dict[str, str] = {}
     i = 0
     n = len(argv)
     while i < n:
@@ -169,7 +172,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         if not word.startswith("-") or word == "-":
             break
         option, eq, value = word.partition("=")
-        if option not in ("--input", "--output", "--metrics-sink", "--step"):
+        if option not in ("--input", "--output", "--metrics-sink", "--step", "--param"):
             raise BootstrapError(
                 f"unknown option {word!r} before the script (put -- before a script whose name starts with -)",
                 EXIT_USAGE,
@@ -190,6 +193,12 @@ def parse_args(argv: Sequence[str]) -> Options:
         if option == "--step":
             step = value
             continue
+        if option == "--param":  # --param NAME VALUE (the value may be empty)
+            if not NAME_RE.match(value) or i >= n:
+                raise BootstrapError("--param expects NAME VALUE", EXIT_USAGE)
+            params[value] = argv[i]
+            i += 1
+            continue
         if step_mode and "=" not in value and NAME_RE.match(value) and i < n:
             # --input NAME PATH: the path is the next word, possibly empty or unexpanded.
             name, path = value, argv[i]
@@ -206,7 +215,7 @@ def parse_args(argv: Sequence[str]) -> Options:
                 f"--step names the script; unexpected {argv[i]!r} after the options (arguments belong in the contract)",
                 EXIT_USAGE,
             )
-        return Options("", [], inputs, outputs, sink, step=step)
+        return Options("", [], inputs, outputs, sink, step=step, params=params)
     if i >= n:
         raise BootstrapError("no R script given", EXIT_USAGE)
     return Options(argv[i], list(argv[i + 1:]), inputs, outputs, sink)
@@ -220,6 +229,7 @@ CONTRACT_FORMAT = "amlr-step/1"
 OUTPUTS_DIR = "outputs"
 _PLACEHOLDER = re.compile(r"\$\{\{\s*([^{}]*?)\s*\}\}")
 _PORT = re.compile(r"^(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)$")
+_PARAM = re.compile(r"^search_space\.([A-Za-z_][A-Za-z0-9_]*)$")
 _UNEXPANDED = re.compile(r"^\$(\{\{.*\}\}|AZUREML_DATAREFERENCE_\w+|\{?AZURE_ML_\w+\}?)$")
 
 
@@ -259,10 +269,17 @@ def _port_path(kind: str, name: str, given: Optional[str], env: Mapping[str, str
     )
 
 
-def resolve_placeholders(text: str, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> str:
-    """``${{inputs.x}}``/``${{outputs.x}}`` -> paths (the same grammar as amlr.stepcontract)."""
+def resolve_placeholders(text: str, inputs: Mapping[str, str], outputs: Mapping[str, str],
+                         params: Optional[Mapping[str, str]] = None) -> str:
+    """``${{inputs.x}}``/``${{outputs.x}}`` -> paths, ``${{search_space.x}}`` -> --param values
+    (the same grammar as amlr.stepcontract)."""
 
     def sub(match: "re.Match[str]") -> str:
+        param = _PARAM.match(match.group(1))
+        if param is not None:
+            if params is None or param.group(1) not in params:
+                raise BootstrapError(f"argument placeholder {match.group(0)} has no --param value", EXIT_USAGE)
+            return params[param.group(1)]
         port = _PORT.match(match.group(1))
         table = inputs if port and port.group(1) == "inputs" else outputs
         if port is None or port.group(2) not in table:
@@ -309,7 +326,7 @@ def from_contract(options: Options, env: Mapping[str, str], workdir: Optional[st
         os.makedirs(ports[OUTPUTS_DIR], exist_ok=True)
     except OSError:
         pass
-    args = [resolve_placeholders(a, inputs, ports) for a in _strings(data.get("args", []), "args")]
+    args = [resolve_placeholders(a, inputs, ports, options.params) for a in _strings(data.get("args", []), "args")]
     sink = options.metrics_sink if options.metrics_sink != "auto" else str(data.get("metrics_sink") or "auto")
     if sink not in SINKS:
         raise BootstrapError(f"the step contract's metrics_sink must be one of {', '.join(SINKS)}", EXIT_USAGE)

@@ -65,6 +65,12 @@ class Credentials(AmlrError):
     kind = "credentials"
 
 
+class Unsupported(AmlrError):
+    """Something the chosen backend cannot do; the message names one that can."""
+
+    kind = "unsupported"
+
+
 class FileExists(AmlrError):
     kind = "file_exists"
 

@@ -172,8 +172,39 @@ def _environment_document(env: NodeEnvironment, base_dir: str) -> dict[str, Any]
     return {"build": {"path": relative_path(env.build_dir or "", base_dir)}}
 
 
+def sweep_document(node: CommandNode, base_dir: str) -> dict[str, Any]:
+    """An r_sweep() as a ``type: sweep`` node: its command an inline trial component with one input per parameter."""
+    sw = node.sweep or {}
+    trial: dict[str, Any] = {
+        "type": "command",
+        "code": relative_path(node.code, base_dir),
+        "command": node.command,
+        "environment": _environment_document(node.environment, base_dir),
+        "is_deterministic": node.reuse,
+        "inputs": {**{name: {"type": inp.type} for name, inp in node.inputs},
+                   **{name: {"type": kind} for name, kind in sw["param_types"].items()}},
+    }
+    if node.env:
+        trial["environment_variables"] = dict(node.env)
+    registered = dict(node.registered)
+    if node.outputs:
+        trial["outputs"] = {name: {"type": "uri_folder"} for name in node.outputs}
+    doc: dict[str, Any] = {"type": "sweep", "display_name": node.name, "trial": trial}
+    if node.compute:
+        doc["compute"] = node.compute
+    if node.inputs:
+        doc["inputs"] = {name: _input_document(node, name, inp, base_dir) for name, inp in node.inputs}
+    if node.outputs:
+        doc["outputs"] = {name: {"type": "uri_folder", **({"name": registered[name]} if name in registered else {})}
+                          for name in node.outputs}
+    for key in ("search_space", "objective", "sampling_algorithm", "limits", "early_termination"):
+        if key in sw:
+            doc[key] = sw[key]
+    return doc
+
+
 def node_document(node: CommandNode, base_dir: str) -> dict[str, Any]:
-    """One step as a ``type: command`` job.
+    """One step as a ``type: command`` job (an r_sweep(): a ``type: sweep`` job, :func:`sweep_document`).
 
     A step with ``allow_reuse = FALSE`` spells its command as an inline
     component, the only place a pipeline YAML accepts ``is_deterministic``.
@@ -185,6 +216,8 @@ def node_document(node: CommandNode, base_dir: str) -> dict[str, Any]:
     }
     if node.env:
         body["environment_variables"] = dict(node.env)
+    if node.sweep is not None:
+        return sweep_document(node, base_dir)
     inputs = {name: _input_document(node, name, inp, base_dir) for name, inp in node.inputs}
     registered = dict(node.registered)
     outputs = {name: {"type": "uri_folder", **({"name": registered[name]} if name in registered else {})}

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from . import sweep
 from .errors import InvalidSpec
 from .stepcontract import OUTPUTS_DIR, placeholder_problem, placeholders
 
@@ -65,9 +66,13 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     register: dict[str, str] = field(default_factory=dict)  # output -> data asset name
+    fanout: Optional[dict[str, Any]] = None  # r_sweep() / r_map(), or what amlr.sweep.expand() made of them
 
     def upstream(self) -> list[str]:
-        return sorted({i.step for i in self.inputs.values() if i.kind == "step_output" and i.step})
+        ups = {i.step for i in self.inputs.values() if i.kind == "step_output" and i.step}
+        if self.fanout and self.fanout.get("members"):  # a sweep's/map's collector waits for its trials
+            ups |= {m["step"] for m in self.fanout["members"]}
+        return sorted(ups)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +89,7 @@ class Step:
             "env": dict(self.env),
             "files": list(self.files),
             **({"register": dict(sorted(self.register.items()))} if self.register else {}),
+            **({"fanout": self.fanout} if self.fanout else {}),
         }
 
 
@@ -221,7 +227,7 @@ def _as_list(value: Any) -> list:
     return list(value)
 
 
-def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
+def _parse_step(raw: Any, index: int, *, check_paths: bool, pending: bool = False) -> Step:
     if not isinstance(raw, dict):
         raise _fail(f"steps[{index}]", "Each step must be an object built by r_step().")
     name = _as_str(raw.get("name"), f"steps[{index}].name")
@@ -251,6 +257,10 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
                 f"Input name `{in_name}` of step `{name}` must be letters, digits and `_`, starting with a letter or `_`.",
             )
         inputs[in_name] = _parse_input(name, in_name, value)
+    fanout = sweep.parse_fanout(raw.get("fanout"), name, where + ".fanout")
+    over = (raw.get("fanout") or {}).get("over") if isinstance(raw.get("fanout"), dict) else None
+    if fanout and fanout["role"] == "map" and isinstance(over, dict) and over.get("input") is not None:
+        inputs[sweep.OVER_INPUT] = _parse_input(name, sweep.OVER_INPUT, over["input"])
     outputs = [str(o) for o in _as_list(raw.get("outputs"))]
     seen_out: set[str] = set()
     for out in outputs:
@@ -295,9 +305,11 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool) -> Step:
         env=_parse_env(raw.get("env"), where, name),
         files=_parse_files(raw.get("files"), where, name, source_dir, check_paths=check_paths),
         register=_parse_register(where + ".register", raw.get("register"), outputs),
+        fanout=fanout,
     )
     _check_script(step, check_paths=check_paths)
-    _check_placeholders(step)
+    _check_placeholders(step, pending=pending)
+    sweep.check_step(step, where)
     return step
 
 
@@ -367,10 +379,14 @@ def _parse_files(value: Any, where: str, step: str, source_dir: str, *, check_pa
     return sorted(set(out))
 
 
-def _check_placeholders(step: Step) -> None:
+def _check_placeholders(step: Step, *, pending: bool = False) -> None:
+    f = step.fanout or {}
+    params = list(f["params"]) if f.get("params") else None
+    item = f.get("role") in ("map", "gather", "item")
     for i, arg in enumerate(step.args, start=1):
         for expr in placeholders(arg):
-            problem = placeholder_problem(expr, list(step.inputs), step.outputs)
+            problem = placeholder_problem(expr, list(step.inputs), step.outputs, params=params, item=item,
+                                          pending=pending)
             if problem:
                 raise _fail(f"steps[{step.name}].args[{i}]", f"Argument {i} of step `{step.name}`: {problem}.")
 
@@ -443,7 +459,7 @@ def topological_order(steps: list[Step]) -> list[Step]:
     return order
 
 
-def validate(raw: Any, *, check_paths: bool = True) -> Pipeline:
+def validate(raw: Any, *, check_paths: bool = True, pending: bool = False) -> Pipeline:
     """Parse and check a spec; raise ``InvalidSpec`` naming the offending field."""
     if not isinstance(raw, dict):
         raise _fail("pipeline", "A pipeline spec must be an object built by r_pipeline().")
@@ -452,7 +468,7 @@ def validate(raw: Any, *, check_paths: bool = True) -> Pipeline:
         raise _fail("steps", "The pipeline has no steps; add at least one r_step().")
     if isinstance(steps_raw, dict):
         steps_raw = list(steps_raw.values())
-    steps = [_parse_step(s, i, check_paths=check_paths) for i, s in enumerate(steps_raw)]
+    steps = [_parse_step(s, i, check_paths=check_paths, pending=pending) for i, s in enumerate(steps_raw)]
     # After the steps: a single step's pipeline is named after it, and its
     # own error says more than the pipeline's would.
     name = _as_str(raw.get("name"), "name")

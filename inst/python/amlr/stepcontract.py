@@ -37,6 +37,9 @@ OUTPUTS_DIR = "outputs"
 
 PLACEHOLDER_RE = re.compile(r"\$\{\{\s*([^{}]*?)\s*\}\}")
 PORT_PLACEHOLDER_RE = re.compile(r"^(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)$")
+# Many runs of one step (amlr.sweep): a trial's parameter value and a map's item.
+PARAM_PLACEHOLDER_RE = re.compile(r"^search_space\.([A-Za-z_][A-Za-z0-9_]*)$")
+ITEM_PLACEHOLDER = "item"
 # Words that survive being joined with spaces and parsed again by a POSIX shell
 # unchanged, apart from the bindings the service substitutes first.
 SAFE_WORD_RE = re.compile(r"^[A-Za-z0-9_./:=@%+,-]+$")
@@ -53,12 +56,37 @@ def placeholders(text: str) -> list[str]:
     return [m.group(1) for m in PLACEHOLDER_RE.finditer(text)]
 
 
-def placeholder_problem(expr: str, inputs: Sequence[str], outputs: Sequence[str]) -> Optional[str]:
-    """Why ``${{expr}}`` cannot be resolved for a step with these ports, or None."""
+def placeholder_problem(expr: str, inputs: Sequence[str], outputs: Sequence[str],
+                        params: Optional[Sequence[str]] = None, item: bool = False,
+                        pending: bool = False) -> Optional[str]:
+    """Why ``${{expr}}`` cannot be resolved for a step with these ports, or None.
+
+    ``params``: the parameter names of the r_sweep() the step is in (None: not
+    in a sweep); ``item``: whether the step is in an r_map(); ``pending``: a
+    step checked on its own (r_step()), which r_sweep()/r_map() may still wrap.
+    """
+    fan = fanout_placeholder(expr)
+    if fan is not None and pending:
+        return None
+    if fan is not None:
+        kind, name = fan
+        if kind == "param":
+            if params is None:
+                return (f"`${{{{{expr}}}}}` is a sweep parameter, but step is not in an r_sweep(); "
+                        f"wrap it: r_sweep(step, params = list({name} = ...), objective = ...)")
+            if name not in params:
+                have = ", ".join(params) if params else "none"
+                return (f"`${{{{{expr}}}}}` names no parameter of the sweep (its params: {have}); "
+                        f"add `{name}` to `params` or fix the name")
+            return None
+        if not item:
+            return "`${{item}}` is a map item, but the step is not in an r_map(); wrap it: r_map(step, over = ...)"
+        return None
     m = PORT_PLACEHOLDER_RE.match(expr)
     if not m:
         return (f"`${{{{{expr}}}}}` is not a placeholder amlr knows; use ${{{{inputs.NAME}}}} or "
-                "${{outputs.NAME}} with a name of the step's inputs or outputs")
+                "${{outputs.NAME}} with a name of the step's inputs or outputs (in r_sweep(): "
+                "${{search_space.NAME}}; in r_map(): ${{item}})")
     kind, name = m.groups()
     known = list(inputs if kind == "inputs" else outputs)
     if kind == "outputs" and name == OUTPUTS_DIR:
@@ -69,14 +97,47 @@ def placeholder_problem(expr: str, inputs: Sequence[str], outputs: Sequence[str]
     return None
 
 
+def fanout_placeholder(expr: str) -> Optional[tuple[str, str]]:
+    """``("param", NAME)`` for ``search_space.NAME``, ``("item", "")`` for ``item``, else None."""
+    if expr == ITEM_PLACEHOLDER:
+        return ("item", "")
+    m = PARAM_PLACEHOLDER_RE.match(expr)
+    return ("param", m.group(1)) if m else None
+
+
 def resolve_placeholders(text: str, paths: Mapping[str, Mapping[str, str]]) -> str:
-    """Replace ``${{inputs.x}}``/``${{outputs.x}}`` with paths; ``paths`` is {"inputs": {...}, "outputs": {...}}."""
+    """Replace placeholders with values; ``paths`` is {"inputs": {...}, "outputs": {...}, "search_space": {...}}.
+
+    ``search_space`` holds a sweep trial's parameter values (given to the
+    bootstrapper as ``--param NAME VALUE`` where the service substitutes them).
+    """
 
     def sub(m: "re.Match[str]") -> str:
         pm = PORT_PLACEHOLDER_RE.match(m.group(1))
+        fan = fanout_placeholder(m.group(1))
+        if fan is not None and fan[0] == "param" and fan[1] in paths.get("search_space", {}):
+            return paths["search_space"][fan[1]]
         if not pm or pm.group(2) not in paths.get(pm.group(1), {}):
             raise KeyError(m.group(1))
         return paths[pm.group(1)][pm.group(2)]
+
+    return PLACEHOLDER_RE.sub(sub, text)
+
+
+def substitute_fanout(text: str, values: Mapping[str, str], item: Optional[str] = None) -> str:
+    """A trial's or item's own values put into an argument; port placeholders are left for the bootstrapper."""
+
+    def sub(m: "re.Match[str]") -> str:
+        fan = fanout_placeholder(m.group(1))
+        if fan is None:
+            return m.group(0)
+        if fan[0] == "item":
+            if item is None:
+                raise KeyError(m.group(1))
+            return item
+        if fan[1] not in values:
+            raise KeyError(m.group(1))
+        return values[fan[1]]
 
     return PLACEHOLDER_RE.sub(sub, text)
 
@@ -108,7 +169,7 @@ def to_bytes(contract: Mapping[str, Any]) -> bytes:
 
 
 def command(step_name: str, inputs: Sequence[str], outputs: Sequence[str], bind: Callable[[str, str], Any], *,
-            python: str = "python") -> list[Any]:
+            python: str = "python", params: Sequence[str] = ()) -> list[Any]:
     """The step's command line; ``bind(kind, name)`` spells a port's path (a string or an SDK binding object).
 
     Ports whose ``bind`` returns None are left out: the bootstrapper then finds
@@ -120,6 +181,8 @@ def command(step_name: str, inputs: Sequence[str], outputs: Sequence[str], bind:
             value = bind(kind, name)
             if value is not None:
                 argv += [f"--{kind}", name, value]
+    for name in sorted(params):  # a sweep trial's values, substituted by the service (``${{inputs.NAME}}``)
+        argv += ["--param", name, "${{inputs.%s}}" % name]
     return argv
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
-from .. import snapshot
+from .. import snapshot, sweep
 from . import AML_STATUS_MAP as STATUS_MAP, option_text
 from .. import workspace as workspaces
 from ..environment import (
@@ -151,6 +151,7 @@ def plan_pipeline(pipeline: Pipeline, run_dir: str, *, default_compute: Optional
                   warn: Optional[Callable[[str], None]] = None,
                   default_dockerfile: Optional[str] = None) -> Plan:
     """Snapshots (under ``run_dir/snapshots``), resolved environments and compute per step."""
+    sweep.refuse_on_classic(pipeline)
     computes = {s.name: s.compute or pipeline.compute or default_compute for s in pipeline.steps}
     for name, compute in computes.items():
         if not compute:

@@ -30,6 +30,7 @@ seconds to import, and this module is also imported by ``export``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from typing import Any, Iterator, Mapping, Optional
 from . import AML_STATUS_MAP as STATUS_MAP, option_text
 from ..environment import ResolvedEnvironment, resolve_environment, write_build_context
 from ..errors import AmlrError, BackendUnavailable, BadRequest, Credentials, FileExists, RunNotActive
-from .. import packaging, stepcontract
+from .. import packaging, stepcontract, sweep
 from ..registry import TERMINAL, Registry
 from ..spec import Pipeline, Step
 
@@ -118,6 +119,7 @@ class CommandNode:
     reuse: bool
     env: tuple[tuple[str, str], ...] = ()  # r_step(env =), also set on the job
     registered: tuple[tuple[str, str], ...] = ()  # output -> data asset name Azure ML registers it as
+    sweep: Optional[dict] = None  # r_sweep(): amlr.sweep.azure_sweep()'s search space, objective, limits
 
 
 @dataclass(frozen=True)
@@ -191,9 +193,11 @@ def plan_node(step: Step, *, code: str, environment: NodeEnvironment, compute: O
     ``${{inputs.x}}`` / ``${{outputs.x}}`` word that Azure ML replaces before
     ``bash -c`` runs it; the R arguments are in the step's contract file.
     """
+    swept = sweep.azure_sweep(step) if step.fanout and step.fanout["role"] == "sweep" else None
     argv = stepcontract.command(
         step.name, list(step.inputs), step.outputs,
         lambda kind, name: input_binding(name) if kind == "input" else output_binding(name),
+        params=list(swept["search_space"]) if swept else (),
     )
     return CommandNode(
         name=step.name,
@@ -206,6 +210,26 @@ def plan_node(step: Step, *, code: str, environment: NodeEnvironment, compute: O
         reuse=step.allow_reuse,
         env=tuple(sorted(step.env.items())),
         registered=tuple(sorted(step.register.items())),
+        sweep=swept,
+    )
+
+
+def gather_node(step: Step, *, snapshots_dir: str, environment: NodeEnvironment) -> CommandNode:
+    """An r_map()'s own node: copies each item node's outputs into a folder per item (:mod:`amlr.gather`)."""
+    words = ["python", "gather.py"]
+    inputs = []
+    for member in (step.fanout or {}).get("members", []):
+        key = member["step"].rsplit("__", 1)[1]
+        for output in sorted(step.outputs):
+            port = f"{output}_{key}"
+            inputs.append((port, NodeInput("binding", "uri_folder", parent_output(member["step"], output))))
+            words += [output, member["label"], input_binding(port)]
+    for output in sorted(step.outputs):
+        words += ["--to", output, output_binding(output)]
+    return CommandNode(
+        name=step.name, code=sweep.gather_code(snapshots_dir), command=stepcontract.command_line(words),
+        inputs=tuple(sorted(inputs)), outputs=tuple(sorted(step.outputs)), environment=environment,
+        compute=compute_ref(step.compute), reuse=True, registered=tuple(sorted(step.register.items())),
     )
 
 
@@ -239,7 +263,9 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
     pipeline gives the same folders and Azure ML uploads each code once.
     """
     warnings: list[str] = []
-    staged = packaging.stage_steps(pipeline, snapshots_dir, metrics_sink=METRICS_SINK, warn=warnings.append)
+    pipeline = sweep.expand_maps_for_azure(pipeline, _map_folder)  # r_map(): one node per item, then a gather node
+    runnable = dataclasses.replace(pipeline, steps=[s for s in pipeline.steps if not sweep.is_collector(s)])
+    staged = packaging.stage_steps(runnable, snapshots_dir, metrics_sink=METRICS_SINK, warn=warnings.append)
     resolved_by_spec: dict[str, ResolvedEnvironment] = {}
     env_by_identity: dict[str, NodeEnvironment] = {}
     nodes = []
@@ -254,6 +280,11 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
             note = registry_note(resolved)
             if note and note not in warnings:
                 warnings.append(note)
+        if sweep.is_collector(step):
+            if step.outputs:
+                nodes.append(gather_node(step, snapshots_dir=snapshots_dir,
+                                         environment=env_by_identity[resolved.identity]))
+            continue
         nodes.append(plan_node(step, code=staged[step.name].snapshot.path, environment=env_by_identity[resolved.identity],
                                compute=step.compute))
     return JobPlan(
@@ -268,6 +299,17 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
 
 
 # -- azure-ai-ml objects ---------------------------------------------------------------------
+
+
+def _map_folder(step: Step, name: str) -> str:
+    inp = step.inputs[name]
+    if inp.kind != "path":
+        from ..errors import Unsupported
+
+        raise Unsupported(f"r_map() `{step.name}` maps over the files of a registered data asset; on azureml_v2 amlr "
+                          "lists only a local folder's files (the workspace is not asked). Map over a local folder, "
+                          "or run the pipeline locally.")
+    return inp.path or ""
 
 
 def _sdk() -> Any:
@@ -318,6 +360,9 @@ def to_azure_job(plan: JobPlan) -> Any:
 
     jobs = {}
     for node in plan.nodes:
+        if node.sweep is not None:
+            jobs[node.name] = _sweep_job(sdk, node)
+            continue
         jobs[node.name] = sdk.command(
             name=node.name,
             display_name=node.name,
@@ -343,6 +388,50 @@ def to_azure_job(plan: JobPlan) -> Any:
         jobs=jobs,
         settings=settings,
     )
+
+
+def _sweep_job(sdk: Any, node: CommandNode) -> Any:
+    """A sweep node: the command as its trial, each parameter a trial input drawn from the search space."""
+    from azure.ai.ml import sweep as space
+
+    sw = node.sweep or {}
+    kinds = {"choice": lambda d: space.Choice(values=d["values"]),
+             "uniform": lambda d: space.Uniform(min_value=d["min_value"], max_value=d["max_value"]),
+             "loguniform": lambda d: space.LogUniform(min_value=d["min_value"], max_value=d["max_value"]),
+             "randint": lambda d: space.Randint(upper=d["upper"])}
+    defaults = {"string": "", "integer": 0, "number": 0.0}
+    params = {name: kinds[d["type"]](d) for name, d in sw["search_space"].items()}
+    ports = {name: sdk.Input(type=inp.type, path=inp.path, **({"mode": inp.mode} if inp.mode else {}))
+             for name, inp in node.inputs}
+    trial = sdk.command(
+        name=node.name, display_name=node.name, code=node.code, command=node.command,
+        inputs={**ports, **{n: defaults[t] for n, t in sw["param_types"].items()}},
+        outputs={name: sdk.Output(type="uri_folder", **({"name": dict(node.registered)[name]}
+                                                          if name in dict(node.registered) else {}))
+                 for name in node.outputs},
+        environment=_sdk_environment(node.environment), is_deterministic=node.reuse,
+        environment_variables=dict(node.env) or None,
+    )
+    sampling = sw["sampling_algorithm"]
+    if isinstance(sampling, dict):
+        from azure.ai.ml.sweep import RandomSamplingAlgorithm
+
+        sampling = RandomSamplingAlgorithm(seed=sampling["seed"])
+    policy = None
+    if sw.get("early_termination"):
+        p = dict(sw["early_termination"])
+        cls = {"bandit": space.BanditPolicy, "median_stopping": space.MedianStoppingPolicy,
+               "truncation_selection": space.TruncationSelectionPolicy}[p.pop("type")]
+        policy = cls(**p)
+    job = trial(**params).sweep(
+        primary_metric=sw["objective"]["primary_metric"], goal=sw["objective"]["goal"],
+        sampling_algorithm=sampling, compute=node.compute,
+        max_total_trials=sw["limits"]["max_total_trials"],
+        max_concurrent_trials=sw["limits"].get("max_concurrent_trials"),
+        early_termination_policy=policy,
+    )
+    job.display_name = node.name
+    return job
 
 
 # -- talking to Azure ML ---------------------------------------------------------------------

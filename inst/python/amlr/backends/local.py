@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from .. import packaging, procs, snapshot, stepcontract
+from .. import packaging, procs, snapshot, stepcontract, sweep
 from ..errors import AmlrError, DestinationUnusable, FileExists, OutputNotFound, RunFolderMissing, RunNotActive
 from ..registry import ACTIVE, TERMINAL, Registry, read_metrics_file
 from ..spec import Pipeline, Step, validate
@@ -156,10 +156,20 @@ def _scalar(value: Any) -> Any:
 
 def _remove_run_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+def _input_folder(reg: Registry, step: Step, name: str) -> str:
+    """The local folder an input names now: a path, or a data asset's copy in the store (for files_of())."""
+    inp = step.inputs[name]
+    if inp.kind == "data_asset":
+        from ..store import Store
+
+        return Store(reg.home).get("data", inp.asset or "", inp.version).path
+    return inp.path or ""
 
 
 def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
     warnings: list[str] = []
+    # r_sweep()/r_map(): ordinary steps per trial/item plus a collector step (amlr.sweep).
+    pipeline = sweep.expand(pipeline, lambda step, name: _input_folder(reg, step, name))
     run_dir = reg.run_dir(run_id)
     try:
         plan = prepare(reg, pipeline, run_id, warn=warnings.append)
@@ -306,8 +316,7 @@ class Runner:
                     self.cancelled.set()
                     self.on_signal(signal.SIGTERM, None)
                 for name in list(pending):
-                    ups = steps[name].upstream()
-                    bad = [u for u in ups if state.get(u) in ("Failed", "Canceled")]
+                    bad, ready = sweep.readiness(steps[name], state)
                     if self.cancelled.is_set() or bad:
                         reason = (
                             "the run was canceled" if self.cancelled.is_set()
@@ -316,7 +325,8 @@ class Runner:
                         state[name] = "Canceled"
                         self.reg.update_step(self.run_id, name, status="Canceled", error=reason)
                         pending.remove(name)
-                    elif all(state.get(u) == "Completed" for u in ups) and len(running) < self.max_parallel:
+                    elif ready and len(running) < self.max_parallel and \
+                            sweep.slot_free(steps[name], list(running.values()), steps):
                         pending.remove(name)
                         self.reg.update_step(self.run_id, name, status="Queued")
                         running[pool.submit(self._run_step, steps[name])] = name
@@ -326,7 +336,7 @@ class Runner:
                 for fut in done:
                     name = running.pop(fut)
                     state[name] = fut.result()
-        failed = [n for n in state if state[n] == "Failed"]
+        failed = sweep.failures(self.pipeline, state)
         if self.cancelled.is_set():
             if self.stopped_by is not None and not self.reg.get_run(self.run_id)["cancel_requested"]:
                 name = signal.Signals(self.stopped_by).name
@@ -459,6 +469,8 @@ class Runner:
         return None
 
     def _run_step(self, step: Step) -> str:
+        if sweep.is_collector(step):  # a sweep's/map's own step: no R process
+            return sweep.collect(self, step)
         info = self.plan["steps"][step.name]
         log_path = info["log"]
         reused = self._reuse(step, info)
