@@ -215,3 +215,11 @@ test_that("run_logs() pages: the first or last n lines of each step", {
   expect_length(run_logs(run, n = 0), 0L)
   expect_error(run_logs(run, n = -1), "whole number", class = "amlr_error_bad_request")
 })
+
+test_that("args that are a matrix or a function are refused, not coerced", {
+  src <- write_scripts(a.R = "cat(1)")
+  expect_error(r_step(file.path(src, "a.R"), args = matrix(c("a", "b"), 1)), "matrix",
+               class = "amlr_error_invalid_spec")
+  expect_error(r_step(file.path(src, "a.R"), args = function() 1), "character vector",
+               class = "amlr_error_invalid_spec")
+})
