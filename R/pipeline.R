@@ -149,6 +149,13 @@ check_step_args <- function(args, call = rlang::caller_env()) {
     amlr_abort(c("{.arg args} must be a character vector, not a list.",
                  i = "Use {.code unlist()} or {.code paste()} to make one."), "invalid_spec", call = call)
   }
+  if (!(is.character(args) || is.numeric(args) || is.logical(args))) {
+    amlr_abort("{.arg args} must be a character vector, not {.cls {class(args)}}.", "invalid_spec", call = call)
+  }
+  if (!is.null(dim(args))) {
+    amlr_abort(c("{.arg args} must be a character vector, not a matrix or array.",
+                 i = "Use {.code as.vector()} if you mean its values in order."), "invalid_spec", call = call)
+  }
   if (!is.null(names(args)) && any(nzchar(names(args)))) {
     amlr_abort(c("{.arg args} must not have names: {.code Rscript} receives only the values.",
                  i = "Write {.code c(\"--alpha\", \"0.1\")} instead of {.code c(alpha = \"0.1\")}."),
@@ -157,13 +164,6 @@ check_step_args <- function(args, call = rlang::caller_env()) {
   if (anyNA(args)) {
     amlr_abort("Argument{?s} {which(is.na(args))} of {.arg args} {?is/are} NA; give strings or leave {?it/them} out.",
                "invalid_spec", call = call)
-  }
-  if (!is.null(dim(args))) {
-    amlr_abort(c("{.arg args} must be a character vector, not a matrix or array.",
-                 i = "Use {.code as.vector()} if you mean its values in order."), "invalid_spec", call = call)
-  }
-  if (!(is.character(args) || is.numeric(args) || is.logical(args))) {
-    amlr_abort("{.arg args} must be a character vector, not {.cls {class(args)}}.", "invalid_spec", call = call)
   }
   unname(as.character(args))
 }
