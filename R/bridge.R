@@ -137,7 +137,8 @@ reticulate_api <- function(call = rlang::caller_env()) {
         amlr_abort(c(
           "The reticulate bridge could not load amlr's Python side.",
           x = "{conditionMessage(e)}",
-          i = "Run {.run amlr::amlr_doctor()} to check the set-up, or use the default bridge: {.code options(amlr.bridge = \"system2\")}."
+          i = "Run {.run amlr::amlr_doctor()} to check the set-up,
+               or use the default bridge: {.code options(amlr.bridge = \"system2\")}."
         ), "bridge", call = call)
       }
     )

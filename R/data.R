@@ -40,7 +40,11 @@ print.amlr_data_ref <- function(x, ...) {
 }
 
 data_ref_text <- function(x) {
-  if (identical(x$version, "latest")) paste0("azureml:", x$name, "@latest") else paste0("azureml:", x$name, ":", x$version)
+  if (identical(x$version, "latest")) {
+    paste0("azureml:", x$name, "@latest")
+  } else {
+    paste0("azureml:", x$name, ":", x$version)
+  }
 }
 
 #' Register a file or folder as a data asset
@@ -86,7 +90,8 @@ register_data <- function(path, name, version = NULL, description = NULL, backen
   if (backend != "local") params$workspace <- workspace_spec(workspace %||% aml_workspace_default(backend))
   asset <- new_amlr_asset(amlr_call("data_register", params))
   if (isTRUE(asset$existing)) {
-    cli::cli_inform(c(i = "Identical content is already data asset {.val {asset$name}} version {.val {asset$version}}; nothing new was registered."))
+    cli::cli_inform(c(i = "Identical content is already data asset {.val {asset$name}} version {.val {asset$version}};
+                           nothing new was registered."))
   } else {
     cli::cli_inform(c(v = "Registered data asset {.val {asset$name}} version {.val {asset$version}}."))
   }
@@ -193,7 +198,8 @@ register_model <- function(run = "latest", step = NULL, output, name, version = 
     tags = if (length(tags)) as.list(tags) else NULL, description = description
   )))
   if (isTRUE(model$existing)) {
-    cli::cli_inform(c(i = "Identical files are already model {.val {model$name}} version {.val {model$version}}; nothing new was registered."))
+    cli::cli_inform(c(i = "Identical files are already model {.val {model$name}} version {.val {model$version}};
+                           nothing new was registered."))
   } else {
     cli::cli_inform(c(v = "Registered model {.val {model$name}} version {.val {model$version}}."))
   }

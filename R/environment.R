@@ -48,7 +48,8 @@ r_environment <- function(image = NULL, registry = NULL, dockerfile = NULL, cran
   packages <- setdiff(packages, "auto")
   if (!is.null(image) && (auto || length(packages))) {
     amlr_abort(c("{.arg cran_packages} need an image build, but {.arg image} names a prebuilt image.",
-                 i = "Install the packages in that image (see {.path docker/README.md}), or drop {.arg image} to build amlr's Dockerfile with them."),
+                 i = "Install the packages in that image (see {.path docker/README.md}),
+                      or drop {.arg image} to build amlr's Dockerfile with them."),
                "invalid_environment")
   }
   if (is.null(image)) dockerfile <- normalize_dockerfile(dockerfile %||% default_dockerfile())

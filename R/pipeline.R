@@ -77,7 +77,8 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
   script_abs <- if (is_absolute_path(script)) path.expand(script) else file.path(getwd(), script)
   if (dir.exists(script_abs)) {
     amlr_abort(c("{.path {script}} is a folder, not an R script.",
-                 i = "Pass the script inside it, e.g. {.code r_step(\"{file.path(script, 'main.R')}\")}; the folder becomes its {.arg source_dir}."),
+                 i = "Pass the script inside it, e.g. {.code r_step(\"{file.path(script, 'main.R')}\")};
+                      the folder becomes its {.arg source_dir}."),
                "invalid_spec")
   }
   if (!file.exists(script_abs)) {

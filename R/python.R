@@ -106,7 +106,8 @@ print.amlr_python <- function(x, ...) {
   if (is.na(x$path)) {
     cli::cli_alert_info(paste(
       "Run {.run amlr::install_amlr_python()} to make a virtual environment,",
-      "or point amlr at an interpreter with {.code options(amlr.python = \"/path/to/python\")} or {.envvar AMLR_PYTHON}."
+      "or point amlr at an interpreter with {.code options(amlr.python = \"/path/to/python\")}
+       or {.envvar AMLR_PYTHON}."
     ))
   } else if (identical(x$source, "PATH")) {
     cli::cli_alert_info(c(
@@ -127,7 +128,9 @@ amlr_python_or_abort <- function(call = rlang::caller_env()) {
   if (is.na(found$path)) {
     amlr_abort(c(
       "amlr needs a Python interpreter (3.9 or newer) and found none.",
-      i = "Run {.run amlr::install_amlr_python()} to make one, or point amlr at one with {.code options(amlr.python = \"/path/to/python\")} or the {.envvar AMLR_PYTHON} environment variable.",
+      i = "Run {.run amlr::install_amlr_python()} to make one,
+           or point amlr at one with {.code options(amlr.python = \"/path/to/python\")}
+            or the {.envvar AMLR_PYTHON} environment variable.",
       if (length(found$tried)) c(x = "Tried: {.path {vapply(found$tried, `[[`, '', 'path')}}")
     ), "no_python", call = call)
   }
@@ -137,7 +140,8 @@ amlr_python_or_abort <- function(call = rlang::caller_env()) {
     if (t$source %in% c("option", "environment variable")) {
       setting <- if (t$source == "option") "options(amlr.python)" else "AMLR_PYTHON"
       cli::cli_warn(
-        c("{.code {setting}} names {.path {t$path}}, which {t$problem}; using {.path {found$path}} ({found$source}) instead.",
+        c("{.code {setting}} names {.path {t$path}}, which {t$problem};
+           using {.path {found$path}} ({found$source}) instead.",
           i = "Fix or unset {.code {setting}}; {.run amlr::amlr_python()} shows the choice."),
         .frequency = "regularly", .frequency_id = paste("amlr-python", t$path)
       )
@@ -272,7 +276,8 @@ venv_args <- function(envdir, clear = FALSE) {
 
 venv_hint <- function() {
   if (.Platform$OS.type == "windows") return(character())
-  c(i = "On Debian and Ubuntu, {.code python3 -m venv} needs the {.pkg python3-venv} package: {.code sudo apt install python3-venv}.")
+  c(i = "On Debian and Ubuntu, {.code python3 -m venv} needs the {.pkg python3-venv} package:
+         {.code sudo apt install python3-venv}.")
 }
 
 # The base interpreter: the one given, else the first recent enough Python on
@@ -348,7 +353,9 @@ run_or_abort <- function(command, args, what, log, hint = character(), call = rl
   amlr_abort(c(
     "{what} failed (exit status {status}).",
     x = "Command: {.code {paste(c(command, args), collapse = ' ')}}",
-    if (length(tail_lines)) c(i = "Last lines of {.path {log}}:", stats::setNames(tail_lines, rep(" ", length(tail_lines)))),
+    if (length(tail_lines)) {
+      c(i = "Last lines of {.path {log}}:", stats::setNames(tail_lines, rep(" ", length(tail_lines))))
+    },
     hint
   ), "install_failed", call = call)
 }

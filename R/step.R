@@ -31,8 +31,10 @@ step_input <- function(name) {
     known <- step_env_names("AMLR_INPUT_")
     amlr_abort(c(
       "No input {.val {name}} in this step.",
-      if (!in_step()) c(i = "This R session is not running as an amlr step; inputs exist only inside {.fn submit_r_pipeline} runs.")
-      else c(i = "The step's inputs: {.val {if (length(known)) known else 'none'}}. Add {.val {name}} to {.arg inputs} of its {.fn r_step}.")
+      if (!in_step()) c(i = "This R session is not running as an amlr step;
+                             inputs exist only inside {.fn submit_r_pipeline} runs.")
+      else c(i = "The step's inputs: {.val {if (length(known)) known else 'none'}}.
+                  Add {.val {name}} to {.arg inputs} of its {.fn r_step}.")
     ), "not_in_step")
   }
   path
@@ -47,8 +49,10 @@ step_output <- function(name) {
     known <- step_env_names("AMLR_OUTPUT_")
     amlr_abort(c(
       "No output {.val {name}} in this step.",
-      if (!in_step()) c(i = "This R session is not running as an amlr step; outputs exist only inside {.fn submit_r_pipeline} runs.")
-      else c(i = "The step's outputs: {.val {if (length(known)) known else 'none'}}. Add {.val {name}} to {.arg outputs} of its {.fn r_step}.")
+      if (!in_step()) c(i = "This R session is not running as an amlr step;
+                             outputs exist only inside {.fn submit_r_pipeline} runs.")
+      else c(i = "The step's outputs: {.val {if (length(known)) known else 'none'}}.
+                  Add {.val {name}} to {.arg outputs} of its {.fn r_step}.")
     ), "not_in_step")
   }
   dir.create(path, recursive = TRUE, showWarnings = FALSE)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from test_export import hello_spec, load_yaml, write  # noqa: E402  (also puts inst/python on sys.path)
+from test_export import hello_spec, load_yaml, write
 from amlr import assets
 from amlr.backends import azureml_v2 as v2
 from amlr.export import export_pipeline

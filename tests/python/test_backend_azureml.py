@@ -85,7 +85,7 @@ def offline_seams(patch: Callable[[Any, str, Any], None]) -> tuple[Any, Any]:
 
     patch(requests.adapters.HTTPAdapter, "send", no_network)
     patch(ServiceContext, "_fetch_endpoints",
-          lambda self: {key: "https://offline.invalid" for key in _ServiceKeys.get_discovery_keys()})
+          lambda self: dict.fromkeys(_ServiceKeys.get_discovery_keys(), "https://offline.invalid"))
     # The pipeline service's address comes from the workspace's details (an ARM call).
     patch(_AevaWorkflowProvider, "get_endpoint_url",
           staticmethod(lambda workspace, experiment_name: "https://pipelines.offline.invalid"))
@@ -384,7 +384,7 @@ def test_estimator_step_reproduces_the_classic_article(offline, tmp_path, monkey
     monkeypatch.setenv("AMLR_TEST_REGISTRY_PASSWORD", REGISTRY_PASSWORD)
     spec = hello_spec()
     spec["steps"][0]["step_type"] = "estimator"
-    plan, built = build(offline, spec, str(tmp_path))
+    _plan, built = build(offline, spec, str(tmp_path))
     step = built.steps["hello"]
     assert type(step).__name__ == "EstimatorStep"
     rc = step._runconfig
@@ -402,7 +402,7 @@ def test_python_script_step_runs_the_bootstrapper_as_its_script(offline, tmp_pat
     spec = cars_spec()
     for s in spec["steps"]:
         s["step_type"] = "python_script"
-    plan, built = build(offline, spec, str(tmp_path))
+    _plan, built = build(offline, spec, str(tmp_path))
     train = node(built, "train")
     assert type(built.steps["train"]).__name__ == "PythonScriptStep"
     assert train.get_param("Script").value == BOOTSTRAPPER_IN_SNAPSHOT
@@ -1030,7 +1030,7 @@ def real_step_runs(service: Any) -> dict[str, Any]:
         "prepare": RunDto(run_id="new_prepare_run", run_type="azureml.StepRun", name="prepare", status="Completed",
                           tags={"azureml.nodeid": "n3", "azureml.pipeline": "p1"}, properties={}),
     }
-    return {name: run for name, run in zip(dtos, Run._rehydrate_runs(experiment, list(dtos.values())))}
+    return dict(zip(dtos, Run._rehydrate_runs(experiment, list(dtos.values()))))
 
 
 def test_the_real_step_run_has_what_the_fake_step_run_stands_in_for(classic_loopback):

@@ -24,19 +24,19 @@ from aml_loopback import aml_service  # noqa: F401  (the fixture)
 from test_loopback_v2 import assert_step_command
 
 
-from test_export import (  # noqa: E402  (also puts inst/python on sys.path)
+from test_export import (
     CLIENT_SECRET,
     REGISTRY_PASSWORD,
     hello_spec,
     multi_step_spec,
 )
 
-from bridge_calls import call, call_error  # noqa: E402
-from amlr import api  # noqa: E402
-from amlr.backends import azureml_v2 as v2  # noqa: E402
-from amlr.export import export_pipeline  # noqa: E402
-from amlr.registry import Registry  # noqa: E402
-from amlr.spec import validate  # noqa: E402
+from bridge_calls import call, call_error
+from amlr import api
+from amlr.backends import azureml_v2 as v2
+from amlr.export import export_pipeline
+from amlr.registry import Registry
+from amlr.spec import validate
 
 WORKSPACE = lb.workspace_options()
 

@@ -270,7 +270,7 @@ def handle_json(text: str) -> str:
 # Both transports read the same lines: system2 through a pipe from
 # ``python -m amlr stream``, reticulate by iterating :func:`stream_json`.
 
-Stream = Callable[[dict[str, Any]], Iterator[dict[str, Any]]]
+Stream = Callable[[dict[str, Any]], Generator[dict[str, Any], None, Any]]
 STREAMS: dict[str, Stream] = {}
 HEARTBEAT_SECONDS = 0.25  # how often a silent stream says it is alive, so R can handle an interrupt
 
@@ -396,7 +396,7 @@ def wait_stream(params: dict[str, Any]) -> Generator[dict[str, Any], None, dict[
                                      logs=not params.get("quiet")))
 
 
-def stream(request: Any) -> Iterator[dict[str, Any]]:
+def stream(request: Any) -> Generator[dict[str, Any], None, None]:
     """Events, then one final ``{"result": ...}`` or ``{"error": ...}``; never raises."""
     try:
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
@@ -447,8 +447,7 @@ LAZY_METHODS = {
     "environment_source_files": "amlr.environment",
     "workspace_resolve": "amlr.workspace",
     "publish": "amlr.workspace",
-    **{m: "amlr.assets" for m in ("data_register", "data_get", "data_list", "data_download", "model_register",
-                                   "model_get", "model_list", "store_rebuild")},
+    **dict.fromkeys(("data_register", "data_get", "data_list", "data_download", "model_register", "model_get", "model_list", "store_rebuild"), "amlr.assets"),
     "endpoint_deploy": "amlr.endpoints",
     "endpoint_export": "amlr.endpoints",
     "endpoint_get": "amlr.endpoints",

@@ -362,7 +362,8 @@ def data_download(params: dict[str, Any]) -> dict[str, Any]:
         dest = os.path.abspath(os.path.expanduser(dest))
         if os.path.exists(dest):
             raise BadRequest(f"`{dest}` already exists; the asset is in the local store, choose a new `dest`.")
-        (shutil.copytree if os.path.isdir(asset.path or "") else shutil.copy)(asset.path, dest)
+        src = asset.path or ""
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, dest)
     return asset.to_json()
 
 

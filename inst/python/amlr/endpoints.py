@@ -175,7 +175,7 @@ def endpoint_dir(home: str, name: str) -> str:
     return os.path.join(endpoints_dir(home), name)
 
 
-def read_record(home: str, name: str) -> dict[str, Any]:
+def read_record(home: str, name: Any) -> dict[str, Any]:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise EndpointNotFound(f"There is no endpoint {name!r}; endpoint_list() shows the endpoints.")
     path = os.path.join(endpoint_dir(home, name), RECORD)
@@ -321,9 +321,9 @@ def wait_ready(record: dict[str, Any], proc: Any, timeout: float) -> None:
             raise EndpointFailed(_failure_message(record, f"the server process ended (exit status {proc.returncode})"),
                                  data={"log": log_tail(record["log"])})
         try:
-            status, body = http_json(url + "/ready", timeout=2.0)
+            status, _body = http_json(url + "/ready", timeout=2.0)
             if status == 200:
-                live_status, live = http_json(url + "/live", timeout=2.0)
+                _live_status, live = http_json(url + "/live", timeout=2.0)
                 if isinstance(live, dict) and live.get("pid") not in (None, record["pid"]):
                     raise PortInUse(f"Another server answers on port {record['port']}; deploy again with another "
                                     "`port` or port = NULL.", field="port")
@@ -897,7 +897,7 @@ def _register_methods() -> None:
         home = _home(params)
         record = read_record(home, params.get("name"))
         if record.get("backend") != "local":
-            info, client = _workspace_client({"workspace": record.get("workspace")}, stored=True)
+            _info, client = _workspace_client({"workspace": record.get("workspace")}, stored=True)
             from .backends.azureml_v2 import azure_call
 
             with azure_call(f"reading the logs of `{record['name']}`"):
@@ -924,7 +924,7 @@ def _register_methods() -> None:
             raise BadRequest("`body` (the JSON request) is missing.")
         if record.get("backend") == "local":
             return invoke_local(record, body.encode("utf-8"), _timeout(params, default=300.0))
-        info, client = _workspace_client({"workspace": record.get("workspace")}, stored=True)
+        _info, client = _workspace_client({"workspace": record.get("workspace")}, stored=True)
         from .backends.azureml_v2 import azure_call
 
         with azure_call(f"reading the key of `{record['name']}`"):
@@ -942,12 +942,12 @@ def _register_methods() -> None:
             record = read_record(home, name)
         except EndpointError:
             # A damaged record: nothing to stop that we can identify; remove the folder.
-            shutil.rmtree(endpoint_dir(home, name), ignore_errors=True)
+            shutil.rmtree(endpoint_dir(home, str(name)), ignore_errors=True)
             return {"name": name, "deleted": True}
         if record.get("backend") == "local":
             delete_local(home, record)
         else:
-            info, client = _workspace_client({"workspace": record.get("workspace")}, stored=True)
+            _info, client = _workspace_client({"workspace": record.get("workspace")}, stored=True)
             from .backends.azureml_v2 import azure_call
 
             with azure_call(f"deleting online endpoint `{record['name']}`"):

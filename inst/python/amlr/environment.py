@@ -56,10 +56,10 @@ __all__ = [
     "AMLR_PACKAGE_FILE",
     "CRAN_PACKAGES_ARG",
     "DEFAULT_PASSWORD_ENV",
+    "AmlrPackage",
     "BuildContextError",
     "InvalidEnvironment",
     "ResolvedEnvironment",
-    "AmlrPackage",
     "amlr_package",
     "baked_dockerfile",
     "default_dockerfile_path",
@@ -393,7 +393,7 @@ def _expand_source(src: str, context_dir: str) -> List[str]:
                 files.extend(os.path.relpath(os.path.join(root, n), context_dir) for n in sorted(names))
         elif os.path.isfile(match):
             files.append(os.path.relpath(match, context_dir))
-    return sorted(set(f.replace(os.sep, "/") for f in files))
+    return sorted({f.replace(os.sep, "/") for f in files})
 
 
 def _context_fingerprints(instructions: List[Instruction], context_dir: str) -> Tuple[Tuple[str, str], ...]:

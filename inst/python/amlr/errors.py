@@ -95,12 +95,6 @@ class OutputNotFound(AmlrError):
     kind = "output_not_found"
 
 
-class BadOption(AmlrError):
-    """A backend option (``...`` of submit_r_pipeline()) with a bad value."""
-
-    kind = "bad_option"
-
-
 class SourceUnreadable(AmlrError):
     """A file of a step's source folder cannot be read."""
 

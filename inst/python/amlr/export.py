@@ -70,9 +70,7 @@ def _plain_ok(text: str) -> bool:
     """Whether ``text`` reads back as the same string when written unquoted."""
     if not _PLAIN_RE.match(text) or text.lower() in _RESERVED_WORDS or _DOT_NUMBER_RE.match(text):
         return False
-    if ": " in text or " #" in text or text.endswith((":", " ")) or text == "<<":
-        return False
-    return True
+    return not (": " in text or " #" in text or text.endswith((":", " ")) or text == "<<")
 
 
 def yaml_scalar(value: Any) -> str:

@@ -337,7 +337,7 @@ def spawn_detached(argv: Sequence[str], *, cwd: str, log_path: str, env: Optiona
         if os.name == "posix":
             kwargs["start_new_session"] = True
         else:  # pragma: no cover - Windows
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | 0x00000008  # DETACHED_PROCESS
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200) | 0x00000008  # DETACHED_PROCESS
         return subprocess.Popen(
             list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=env, close_fds=True, **kwargs,

@@ -502,7 +502,7 @@ def _copy_failure(exc: BaseException, path: str) -> tuple[str, str]:
 def _make_read_only(root: str) -> None:
     """Registered content is immutable: drop write bits so a stray script cannot change it in place."""
     mask = ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, _dirs, files in os.walk(root):
         for f in files:
             full = os.path.join(dirpath, f)
             if not os.path.islink(full):

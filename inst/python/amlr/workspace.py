@@ -293,11 +293,11 @@ def credential(info: WorkspaceInfo) -> Any:
     if uses_service_principal(info):
         tenant, client, secret = service_principal(info)
         return identity.ClientSecretCredential(tenant_id=tenant, client_id=client, client_secret=secret)
-    tenant = {"tenant_id": info.tenant_id} if info.tenant_id else {}
+    tenant_kw = {"tenant_id": info.tenant_id} if info.tenant_id else {}
     if info.auth == "cli":
-        return identity.AzureCliCredential(**tenant)
+        return identity.AzureCliCredential(**tenant_kw)
     if info.auth == "interactive":
-        return identity.InteractiveBrowserCredential(**tenant)
+        return identity.InteractiveBrowserCredential(**tenant_kw)
     if info.auth == "managed_identity":
         return identity.ManagedIdentityCredential(**({"client_id": info.client_id} if info.client_id else {}))
     if info.client_id:

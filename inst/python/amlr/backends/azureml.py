@@ -361,7 +361,7 @@ def build_pipeline(workspace: Any, plan: Plan, *, datastore: Any, input_paths: M
         ports = _inputs(p.step, outputs, datastore, input_paths, plan.input_hashes, get_datastore, get_dataset)
         bindings = {"input": ports, "output": outputs[p.step.name]}
         command = stepcontract.command(p.step.name, list(ports), p.step.outputs,
-                                       lambda kind, name: bindings[kind][name])
+                                       lambda kind, name: bindings[kind][name])  # noqa: B023 - called now
         argv[p.step.name] = [w if isinstance(w, str) else binding(w.name) for w in command]
         compute = (p.compute, compute_types.get(p.compute, DEFAULT_COMPUTE_TYPE))
         make = {"estimator": _estimator_step, "python_script": _python_script_step}.get(p.step.step_type, _command_step)
@@ -500,8 +500,8 @@ def _estimator_step(p: StepPlan, env: Any, compute: tuple[str, str], inputs: lis
     from azureml.pipeline.steps import EstimatorStep
     from azureml.train.estimator import Estimator  # seconds to import: only for estimator steps
 
-    common = dict(source_directory=p.snapshot.path, compute_target=compute[0], entry_script=BOOTSTRAPPER_IN_SNAPSHOT,
-                  environment_variables=dict(p.step.env) or None)
+    common = {"source_directory": p.snapshot.path, "compute_target": compute[0],
+              "entry_script": BOOTSTRAPPER_IN_SNAPSHOT, "environment_variables": dict(p.step.env) or None}
     if p.environment.image is not None:
         estimator = Estimator(
             **common,
@@ -780,7 +780,7 @@ def _time(value: Any) -> Optional[float]:
 def _error_message(details: Mapping[str, Any]) -> Optional[str]:
     err = details.get("error")
     if isinstance(err, dict):
-        inner = err.get("error") if isinstance(err.get("error"), dict) else err
+        inner: dict[str, Any] = err["error"] if isinstance(err.get("error"), dict) else err
         return inner.get("message") or None
     return str(err) if err else None
 

@@ -42,7 +42,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from . import AML_STATUS_MAP as STATUS_MAP, option_text
 from ..environment import ResolvedEnvironment, resolve_environment, write_build_context
-from ..errors import AmlrError, BackendUnavailable, BadRequest, Credentials, FileExists, RunNotActive
+from ..errors import AmlrError, BackendUnavailable, Credentials, FileExists, RunNotActive
 from .. import packaging, stepcontract
 from ..registry import TERMINAL, Registry
 from ..spec import Pipeline, Step
@@ -390,7 +390,7 @@ def loopback_options() -> dict[str, Any]:
         return {}
     from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-    class LoopbackHttp(SansIOHTTPPolicy):  # type: ignore[misc]
+    class LoopbackHttp(SansIOHTTPPolicy):
         def on_request(self, request: Any) -> None:
             if _is_loopback_http(request.http_request.url):
                 request.context["enforce_https"] = False
@@ -527,7 +527,7 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
             "portal_url": getattr(created, "studio_url", None) or portal_url(info, created.name),
             "workspace": info.to_json(),
         },
-        [{"name": s.name, "allow_reuse": s.allow_reuse, "outputs": {o: None for o in s.outputs}}
+        [{"name": s.name, "allow_reuse": s.allow_reuse, "outputs": dict.fromkeys(s.outputs)}
          for s in pipeline.steps],
     )
     out = reg.get_run(run_id)
@@ -721,7 +721,7 @@ def follow(reg: Registry, run: dict[str, Any], cursor: dict[str, Any]) -> dict[s
     client = None
     for s in reg.get_steps(run["id"]):
         name = s["name"]
-        state = cursor.get(name) if isinstance(cursor.get(name), dict) else {}
+        state: dict[str, Any] = cursor[name] if isinstance(cursor.get(name), dict) else {}
         if state.get("done") or name not in children or s["status"] in ("NotStarted", "Queued"):
             continue
         client = client or client_for(run)
@@ -883,11 +883,11 @@ def metrics(reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
             with azure_call(f"reading the metrics of step `{s['name']}`"):
                 rows.extend(step_metrics(tracker, s["name"], children[s["name"]]))
     if run["status"] in TERMINAL and rows:
-        for s in {r["step"] for r in rows}:
-            reg.add_metrics(run["id"], s, [
+        for step_name in {r["step"] for r in rows}:
+            reg.add_metrics(run["id"], step_name, [
                 {"name": r["name"], "value": r["value_num"] if r["value_num"] is not None else r["value_str"],
                  "time": r["time"]}
-                for r in rows if r["step"] == s
+                for r in rows if r["step"] == step_name
             ])
         return reg.get_metrics(run["id"])
     return rows
