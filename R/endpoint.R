@@ -108,7 +108,7 @@ deploy_r_model <- function(model, score, name, backend = c("local", "azureml_v2"
 #' list.files(out, recursive = TRUE)
 export_endpoint <- function(model, score, name, path, environment = NULL, instance_type = NULL,
                             instance_count = 1, overwrite = FALSE) {
-  check_string(path, "path")
+  check_string(path, "path", "bad_request")
   params <- endpoint_params(model, score, name, "azureml_v2", environment, instance_type, instance_count)
   params$path <- path.expand(path)
   params$overwrite <- isTRUE(overwrite)

@@ -489,9 +489,10 @@ pipeline_edges <- function(x) {
   if (is.null(out)) data.frame(from = character(), to = character(), label = character()) else out
 }
 
-check_string <- function(x, arg, call = rlang::caller_env()) {
+# `kind`: the error kind of a bad value here (see ?amlr_errors).
+check_string <- function(x, arg, kind = "invalid_spec", call = rlang::caller_env()) {
   if (!is.character(x) || length(x) != 1L || is.na(x) || !nzchar(x)) {
-    amlr_abort("{.arg {arg}} must be a single non-empty string.", "invalid_spec", call = call)
+    amlr_abort("{.arg {arg}} must be a single non-empty string.", kind, call = call)
   }
   invisible(x)
 }

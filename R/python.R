@@ -209,7 +209,7 @@ python_version_ok <- function(version) {
 install_amlr_python <- function(envdir = default_venv_dir(), backends = c("local", "azureml", "azureml_v2"),
                                 python = NULL) {
   backends <- check_backend_names(backends)
-  check_string(envdir, "envdir")
+  check_string(envdir, "envdir", "bad_request")
   envdir <- absolute_path(envdir)
   venv_python <- ensure_venv(envdir, python)
   reqs <- requirements_pending(envdir, backend_requirements(backends))
@@ -284,7 +284,7 @@ venv_hint <- function() {
 # the PATH. Says what to install when there is none.
 find_base_python <- function(python = NULL, call = rlang::caller_env()) {
   candidates <- if (!is.null(python)) {
-    check_string(python, "python", call = call)
+    check_string(python, "python", "bad_request", call = call)
     absolute_path(python)
   } else {
     names <- c("python3", "python", paste0("python3.", 13:9))
@@ -364,5 +364,3 @@ same_path <- function(a, b) {
   identical(normalizePath(a, winslash = "/", mustWork = FALSE), normalizePath(b, winslash = "/", mustWork = FALSE))
 }
 
-# Text from elsewhere (tool output, paths) shown inside a cli message verbatim.
-cli_escape <- function(x) gsub("}", "}}", gsub("{", "{{", x, fixed = TRUE), fixed = TRUE)

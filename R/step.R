@@ -25,7 +25,7 @@ NULL
 #' @rdname step_helpers
 #' @export
 step_input <- function(name) {
-  check_string(name, "name")
+  check_string(name, "name", "bad_request")
   path <- Sys.getenv(paste0("AMLR_INPUT_", name), "")
   if (!nzchar(path)) {
     known <- step_env_names("AMLR_INPUT_")
@@ -43,7 +43,7 @@ step_input <- function(name) {
 #' @rdname step_helpers
 #' @export
 step_output <- function(name) {
-  check_string(name, "name")
+  check_string(name, "name", "bad_request")
   path <- Sys.getenv(paste0("AMLR_OUTPUT_", name), "")
   if (!nzchar(path)) {
     known <- step_env_names("AMLR_OUTPUT_")
@@ -62,7 +62,7 @@ step_output <- function(name) {
 #' @rdname step_helpers
 #' @export
 log_metric <- function(name, value) {
-  check_string(name, "name")
+  check_string(name, "name", "bad_request")
   if (length(value) != 1L || !(is.numeric(value) || is.character(value) || is.logical(value))) {
     amlr_abort("{.arg value} must be a single number or string, not {.cls {class(value)}} of length {length(value)}.",
                "bad_request")

@@ -622,7 +622,7 @@ def test_submit_goes_through_experiment_submit_and_records_the_run(azure):
 def test_submit_fails_clearly_on_an_unknown_compute_before_submitting(azure):
     err = call_error(azure.home, "submit", spec=cars_spec(compute="no-such-cluster"), backend="azureml",
                      experiment="cars-exp", options={"workspace": azure.workspace})
-    assert err["class"] == "azureml"
+    assert err["class"] == "azure_request"
     assert "no-such-cluster" in err["message"] and "cpu-cluster" in err["message"]
     assert azure.submitted == []
 
@@ -835,7 +835,7 @@ def test_remote_errors_become_classed_errors_without_secrets(azure, monkeypatch)
     monkeypatch.setattr(Experiment, "submit", failing_submit)
     err = call_error(azure.home, "submit", spec=cars_spec(), backend="azureml", experiment="cars-exp",
                      options={"workspace": azure.workspace})
-    assert err["class"] == "azureml" and "authorization failed" in err["message"]
+    assert err["class"] == "azure_request" and "authorization failed" in err["message"]
     assert CLIENT_SECRET not in json.dumps(err) and REGISTRY_PASSWORD not in json.dumps(err)
 
 

@@ -17,17 +17,9 @@ from typing import Any, Callable, Mapping, Optional
 
 from .api import method, registry
 from .backends import get_backend
-from .errors import AmlrError, BadRequest, StepNotFound
+from .errors import BadRequest, OutputNotFound, StepNotCompleted, StepNotFound
 from .registry import Registry
 from .store import Asset, Store, check_name, check_version
-
-
-class StepNotCompleted(AmlrError):
-    kind = "step_not_completed"
-
-
-class OutputNotFound(AmlrError):
-    kind = "output_not_found"
 
 
 def _scalar(value: Any) -> Any:

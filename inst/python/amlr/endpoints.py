@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from . import procs
-from .errors import AmlrError, BadRequest
+from .errors import (AmlrError, BadInput, BadRequest, EndpointDown, EndpointError, EndpointExists, EndpointFailed,
+                     EndpointNotFound, EndpointTimeout, InvalidEndpointName, ModelNotFound, PortInUse, ScoreFailed, ScoreFileError)
 
 SERVE_PORT = 8000
 ROUTES = {"liveness_route": "/live", "readiness_route": "/ready", "scoring_route": "/score"}
@@ -49,58 +50,6 @@ RECORD = "endpoint.json"
 # name that works locally also works on Azure.
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 DEPLOYMENT_PREFIX = "amlr-"
-
-
-class EndpointError(AmlrError):
-    kind = "endpoint"
-
-
-class InvalidEndpointName(AmlrError):
-    kind = "endpoint_name"
-
-
-class ModelNotFound(AmlrError):
-    kind = "model_not_found"
-
-
-class ScoreFileError(AmlrError):
-    kind = "score_file"
-
-
-class PortInUse(AmlrError):
-    kind = "port_in_use"
-
-
-class EndpointNotFound(AmlrError):
-    kind = "endpoint_not_found"
-
-
-class EndpointExists(AmlrError):
-    kind = "endpoint_exists"
-
-
-class EndpointFailed(AmlrError):
-    """The server did not come up (init() failed, R could not start, timeout)."""
-
-    kind = "endpoint_failed"
-
-
-class EndpointDown(AmlrError):
-    """A recorded endpoint whose server is gone or does not answer."""
-
-    kind = "endpoint_down"
-
-
-class EndpointTimeout(AmlrError):
-    kind = "endpoint_timeout"
-
-
-class BadInput(AmlrError):
-    kind = "bad_input"
-
-
-class ScoreFailed(AmlrError):
-    kind = "score_failed"
 
 
 # -- inputs -------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .dockerlint import Instruction, parse_dockerfile
-from .errors import AmlrError
+from .errors import BuildContextError, InvalidEnvironment
 
 __all__ = [
     "AMLR_PACKAGE_FILE",
@@ -84,18 +84,6 @@ _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
 _REGISTRY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?$")
 _TAR_MTIME = 315532800  # 1980-01-01: fixed, so the same package gives the same bytes
 _HASH_HEADER = "amlr-environment-v1"
-
-
-class InvalidEnvironment(AmlrError):
-    """An environment spec no backend can use; ``field`` names the culprit."""
-
-    kind = "invalid_environment"
-
-
-class BuildContextError(AmlrError):
-    """A Docker build context cannot be assembled (a missing file, no amlr sources)."""
-
-    kind = "build_context"
 
 
 @dataclass(frozen=True)

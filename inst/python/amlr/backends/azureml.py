@@ -56,7 +56,7 @@ from ..environment import (
     resolve_environment,
     write_build_context,
 )
-from ..errors import AmlrError, Credentials, FileExists, InvalidSpec, RunNotActive, StepNotFound
+from ..errors import AmlrError, AzureMLError, Credentials, FileExists, InvalidSpec, RunNotActive, StepNotFound
 from .. import packaging, stepcontract
 from ..stepcontract import BOOTSTRAPPER_IN_SNAPSHOT, OUTPUTS_DIR
 from ..registry import TERMINAL, Registry
@@ -74,12 +74,6 @@ LOG_PREFERENCE = ("user_logs/std_log.txt", "azureml-logs/70_driver_log.txt")
 
 
 POLL_SECONDS = 5.0  # how often a waiting reader asks Azure ML for news
-
-
-class AzureMLError(AmlrError):
-    """Azure ML refused or failed a request; the message carries its reason."""
-
-    kind = "azureml"
 
 
 def map_status(status: Optional[str]) -> str:
@@ -727,8 +721,6 @@ def publish(reg: Registry, pipeline: Pipeline, name: Optional[str], options: Map
     out["workspace"] = ready.info.to_json()
     out["portal_url"] = workspaces.portal_url(ready.info)
     return out
-
-
 
 
 def _opt_bool(options: Mapping[str, Any], key: str) -> bool:

@@ -42,7 +42,8 @@ from typing import Any, Iterator, Mapping, Optional
 
 from . import AML_STATUS_MAP as STATUS_MAP, option_text
 from ..environment import ResolvedEnvironment, resolve_environment, write_build_context
-from ..errors import AmlrError, BackendUnavailable, Credentials, FileExists, RunNotActive
+from ..errors import (AmlrError, AzureRequestFailed, BackendUnavailable, Credentials, FileExists, RunNotActive,
+                      StepNotFinished)
 from .. import packaging, stepcontract
 from ..registry import TERMINAL, Registry
 from ..spec import Pipeline, Step
@@ -64,18 +65,6 @@ STATUS_NOTES = {
 }
 
 POLL_SECONDS = 5.0  # how often a waiting reader asks Azure ML for news
-
-
-class AzureRequestFailed(AmlrError):
-    """A call to Azure ML failed (network, permission, a job Azure ML rejected)."""
-
-    kind = "azure_request"
-
-
-class StepNotFinished(AmlrError):
-    """Outputs and logs of a v2 step can be downloaded only once it has ended."""
-
-    kind = "step_not_finished"
 
 
 def map_status(v2_status: Optional[str], previous: str = "NotStarted") -> str:
@@ -478,8 +467,6 @@ def _check_options(options: Mapping[str, Any]) -> None:
     from . import check_options
 
     check_options(BACKEND, options)
-
-
 
 
 def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
