@@ -216,6 +216,17 @@ def metrics(params: dict[str, Any]) -> list[dict[str, Any]]:
     return backend.metrics(reg, run)
 
 
+@method("publish")
+def publish(params: dict[str, Any]) -> dict[str, Any]:
+    """R's ``publish_r_pipeline()``: build on the workspace and publish, without running."""
+    backend_name = params.get("backend") or "azureml"
+    backend = get_backend(backend_name)
+    if not hasattr(backend, "publish"):
+        raise BadRequest(f"Publishing is not available on the `{backend_name}` backend; use backend = \"azureml\".")
+    pipeline = validate(params.get("spec"))
+    return backend.publish(registry(params), pipeline, params.get("name") or None, params.get("options") or {})
+
+
 @method("download")
 def download(params: dict[str, Any]) -> list[str]:
     reg, run, backend = _run_and_backend(params)
@@ -438,27 +449,26 @@ def sync_environ(values: dict[str, str]) -> None:
 
 
 # Methods that live with the features that need them, imported on first use so
-# that every bridge call does not pay for modules it does not touch.
+# that every bridge call does not pay for modules it does not touch. The bridge
+# registers them here (method name -> "module:function"); the feature modules
+# know nothing of the bridge.
 LAZY_METHODS = {
-    "export": "amlr.export",
-    "doctor": "amlr.doctor",
-    "environment_resolve": "amlr.environment",
-    "environment_context": "amlr.environment",
-    "environment_source_files": "amlr.environment",
-    "workspace_resolve": "amlr.workspace",
-    "publish": "amlr.workspace",
-    **dict.fromkeys(("data_register", "data_get", "data_list", "data_download", "model_register", "model_get", "model_list", "store_rebuild"), "amlr.assets"),
-    "endpoint_deploy": "amlr.endpoints",
-    "endpoint_export": "amlr.endpoints",
-    "endpoint_get": "amlr.endpoints",
-    "endpoint_list": "amlr.endpoints",
-    "endpoint_logs": "amlr.endpoints",
-    "endpoint_invoke": "amlr.endpoints",
-    "endpoint_delete": "amlr.endpoints",
+    "export": "amlr.export:export_method",
+    "doctor": "amlr.doctor:doctor",
+    "environment_resolve": "amlr.environment:bridge_resolve",
+    "environment_context": "amlr.environment:bridge_context",
+    "environment_source_files": "amlr.environment:bridge_source_files",
+    "workspace_resolve": "amlr.workspace:workspace_resolve",
+    **{name: f"amlr.assets:{name}" for name in ("data_register", "data_get", "data_list", "data_download",
+                                               "model_register", "model_get", "model_list", "store_rebuild")},
+    **{name: f"amlr.endpoints:{name}" for name in ("endpoint_deploy", "endpoint_export", "endpoint_get",
+                                                  "endpoint_list", "endpoint_logs", "endpoint_invoke",
+                                                  "endpoint_delete")},
 }
 
 
 def find_method(name: str) -> Optional[Handler]:
     if name not in METHODS and name in LAZY_METHODS:
-        importlib.import_module(LAZY_METHODS[name])
+        module, function = LAZY_METHODS[name].split(":")
+        METHODS[name] = getattr(importlib.import_module(module), function)
     return METHODS.get(name)

@@ -583,31 +583,24 @@ def _file_sha256(path: str) -> str:
 # --- bridge methods -----------------------------------------------------------------------------
 
 
-def _register_methods() -> None:
-    from .api import method
-
-    @method("environment_resolve")
-    def _resolve(params: Dict[str, Any]) -> Dict[str, Any]:
-        return resolve_environment(params.get("environment")).to_json()
-
-    @method("environment_context")
-    def _context(params: Dict[str, Any]) -> Dict[str, Any]:
-        env = resolve_environment(params.get("environment"))
-        dest = _optional_str(params.get("dest"), "dest")
-        if dest is None:
-            raise InvalidEnvironment("`dest` (the folder to write the build context to) is missing.", field="dest")
-        path = write_build_context(env, dest)
-        return {"path": path, **env.to_json()}
-
-    @method("environment_source_files")
-    def _source_files(params: Dict[str, Any]) -> Dict[str, List[str]]:
-        """The files a snapshot of each folder would hold, so R scans exactly what the job gets."""
-        from .snapshot import list_files
-
-        dirs = params.get("source_dirs") or []
-        if isinstance(dirs, str):
-            dirs = [dirs]
-        return {d: list_files(d) for d in dirs}
+def bridge_resolve(params: Dict[str, Any]) -> Dict[str, Any]:
+    return resolve_environment(params.get("environment")).to_json()
 
 
-_register_methods()
+def bridge_context(params: Dict[str, Any]) -> Dict[str, Any]:
+    env = resolve_environment(params.get("environment"))
+    dest = _optional_str(params.get("dest"), "dest")
+    if dest is None:
+        raise InvalidEnvironment("`dest` (the folder to write the build context to) is missing.", field="dest")
+    path = write_build_context(env, dest)
+    return {"path": path, **env.to_json()}
+
+
+def bridge_source_files(params: Dict[str, Any]) -> Dict[str, List[str]]:
+    """The files a snapshot of each folder would hold, so R scans exactly what the job gets."""
+    from .snapshot import list_files
+
+    dirs = params.get("source_dirs") or []
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    return {d: list_files(d) for d in dirs}

@@ -32,7 +32,6 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .api import method
 from .backends.azureml_v2 import CommandNode, JobPlan, NodeEnvironment, NodeInput, stage
 from . import snapshot
 from .errors import BadRequest, DestinationUnusable, FileExists, InvalidSpec
@@ -396,7 +395,6 @@ def check_export_destination(path: str) -> None:
             field="path")
 
 
-@method("export")
 def export_method(params: dict[str, Any]) -> dict[str, Any]:
     """R's ``export_pipeline()``: params ``spec``, ``path``, ``format``, ``overwrite``."""
     path = params.get("path")
