@@ -47,3 +47,14 @@ def test_every_lazily_registered_method_resolves_to_a_function():
         assert callable(getattr(importlib.import_module(module), function)), name
         assert name not in api.METHODS or api.METHODS[name] is getattr(importlib.import_module(module), function)
     assert api.find_method("data_list") is importlib.import_module("amlr.assets").data_list
+
+
+def test_the_module_map_names_every_module():
+    import pkgutil
+
+    import amlr
+
+    doc = amlr.__doc__ or ""
+    for info in pkgutil.walk_packages(amlr.__path__, ""):
+        short = info.name.replace(".", "/")
+        assert short in doc or info.name in doc, f"amlr/__init__.py's module map does not mention {info.name}"

@@ -2,5 +2,41 @@
 
 Importing this package is cheap on purpose: the Azure SDKs are imported only
 by the backend that needs them.
+
+Module map (arrows are imports; nothing imports upwards)::
+
+    R  --JSON-->  __main__ (python -m amlr: call / stream / runner)
+                    |
+                  api            the bridge: method table (METHODS, LAZY_METHODS), run methods, streams
+                    |
+    features      assets         data assets and models (register, get, list, download)
+                  endpoints      serving a model: local plumber servers, Azure ML online endpoints
+                  environment    job environments: image or Dockerfile, content hash, build context
+                  export         export_pipeline(): Azure ML YAML / a shell script
+                  workspace      which Azure ML workspace, and credentials
+                  doctor         amlr_doctor()'s Python-side checks
+                  prune          run_prune(): old runs and the content only they use
+                    |
+    backends      backends/      Backend protocol + RunRecord, get_backend(), shared status/options
+                  backends/local        steps as local processes, in DAG order, with reuse
+                  backends/azureml      classic azureml-core pipelines
+                  backends/azureml_v2   azure-ai-ml v2 pipeline jobs
+                    |
+    run model     spec           the pipeline spec and its one validator
+                  stepcontract   what a step runs (script, args, env, ports), as a JSON file
+                  stepcode       a step's code identity (the files it can read)
+                  packaging      per-step snapshots, the same on every backend
+                  snapshot       snapshot files: source_dir + bootstrapper;  ignore: .amlrignore rules
+                  limits         argument and environment size limits
+                  registry       the run registry (SQLite, shared by sessions and runners)
+                  store          the local asset store (versioned, content-addressed)
+                  procs          process spawn, identity and kill for runners and steps
+                  errors         every error kind (AmlrError subclasses)
+
+    in the job    bootstrapper   starts R for one step; stdlib only, copied alone into each snapshot
+    tools         dockerlint     a Dockerfile check without Docker
+
+tests/python/test_architecture.py checks that this map names every module and
+that the feature modules do not import the bridge.
 """
 __version__ = "0.1.0"
