@@ -245,10 +245,7 @@ def _stop(record: dict[str, Any], grace: float = 5.0) -> None:
     if not pid or not _alive(record):
         _reap(pid)
         return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    procs.signal_pid(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     # Reaping as we wait: if this process started the server (reticulate), its zombie
     # would otherwise keep the group "alive" for the whole grace period.

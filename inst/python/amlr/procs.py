@@ -117,6 +117,14 @@ def group_members(pgid: int) -> list[int]:
     return sorted(out)
 
 
+def signal_pid(pid: int, signum: int) -> None:
+    """Send ``signum`` to one process that may be gone already."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def signal_group(pgid: int, signum: int) -> None:
     """Send ``signum`` to a process group that may be gone already."""
     try:

@@ -759,10 +759,7 @@ def cancel(reg: Registry, run: dict[str, Any], timeout: float = 30.0) -> dict[st
     reg.update_run(run["id"], cancel_requested=1)
     pid = run.get("runner_pid")
     if pid and procs.same_process(pid, run.get("runner_identity")):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        procs.signal_pid(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and procs.pid_alive(pid):
             time.sleep(0.05)
