@@ -69,8 +69,10 @@ def azure(aml_service, monkeypatch):
         monkeypatch.setattr(client.jobs, "create_or_update", create_or_update)
         return client
 
-    monkeypatch.setattr(v2, "to_azure_job", to_azure_job)
-    monkeypatch.setattr(v2, "connect", connect)
+    # Patched where they are looked up (the backend is a package of modules).
+    monkeypatch.setattr(v2.launch, "to_azure_job", to_azure_job)
+    for module in (v2, v2.launch, v2.client):
+        monkeypatch.setattr(module, "connect", connect)
     aml_service.created = created
     aml_service.connected = connected
     return aml_service

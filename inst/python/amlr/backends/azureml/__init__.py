@@ -34,7 +34,7 @@ this module costs nothing, and ``azureml.train.estimator`` (about five
 seconds to import) is imported only for ``step_type = "estimator"``.
 """
 # The backend is split along the steps above: common (constants), plan (1, 2),
-# build (3), submit (4) and runs (the readers). Every name stays importable from
+# build (3), launch (4: submit and publish) and runs (the readers). Every name stays importable from
 # amlr.backends.azureml.
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from .plan import (StepPlan, Plan, _fixed_values, plan_pipeline, input_path_on_d
 from .build import (classic_environment, Built, build_pipeline, _inputs, registered_output, get_registered_dataset,
                     _lookup_datastore, _runconfig, _command_step, _script_args, _python_script_step,
                     _estimator_step)
-from .submit import (_secrets, _scrub, _remote_failure, _compute_types, publish_pipeline, _find_endpoint,
+from .launch import (_secrets, _scrub, _remote_failure, _compute_types, publish_pipeline, _find_endpoint,
                      _published_info, _default_datastore, Prepared, prepare, _discarded_on_failure,
                      _as_remote_failure, submit, publish, _opt_bool)
 from .runs import (remote_run, _time, _error_message, refresh, reused_from, _step_runs, steps, user_log, _chosen,

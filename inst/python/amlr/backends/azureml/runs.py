@@ -13,7 +13,7 @@ from ...errors import AmlrError, AzureMLError, FileExists, RunNotActive, StepNot
 from ...stepcontract import OUTPUTS_DIR
 from ...registry import TERMINAL, Registry
 from .common import LOG_PREFERENCE, map_status, _REMOTE_RUNS, _read_json
-from .submit import _remote_failure
+from .launch import _remote_failure
 
 
 def remote_run(run: Mapping[str, Any]) -> Any:
