@@ -423,8 +423,10 @@ check_score_file <- function(score, call = rlang::caller_env()) {
     if (is.call(value) && identical(value[[1]], as.name("function"))) {
       formals <- names(value[[2]])
       n_ok <- length(formals) >= wanted[[fn]] || "..." %in% formals
-      missing_arg <- quote(expr = ) # nolint: spaces_inside_linter. The empty symbol: a formal with no default.
-      required <- vapply(as.list(value[[2]]), function(d) identical(d, missing_arg), logical(1))
+      # quote(expr = ) is the empty symbol: a formal argument with no default.
+      required <- vapply(as.list(value[[2]]),
+                         function(d) identical(d, quote(expr = )), # nolint: spaces_inside_linter.
+                         logical(1))
       too_many <- sum(required[names(required) != "..."]) > wanted[[fn]]
       if (!n_ok || too_many) {
         amlr_abort(c("In the score file {.path {path}}, {.fn {fn}} takes {length(formals)} argument{?s};
