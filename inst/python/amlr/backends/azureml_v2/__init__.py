@@ -32,6 +32,7 @@ seconds to import, and this module is also imported by ``export``.
 # (refresh and the readers). Every name stays importable from amlr.backends.azureml_v2.
 from __future__ import annotations
 
+from ...errors import AzureRequestFailed, StepNotFinished
 from .common import (BACKEND, METRICS_SINK, SERVERLESS, CHILDREN_FILE, CANCEL_WAIT, LOG_FETCH_TIMEOUT, REUSED_FLAG,
                      REUSED_FROM, STATUS_NOTES, POLL_SECONDS, map_status, _write_json, _read_json)
 from .plan import (NodeInput, NodeEnvironment, CommandNode, JobPlan, input_binding, output_binding, parent_output,
@@ -60,10 +61,12 @@ __all__ = [
                      'SERVERLESS',
                      'STATUS_NOTES',
                      'SYSTEM_TAG_PREFIXES',
+                     "AzureRequestFailed",
                      'CommandNode',
                      'JobPlan',
                      'NodeEnvironment',
                      'NodeInput',
+                     "StepNotFinished",
                      '_check_options',
                      '_child_sort_key',
                      '_chosen_steps',
