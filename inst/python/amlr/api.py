@@ -227,6 +227,36 @@ def publish(params: dict[str, Any]) -> dict[str, Any]:
     return backend.publish(registry(params), pipeline, params.get("name") or None, params.get("options") or {})
 
 
+@method("environment_resolve")
+def environment_resolve(params: dict[str, Any]) -> dict[str, Any]:
+    from .environment import resolve_environment
+
+    return resolve_environment(params.get("environment")).to_json()
+
+
+@method("environment_context")
+def environment_context(params: dict[str, Any]) -> dict[str, Any]:
+    from .environment import InvalidEnvironment, _optional_str, resolve_environment, write_build_context
+
+    env = resolve_environment(params.get("environment"))
+    dest = _optional_str(params.get("dest"), "dest")
+    if dest is None:
+        raise InvalidEnvironment("`dest` (the folder to write the build context to) is missing.", field="dest")
+    path = write_build_context(env, dest)
+    return {"path": path, **env.to_json()}
+
+
+@method("environment_source_files")
+def environment_source_files(params: dict[str, Any]) -> dict[str, list[str]]:
+    """The files a snapshot of each folder would hold, so R scans exactly what the job gets."""
+    from .snapshot import list_files
+
+    dirs = params.get("source_dirs") or []
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    return {d: list_files(d) for d in dirs}
+
+
 @method("download")
 def download(params: dict[str, Any]) -> list[str]:
     reg, run, backend = _run_and_backend(params)
@@ -455,9 +485,6 @@ def sync_environ(values: dict[str, str]) -> None:
 LAZY_METHODS = {
     "export": "amlr.export:export_method",
     "doctor": "amlr.doctor:doctor",
-    "environment_resolve": "amlr.environment:bridge_resolve",
-    "environment_context": "amlr.environment:bridge_context",
-    "environment_source_files": "amlr.environment:bridge_source_files",
     "workspace_resolve": "amlr.workspace:workspace_resolve",
     **{name: f"amlr.assets:{name}" for name in ("data_register", "data_get", "data_list", "data_download",
                                                "model_register", "model_get", "model_list", "store_rebuild")},

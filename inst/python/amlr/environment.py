@@ -578,29 +578,3 @@ def _file_sha256(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-# --- bridge methods -----------------------------------------------------------------------------
-
-
-def bridge_resolve(params: Dict[str, Any]) -> Dict[str, Any]:
-    return resolve_environment(params.get("environment")).to_json()
-
-
-def bridge_context(params: Dict[str, Any]) -> Dict[str, Any]:
-    env = resolve_environment(params.get("environment"))
-    dest = _optional_str(params.get("dest"), "dest")
-    if dest is None:
-        raise InvalidEnvironment("`dest` (the folder to write the build context to) is missing.", field="dest")
-    path = write_build_context(env, dest)
-    return {"path": path, **env.to_json()}
-
-
-def bridge_source_files(params: Dict[str, Any]) -> Dict[str, List[str]]:
-    """The files a snapshot of each folder would hold, so R scans exactly what the job gets."""
-    from .snapshot import list_files
-
-    dirs = params.get("source_dirs") or []
-    if isinstance(dirs, str):
-        dirs = [dirs]
-    return {d: list_files(d) for d in dirs}
