@@ -93,7 +93,7 @@ error_kinds <- function() {
       "Download `config.json` from the Azure ML studio, or use `aml_workspace()`."),
     c("credentials", "both", "Azure credentials missing or incomplete.",
       "Set all the service principal variables, or none and sign in with `az login`."),
-    c("azure_request", "Python", "A call to Azure ML failed (network, permission, a job it rejected), on either backend.",
+    c("azure_request", "Python", "A call to Azure ML failed (network, permission, a job it rejected), either backend.",
       "Read Azure ML's reason in the message; check the network, your role and the compute name."),
     c("invalid_environment", "both", "An `r_environment()` no backend can use; `field` names the culprit.",
       "Fix the argument the message names."),

@@ -363,4 +363,3 @@ run_or_abort <- function(command, args, what, log, hint = character(), call = rl
 same_path <- function(a, b) {
   identical(normalizePath(a, winslash = "/", mustWork = FALSE), normalizePath(b, winslash = "/", mustWork = FALSE))
 }
-
