@@ -26,7 +26,7 @@ export AMLR_PYTHON := $(VPY)
 export RETICULATE_PYTHON := $(VPY)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup r-deps run test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs lint-docker clean
+.PHONY: setup r-deps run lint lint-python lint-r test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs lint-docker clean
 
 setup: $(RLIB)/amlr/DESCRIPTION $(VENV)/.installed
 
@@ -56,7 +56,18 @@ $(RLIB)/amlr/DESCRIPTION: $(R_SOURCES) $(ROOT)/.Rlib/.r-deps
 run: setup
 	Rscript examples/hello/run.R
 
-test: setup test-python test-r check-package
+test: setup lint test-python test-r check-package
+
+# Lint and types (ruff.toml, mypy.ini, .lintr): ruff and mypy on the Python,
+# lintr on R/. `make -j2 lint` runs the two halves side by side.
+lint: lint-python lint-r
+
+lint-python: $(VENV)/.installed
+	$(VENV)/bin/ruff check inst/python tests/python
+	$(VENV)/bin/mypy
+
+lint-r: $(ROOT)/.Rlib/.r-deps
+	Rscript -e 'l <- lintr::lint_dir("R", cache = "$(RLIB)/lintr-cache"); print(l); quit(status = length(l) > 0L)'
 
 test-python: setup
 	$(VPY) -m pytest tests/python -q -p no:cacheprovider
@@ -93,4 +104,4 @@ lint-docker: setup
 	PYTHONPATH=inst/python $(VPY) -m amlr.dockerlint docker/Dockerfile
 
 clean:
-	rm -rf $(VENV) $(RLIB) build
+	rm -rf $(VENV) $(RLIB) build .mypy_cache .ruff_cache

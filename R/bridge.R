@@ -137,7 +137,8 @@ reticulate_api <- function(call = rlang::caller_env()) {
         amlr_abort(c(
           "The reticulate bridge could not load amlr's Python side.",
           x = "{conditionMessage(e)}",
-          i = "Run {.run amlr::amlr_doctor()} to check the set-up, or use the default bridge: {.code options(amlr.bridge = \"system2\")}."
+          i = "Run {.run amlr::amlr_doctor()} to check the set-up,
+               or use the default bridge: {.code options(amlr.bridge = \"system2\")}."
         ), "bridge", call = call)
       }
     )
@@ -188,7 +189,57 @@ amlr_stream <- function(method, params = list(), on_event = function(event) NULL
   }
 }
 
+# The system2 bridge's stream: a Python child whose stdout R reads line by line.
+# processx (when installed) runs it without a shell and signals it directly;
+# otherwise a pipe() through the shell, whose first line tells R the child's pid.
+# `options(amlr.processx = FALSE)` forces the fallback.
 stream_system2 <- function(request, call = rlang::caller_env()) {
+  use_processx <- isTRUE(getOption("amlr.processx", TRUE)) && requireNamespace("processx", quietly = TRUE)
+  if (use_processx) stream_processx(request, call = call) else stream_pipe(request, call = call)
+}
+
+stream_processx <- function(request, call = rlang::caller_env()) {
+  python <- amlr_python_or_abort(call = call)
+  req_file <- tempfile("amlr-req-", fileext = ".json")
+  err_file <- tempfile("amlr-err-", fileext = ".txt")
+  writeBin(charToRaw(enc2utf8(request)), req_file)
+  old <- set_bridge_env()
+  proc <- tryCatch(
+    processx::process$new(python, c("-S", "-m", "amlr", "stream"), stdin = req_file, stdout = "|",
+                          stderr = err_file, encoding = "UTF-8"),
+    finally = restore_env(old)
+  )
+  pending <- character()
+  function(close = FALSE) {
+    if (close) {
+      # An interrupted reader: end the follower (the run goes on).
+      if (proc$is_alive()) proc$signal(tools::SIGTERM)
+      unlink(c(req_file, err_file))
+      return(invisible())
+    }
+    repeat {
+      if (length(pending)) {
+        line <- pending[[1L]]
+        pending <<- pending[-1L]
+        if (startsWith(line, "{\"event\": \"hello\"")) next
+        return(line)
+      }
+      if (!proc$is_incomplete_output()) {
+        proc$wait(1000)
+        err <- if (file.exists(err_file)) readLines(err_file, warn = FALSE) else character()
+        if (length(err)) {
+          amlr_abort(c("amlr's Python side failed before it could answer.",
+                       i = "Python: {.path {python}}", x = "{utils::tail(err, 5)}"), "bridge", call = call)
+        }
+        return(NULL)
+      }
+      proc$poll_io(200L) # short waits keep R responsive to an interrupt
+      pending <<- c(pending, proc$read_output_lines())
+    }
+  }
+}
+
+stream_pipe <- function(request, call = rlang::caller_env()) {
   python <- amlr_python_or_abort(call = call)
   req_file <- tempfile("amlr-req-", fileext = ".json")
   err_file <- tempfile("amlr-err-", fileext = ".txt")

@@ -23,11 +23,11 @@
 #' aml_data("cars")
 #' aml_data("cars", version = 2, mode = "download")
 aml_data <- function(name, version = "latest", mode = c("ro_mount", "download"), type = NULL) {
-  check_string(name, "name")
+  check_string(name, "name", "invalid_asset_name")
   mode <- match.arg(mode)
   if (!is.null(type)) type <- match.arg(type, c("uri_folder", "uri_file", "mltable"))
   if (is.numeric(version) && length(version) == 1L && !is.na(version)) version <- format(version, scientific = FALSE)
-  check_string(version, "version")
+  check_string(version, "version", "invalid_asset_name")
   structure(list(type = "data_asset", name = name, version = version, mode = mode, data_type = type),
             class = c("amlr_data_ref", "amlr_input"))
 }
@@ -40,7 +40,11 @@ print.amlr_data_ref <- function(x, ...) {
 }
 
 data_ref_text <- function(x) {
-  if (identical(x$version, "latest")) paste0("azureml:", x$name, "@latest") else paste0("azureml:", x$name, ":", x$version)
+  if (identical(x$version, "latest")) {
+    paste0("azureml:", x$name, "@latest")
+  } else {
+    paste0("azureml:", x$name, ":", x$version)
+  }
 }
 
 #' Register a file or folder as a data asset
@@ -74,8 +78,8 @@ data_ref_text <- function(x) {
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 register_data <- function(path, name, version = NULL, description = NULL, backend = c("local", "azureml_v2", "azureml"),
                           workspace = NULL) {
-  check_string(path, "path")
-  check_string(name, "name")
+  check_string(path, "path", "bad_request")
+  check_string(name, "name", "invalid_asset_name")
   backend <- match.arg(backend)
   if (!file.exists(path)) {
     amlr_abort(c("{.path {path}} does not exist.", i = "Give the path of a file or a folder to register."),
@@ -86,7 +90,8 @@ register_data <- function(path, name, version = NULL, description = NULL, backen
   if (backend != "local") params$workspace <- workspace_spec(workspace %||% aml_workspace_default(backend))
   asset <- new_amlr_asset(amlr_call("data_register", params))
   if (isTRUE(asset$existing)) {
-    cli::cli_inform(c(i = "Identical content is already data asset {.val {asset$name}} version {.val {asset$version}}; nothing new was registered."))
+    cli::cli_inform(c(i = "Identical content is already data asset {.val {asset$name}} version {.val {asset$version}};
+                           nothing new was registered."))
   } else {
     cli::cli_inform(c(v = "Registered data asset {.val {asset$name}} version {.val {asset$version}}."))
   }
@@ -139,7 +144,7 @@ list_models <- function(name = NULL) {
 #' download_data("accidents", version = 3)
 #' }
 download_data <- function(name, version = "latest", dest = NULL, workspace = NULL) {
-  check_string(name, "name")
+  check_string(name, "name", "invalid_asset_name")
   workspace <- workspace %||% aml_workspace_default("azureml_v2")
   asset <- new_amlr_asset(amlr_call("data_download", list(
     name = name, version = version_param(version), dest = dest, workspace = workspace_spec(workspace)
@@ -182,9 +187,9 @@ download_data <- function(name, version = "latest", dest = NULL, workspace = NUL
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 register_model <- function(run = "latest", step = NULL, output, name, version = NULL, tags = NULL,
                            description = NULL) {
-  check_string(output, "output")
-  check_string(name, "name")
-  if (!is.null(step)) check_string(step, "step")
+  check_string(output, "output", "bad_request")
+  check_string(name, "name", "invalid_asset_name")
+  if (!is.null(step)) check_string(step, "step", "bad_request")
   if (!is.null(tags) && (is.null(names(tags)) || any(!nzchar(names(tags))))) {
     amlr_abort("{.arg tags} must be named, e.g. {.code tags = c(team = \"risk\")}.", "bad_request")
   }
@@ -193,7 +198,8 @@ register_model <- function(run = "latest", step = NULL, output, name, version = 
     tags = if (length(tags)) as.list(tags) else NULL, description = description
   )))
   if (isTRUE(model$existing)) {
-    cli::cli_inform(c(i = "Identical files are already model {.val {model$name}} version {.val {model$version}}; nothing new was registered."))
+    cli::cli_inform(c(i = "Identical files are already model {.val {model$name}} version {.val {model$version}};
+                           nothing new was registered."))
   } else {
     cli::cli_inform(c(v = "Registered model {.val {model$name}} version {.val {model$version}}."))
   }
@@ -224,7 +230,7 @@ rebuild_store <- function() {
 version_param <- function(version) {
   if (is.null(version)) return(NULL)
   if (is.numeric(version) && length(version) == 1L && !is.na(version)) return(format(version, scientific = FALSE))
-  check_string(version, "version")
+  check_string(version, "version", "invalid_asset_name")
   version
 }
 
@@ -315,12 +321,12 @@ assets_frame <- function(rows, models) {
 
 # A registered model as an `amlr_model`, by name and version (for deploy_r_model(model = "name")).
 model_get <- function(name, version = "latest", call = rlang::caller_env()) {
-  check_string(name, "name", call = call)
+  check_string(name, "name", "invalid_asset_name", call = call)
   new_amlr_model(amlr_call("model_get", list(name = name, version = version_param(version)), call = call))
 }
 
 # The same for a data asset.
 data_get <- function(name, version = "latest", call = rlang::caller_env()) {
-  check_string(name, "name", call = call)
+  check_string(name, "name", "invalid_asset_name", call = call)
   new_amlr_asset(amlr_call("data_get", list(name = name, version = version_param(version)), call = call))
 }

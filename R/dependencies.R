@@ -57,7 +57,8 @@ dependency_dirs <- function(x, call = rlang::caller_env()) {
   if (is.character(x) && length(x) == 1L && !is.na(x)) {
     if (dir.exists(x)) return(normalizePath(x, winslash = "/"))
     if (file.exists(x)) return(normalizePath(dirname(x), winslash = "/"))
-    amlr_abort(c("{.path {x}} does not exist.", i = "Give an R script, a folder, an {.fn r_step} or an {.fn r_pipeline}."),
+    amlr_abort(c("{.path {x}} does not exist.",
+               i = "Give an R script, a folder, an {.fn r_step} or an {.fn r_pipeline}."),
                "invalid_spec", call = call)
   }
   if (inherits(x, "amlr_step")) return(x$source_dir)

@@ -82,7 +82,8 @@ check_python <- function(found) {
   where <- paste0(found$path, " (from ", python_source_label(found$source), ")")
   if (is.na(version)) {
     return(doctor_row("Python", FALSE, c(where, "does not run."),
-                      "Run `amlr::install_amlr_python()` to make a working interpreter, or point AMLR_PYTHON at another."))
+                      c("Run `amlr::install_amlr_python()` to make a working interpreter,",
+                        "or point AMLR_PYTHON at another.")))
   }
   if (!python_version_ok(version)) {
     return(doctor_row("Python", FALSE, c(where, "is Python", version, "; amlr needs 3.9 or newer."),
@@ -127,7 +128,8 @@ check_bridge <- function(python_ok) {
   if (identical(bridge, "reticulate") && !is.na(expected) && !same_interpreter(answer$ping$executable, expected)) {
     row <- doctor_row("Bridge", FALSE,
       c(detail, "reticulate is bound to", answer$ping$executable, "but amlr's interpreter is", paste0(expected, ".")),
-      "reticulate binds one Python per R session: restart R and use amlr before anything else starts Python, or set RETICULATE_PYTHON to amlr's interpreter.")
+      c("reticulate binds one Python per R session: restart R and use amlr before anything else starts Python,",
+        "or set RETICULATE_PYTHON to amlr's interpreter."))
   }
   list(row = row, doctor = answer$doctor)
 }
@@ -166,7 +168,8 @@ check_backend_sdk <- function(report, python) {
     detail <- paste0("Python standard library (", detail, ")")
     if (all(found)) return(doctor_row(name, TRUE, paste0(detail, ".")))
     return(doctor_row(name, FALSE, paste0(detail, "."),
-                      "This Python was built without SQLite: run `amlr::install_amlr_python()` with a complete Python 3.9+."))
+                      c("This Python was built without SQLite: run `amlr::install_amlr_python()`",
+                        "with a complete Python 3.9+.")))
   }
   if (all(found)) return(doctor_row(name, TRUE, paste0(detail, ".")))
   doctor_row(name, FALSE, paste0(detail, "."), sdk_fix(report$backend, report$requirements, python))
@@ -179,7 +182,8 @@ sdk_fix <- function(backend, requirements, python) {
   if (identical(python$source, "default venv") || is.na(python$path) || is.null(requirements)) {
     return(paste0("Run ", install, "."))
   }
-  pip <- sprintf("Install into this interpreter: `%s -m pip install -r %s`", shQuote(python$path), shQuote(requirements))
+  pip <- sprintf("Install into this interpreter: `%s -m pip install -r %s`",
+                 shQuote(python$path), shQuote(requirements))
   # The default venv ranks below an option or AMLR_PYTHON: those must go for amlr to use it.
   overrides <- python$source %in% c("option", "environment variable")
   sprintf("%s; or run %s%s.", pip, install,
@@ -200,7 +204,8 @@ check_rscript <- function() {
 }
 
 check_amlr_home <- function(home = amlr_home()) {
-  fix <- paste("Set AMLR_HOME to a folder you can write to, e.g. `Sys.setenv(AMLR_HOME = \"~/amlr\")` or in ~/.Renviron.")
+  fix <- paste("Set AMLR_HOME to a folder you can write to, e.g. `Sys.setenv(AMLR_HOME = \"~/amlr\")`",
+               "or in ~/.Renviron.")
   if (dir.exists(home)) {
     if (dir_writable(home)) return(doctor_row("AMLR_HOME", TRUE, c(home, "is writable.")))
     return(doctor_row("AMLR_HOME", FALSE, c(home, "is not writable."), fix))
@@ -242,7 +247,8 @@ check_workspace_config <- function(found, skip_reason = NULL, start = getwd()) {
   }
   if (!is.null(found$error)) {
     return(doctor_row(name, FALSE, found$error,
-                      "Download it again from the Azure ML studio (workspace menu, top right: \"Download config file\")."))
+                      c("Download it again from the Azure ML studio",
+                        "(workspace menu, top right: \"Download config file\").")))
   }
   doctor_row(name, TRUE, c(found$path, paste0("(workspace ", found$workspace_name, ").")))
 }
@@ -254,9 +260,14 @@ check_credentials <- function() {
   set <- nzchar(Sys.getenv(c(service_principal_vars, "AMLR_REGISTRY_PASSWORD")))
   names(set) <- c(service_principal_vars, "AMLR_REGISTRY_PASSWORD")
   sp <- set[service_principal_vars]
-  registry <- if (set[["AMLR_REGISTRY_PASSWORD"]]) "AMLR_REGISTRY_PASSWORD set" else "AMLR_REGISTRY_PASSWORD not set (needed only for a private image registry)"
+  registry <- if (set[["AMLR_REGISTRY_PASSWORD"]]) {
+    "AMLR_REGISTRY_PASSWORD set"
+  } else {
+    "AMLR_REGISTRY_PASSWORD not set (needed only for a private image registry)"
+  }
   if (all(sp)) {
-    return(doctor_row("Credentials", TRUE, c("Service principal:", paste(service_principal_vars, collapse = ", "), "set;", paste0(registry, "."))))
+    vars <- paste(service_principal_vars, collapse = ", ")
+    return(doctor_row("Credentials", TRUE, c("Service principal:", vars, "set;", paste0(registry, "."))))
   }
   if (any(sp)) {
     return(doctor_row("Credentials", FALSE,
@@ -266,7 +277,8 @@ check_credentials <- function() {
                             "(e.g. in ~/.Renviron), or unset them to sign in with `az login`.")))
   }
   doctor_row("Credentials", NA,
-             c("No service principal variables set; Azure ML will use `az login` or an interactive sign-in;", paste0(registry, ".")),
+             c("No service principal variables set; Azure ML will use `az login`",
+               "or an interactive sign-in;", paste0(registry, ".")),
              paste("For unattended runs set", paste(service_principal_vars, collapse = ", "), "(e.g. in ~/.Renviron)."))
 }
 

@@ -108,14 +108,15 @@ deploy_r_model <- function(model, score, name, backend = c("local", "azureml_v2"
 #' list.files(out, recursive = TRUE)
 export_endpoint <- function(model, score, name, path, environment = NULL, instance_type = NULL,
                             instance_count = 1, overwrite = FALSE) {
-  check_string(path, "path")
+  check_string(path, "path", "bad_request")
   params <- endpoint_params(model, score, name, "azureml_v2", environment, instance_type, instance_count)
   params$path <- path.expand(path)
   params$overwrite <- isTRUE(overwrite)
   res <- amlr_call("endpoint_export", params)
   cli::cli_inform(c(
     v = "Wrote endpoint {.val {name}} (deployment {.val {res$deployment_name}}) to {.path {res$path}}.",
-    i = "Create it: {.code az ml online-endpoint create -f endpoint.yml} then {.code az ml online-deployment create -f deployment.yml --all-traffic}"
+    i = "Create it: {.code az ml online-endpoint create -f endpoint.yml}
+         then {.code az ml online-deployment create -f deployment.yml --all-traffic}"
   ))
   invisible(res$path)
 }
@@ -179,9 +180,11 @@ post_local <- function(endpoint, body, timeout, call = rlang::caller_env()) {
   msg <- answer$error$message %||% text
   name <- endpoint$name
   switch(as.character(res$status_code),
-    "400" = amlr_abort(c("Endpoint {.val {name}} rejected the data (HTTP 400).", x = cli_escape(msg)), "bad_input", call = call),
+    "400" = amlr_abort(c("Endpoint {.val {name}} rejected the data (HTTP 400).", x = cli_escape(msg)),
+                       "bad_input", call = call),
     "500" = amlr_abort(c("Endpoint {.val {name}} failed to score (HTTP 500).", x = cli_escape(msg),
-                         i = "Fix {.fn score} in the score file and deploy again; {.code endpoint_logs(\"{name}\")} has the server's side."),
+                         i = "Fix {.fn score} in the score file and deploy again;
+                              {.code endpoint_logs(\"{name}\")} has the server's side."),
                        "score_failed", call = call),
     NULL # another server on that port, or a 503 while loading: ask the bridge
   )
@@ -251,7 +254,7 @@ endpoint_logs <- function(endpoint, n = NULL) {
 endpoint_list <- function() {
   rows <- amlr_call("endpoint_list")
   col <- function(name, default) {
-    vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
+    vapply(rows, function(r) r[[name]] %||% default, default)
   }
   out <- data.frame(
     name = col("name", NA_character_),
@@ -308,7 +311,11 @@ format.amlr_endpoint <- function(x, ...) {
   status_fn <- switch(x$status %||% "", Healthy = cli::col_green, Dead = cli::col_red, cli::col_yellow)
   field <- function(label, value) paste0("  ", format(label, width = 10), value)
   model <- x$model %||% list()
-  model_text <- if (!is.null(model$name)) paste0(model$name, ":", model$version %||% "?") else model$path %||% model$azure_id
+  model_text <- if (!is.null(model$name)) {
+    paste0(model$name, ":", model$version %||% "?")
+  } else {
+    model$path %||% model$azure_id
+  }
   c(
     paste0(cli::style_dim("<amlr_endpoint> "), cli::style_bold(x$name)),
     field("backend:", x$backend),
@@ -380,7 +387,10 @@ model_spec <- function(model, call = rlang::caller_env()) {
 #' checked by running the file).
 #' @noRd
 check_score_file <- function(score, call = rlang::caller_env()) {
-  example <- c(i = "A score file defines {.code init <- function(model_dir) readRDS(file.path(model_dir, \"model.rds\"))} and {.code score <- function(model, data) predict(model, newdata = data)}.")
+  example <- c(i = paste(
+    "A score file defines {.code init <- function(model_dir) readRDS(file.path(model_dir, \"model.rds\"))}",
+    "and {.code score <- function(model, data) predict(model, newdata = data)}."
+  ))
   if (!is.character(score) || length(score) != 1L || is.na(score) || !nzchar(score)) {
     amlr_abort(c("{.arg score} must be the path of an R file.", example), "score_file", call = call)
   }
@@ -413,10 +423,14 @@ check_score_file <- function(score, call = rlang::caller_env()) {
     if (is.call(value) && identical(value[[1]], as.name("function"))) {
       formals <- names(value[[2]])
       n_ok <- length(formals) >= wanted[[fn]] || "..." %in% formals
-      required <- vapply(as.list(value[[2]]), function(d) identical(d, quote(expr = )), logical(1))
+      # quote(expr = ) is the empty symbol: a formal argument with no default.
+      required <- vapply(as.list(value[[2]]),
+                         function(d) identical(d, quote(expr = )), # nolint: spaces_inside_linter.
+                         logical(1))
       too_many <- sum(required[names(required) != "..."]) > wanted[[fn]]
       if (!n_ok || too_many) {
-        amlr_abort(c("In the score file {.path {path}}, {.fn {fn}} takes {length(formals)} argument{?s}; it must take {wanted[[fn]]}: {.code {shown[[fn]]}}.",
+        amlr_abort(c("In the score file {.path {path}}, {.fn {fn}} takes {length(formals)} argument{?s};
+                      it must take {wanted[[fn]]}: {.code {shown[[fn]]}}.",
                      example), "score_file", call = call)
       }
     }
@@ -427,7 +441,8 @@ check_score_file <- function(score, call = rlang::caller_env()) {
 check_plumber <- function(call = rlang::caller_env()) {
   if (!requireNamespace("plumber", quietly = TRUE)) {
     amlr_abort(c("Serving a model needs the {.pkg plumber} package.",
-                 i = "Install it: {.code install.packages(\"plumber\")} (Debian/Ubuntu: {.code apt install r-cran-plumber})."),
+                 i = "Install it: {.code install.packages(\"plumber\")}
+                      (Debian/Ubuntu: {.code apt install r-cran-plumber})."),
                "missing_package", call = call)
   }
 }

@@ -33,8 +33,8 @@
 #'   registry = registry_credentials("myacr.azurecr.io", "myacr", password_env = "MYACR_PASSWORD")
 #' )
 r_environment <- function(image = NULL, registry = NULL, dockerfile = NULL, cran_packages = NULL, name = NULL) {
-  if (!is.null(image)) check_string(image, "image")
-  if (!is.null(name)) check_string(name, "name")
+  if (!is.null(image)) check_string(image, "image", "invalid_environment")
+  if (!is.null(name)) check_string(name, "name", "invalid_environment")
   if (!is.null(image) && !is.null(dockerfile)) {
     amlr_abort(c("Give either {.arg image} or {.arg dockerfile}, not both.",
                  i = "{.arg image} runs a prebuilt image; {.arg dockerfile} has Azure ML build one."),
@@ -48,7 +48,8 @@ r_environment <- function(image = NULL, registry = NULL, dockerfile = NULL, cran
   packages <- setdiff(packages, "auto")
   if (!is.null(image) && (auto || length(packages))) {
     amlr_abort(c("{.arg cran_packages} need an image build, but {.arg image} names a prebuilt image.",
-                 i = "Install the packages in that image (see {.path docker/README.md}), or drop {.arg image} to build amlr's Dockerfile with them."),
+                 i = "Install the packages in that image (see {.path docker/README.md}),
+                      or drop {.arg image} to build amlr's Dockerfile with them."),
                "invalid_environment")
   }
   if (is.null(image)) dockerfile <- normalize_dockerfile(dockerfile %||% default_dockerfile())
@@ -86,9 +87,9 @@ r_environment <- function(image = NULL, registry = NULL, dockerfile = NULL, cran
 #' reg
 registry_credentials <- function(address, username, password = Sys.getenv(password_env),
                                  password_env = "AMLR_REGISTRY_PASSWORD") {
-  check_string(address, "address")
-  check_string(username, "username")
-  check_string(password_env, "password_env")
+  check_string(address, "address", "invalid_environment")
+  check_string(username, "username", "invalid_environment")
+  check_string(password_env, "password_env", "invalid_environment")
   if (!grepl("^[A-Za-z_][A-Za-z0-9_]*$", password_env)) {
     amlr_abort("{.arg password_env} must be an environment variable name such as {.val AMLR_REGISTRY_PASSWORD}.",
                "invalid_environment")
@@ -126,7 +127,7 @@ export_environment <- function(environment = r_environment(), path, pipeline = N
   if (!inherits(environment, "amlr_environment")) {
     amlr_abort("{.arg environment} must come from {.fn r_environment}.", "invalid_environment")
   }
-  check_string(path, "path")
+  check_string(path, "path", "bad_request")
   if (isTRUE(environment$spec$auto) && is.null(pipeline)) {
     amlr_abort(c("{.code cran_packages = \"auto\"} needs the {.arg pipeline} to scan.",
                  i = "Pass {.arg pipeline}: a script path, an {.fn r_step} or an {.fn r_pipeline}."),
@@ -213,7 +214,7 @@ default_dockerfile <- function() {
 }
 
 normalize_dockerfile <- function(path, call = rlang::caller_env()) {
-  check_string(path, "dockerfile", call = call)
+  check_string(path, "dockerfile", "invalid_environment", call = call)
   if (dir.exists(path)) path <- file.path(path, "Dockerfile")
   if (!file.exists(path)) {
     amlr_abort(c("Dockerfile {.path {path}} does not exist.",

@@ -61,7 +61,8 @@ export_pipeline <- function(pipeline, path, format = c("azureml_v2", "json"), ov
   if (identical(format, "azureml_v2")) {
     cli::cli_inform(c(
       v = "Wrote Azure ML v2 pipeline job {.file {res$path}} ({n} step{?s}) and the folders next to it.",
-      i = "Run it on Azure ML with {.code az ml job create --file {res$path}} (add {.code --resource-group} and {.code --workspace-name})."
+      i = "Run it on Azure ML with {.code az ml job create --file {res$path}}
+           (add {.code --resource-group} and {.code --workspace-name})."
     ))
   } else {
     cli::cli_inform(c(v = "Wrote the pipeline spec of {.val {pipeline$name}} ({n} step{?s}) to {.file {res$path}}."))

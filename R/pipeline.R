@@ -77,7 +77,8 @@ r_step <- function(script, name = NULL, args = character(), inputs = list(), out
   script_abs <- if (is_absolute_path(script)) path.expand(script) else file.path(getwd(), script)
   if (dir.exists(script_abs)) {
     amlr_abort(c("{.path {script}} is a folder, not an R script.",
-                 i = "Pass the script inside it, e.g. {.code r_step(\"{file.path(script, 'main.R')}\")}; the folder becomes its {.arg source_dir}."),
+                 i = "Pass the script inside it, e.g. {.code r_step(\"{file.path(script, 'main.R')}\")};
+                      the folder becomes its {.arg source_dir}."),
                "invalid_spec")
   }
   if (!file.exists(script_abs)) {
@@ -493,9 +494,10 @@ pipeline_edges <- function(x) {
   if (is.null(out)) data.frame(from = character(), to = character(), label = character()) else out
 }
 
-check_string <- function(x, arg, call = rlang::caller_env()) {
+# `kind`: the error kind of a bad value here (see ?amlr_errors).
+check_string <- function(x, arg, kind = "invalid_spec", call = rlang::caller_env()) {
   if (!is.character(x) || length(x) != 1L || is.na(x) || !nzchar(x)) {
-    amlr_abort("{.arg {arg}} must be a single non-empty string.", "invalid_spec", call = call)
+    amlr_abort("{.arg {arg}} must be a single non-empty string.", kind, call = call)
   }
   invisible(x)
 }

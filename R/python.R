@@ -106,7 +106,8 @@ print.amlr_python <- function(x, ...) {
   if (is.na(x$path)) {
     cli::cli_alert_info(paste(
       "Run {.run amlr::install_amlr_python()} to make a virtual environment,",
-      "or point amlr at an interpreter with {.code options(amlr.python = \"/path/to/python\")} or {.envvar AMLR_PYTHON}."
+      "or point amlr at an interpreter with {.code options(amlr.python = \"/path/to/python\")}
+       or {.envvar AMLR_PYTHON}."
     ))
   } else if (identical(x$source, "PATH")) {
     cli::cli_alert_info(c(
@@ -127,7 +128,9 @@ amlr_python_or_abort <- function(call = rlang::caller_env()) {
   if (is.na(found$path)) {
     amlr_abort(c(
       "amlr needs a Python interpreter (3.9 or newer) and found none.",
-      i = "Run {.run amlr::install_amlr_python()} to make one, or point amlr at one with {.code options(amlr.python = \"/path/to/python\")} or the {.envvar AMLR_PYTHON} environment variable.",
+      i = "Run {.run amlr::install_amlr_python()} to make one,
+           or point amlr at one with {.code options(amlr.python = \"/path/to/python\")}
+            or the {.envvar AMLR_PYTHON} environment variable.",
       if (length(found$tried)) c(x = "Tried: {.path {vapply(found$tried, `[[`, '', 'path')}}")
     ), "no_python", call = call)
   }
@@ -137,7 +140,8 @@ amlr_python_or_abort <- function(call = rlang::caller_env()) {
     if (t$source %in% c("option", "environment variable")) {
       setting <- if (t$source == "option") "options(amlr.python)" else "AMLR_PYTHON"
       cli::cli_warn(
-        c("{.code {setting}} names {.path {t$path}}, which {t$problem}; using {.path {found$path}} ({found$source}) instead.",
+        c("{.code {setting}} names {.path {t$path}}, which {t$problem};
+           using {.path {found$path}} ({found$source}) instead.",
           i = "Fix or unset {.code {setting}}; {.run amlr::amlr_python()} shows the choice."),
         .frequency = "regularly", .frequency_id = paste("amlr-python", t$path)
       )
@@ -205,7 +209,7 @@ python_version_ok <- function(version) {
 install_amlr_python <- function(envdir = default_venv_dir(), backends = c("local", "azureml", "azureml_v2"),
                                 python = NULL) {
   backends <- check_backend_names(backends)
-  check_string(envdir, "envdir")
+  check_string(envdir, "envdir", "bad_request")
   envdir <- absolute_path(envdir)
   venv_python <- ensure_venv(envdir, python)
   reqs <- requirements_pending(envdir, backend_requirements(backends))
@@ -272,14 +276,15 @@ venv_args <- function(envdir, clear = FALSE) {
 
 venv_hint <- function() {
   if (.Platform$OS.type == "windows") return(character())
-  c(i = "On Debian and Ubuntu, {.code python3 -m venv} needs the {.pkg python3-venv} package: {.code sudo apt install python3-venv}.")
+  c(i = "On Debian and Ubuntu, {.code python3 -m venv} needs the {.pkg python3-venv} package:
+         {.code sudo apt install python3-venv}.")
 }
 
 # The base interpreter: the one given, else the first recent enough Python on
 # the PATH. Says what to install when there is none.
 find_base_python <- function(python = NULL, call = rlang::caller_env()) {
   candidates <- if (!is.null(python)) {
-    check_string(python, "python", call = call)
+    check_string(python, "python", "bad_request", call = call)
     absolute_path(python)
   } else {
     names <- c("python3", "python", paste0("python3.", 13:9))
@@ -348,7 +353,9 @@ run_or_abort <- function(command, args, what, log, hint = character(), call = rl
   amlr_abort(c(
     "{what} failed (exit status {status}).",
     x = "Command: {.code {paste(c(command, args), collapse = ' ')}}",
-    if (length(tail_lines)) c(i = "Last lines of {.path {log}}:", stats::setNames(tail_lines, rep(" ", length(tail_lines)))),
+    if (length(tail_lines)) {
+      c(i = "Last lines of {.path {log}}:", stats::setNames(tail_lines, rep(" ", length(tail_lines))))
+    },
     hint
   ), "install_failed", call = call)
 }
@@ -356,6 +363,3 @@ run_or_abort <- function(command, args, what, log, hint = character(), call = rl
 same_path <- function(a, b) {
   identical(normalizePath(a, winslash = "/", mustWork = FALSE), normalizePath(b, winslash = "/", mustWork = FALSE))
 }
-
-# Text from elsewhere (tool output, paths) shown inside a cli message verbatim.
-cli_escape <- function(x) gsub("}", "}}", gsub("{", "{{", x, fixed = TRUE), fixed = TRUE)

@@ -112,7 +112,7 @@ run_steps <- function(run = "latest") {
 
 steps_frame <- function(rows) {
   col <- function(name, default) {
-    vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
+    vapply(rows, function(r) r[[name]] %||% default, default)
   }
   started <- col("started", NA_real_)
   ended <- col("ended", NA_real_)
@@ -218,10 +218,12 @@ run_list <- function(experiment = NULL, limit = 20) {
   check_count(limit, "limit", min = 0, inf = TRUE)
   res <- amlr_call("list", list(experiment = experiment, limit = if (is.finite(limit)) limit else 0,
                                 with_warnings = TRUE))
-  for (w in unlist(res$warnings)) cli::cli_warn(cli_escape(w), class = c("amlr_warning_unrecorded_runs", "amlr_warning"))
+  for (w in unlist(res$warnings)) {
+    cli::cli_warn(cli_escape(w), class = c("amlr_warning_unrecorded_runs", "amlr_warning"))
+  }
   rows <- res$runs
   col <- function(name, default) {
-    vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
+    vapply(rows, function(r) r[[name]] %||% default, default)
   }
   started <- col("started", NA_real_)
   ended <- col("ended", NA_real_)
@@ -261,7 +263,7 @@ as_seconds <- function(x) as.difftime(as.numeric(x), units = "secs")
 run_metrics <- function(run = "latest") {
   rows <- amlr_call("metrics", list(run = run_ref(run)))
   col <- function(name, default) {
-    vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
+    vapply(rows, function(r) r[[name]] %||% default, default)
   }
   num <- col("value_num", NA_real_)
   txt <- col("value_str", NA_character_)
@@ -408,7 +410,8 @@ run_registry_rebuild <- function() {
   res <- amlr_call("registry_rebuild", list())
   added <- as.character(unlist(res$added))
   skipped <- as.character(unlist(res$skipped))
-  bullets <- c(v = "Registry {.path {res$path}} lists {res$runs} run{?s}; {length(added)} added back from the run folders.")
+  bullets <- c(v = "Registry {.path {res$path}} lists {res$runs} run{?s};
+                    {length(added)} added back from the run folders.")
   if (!is.null(res$moved_to)) bullets <- c(bullets, i = "The damaged file was moved to {.path {res$moved_to}}.")
   if (length(skipped)) bullets <- c(bullets, x = "Could not read {length(skipped)} run folder{?s}: {.val {skipped}}.")
   cli::cli_inform(bullets)

@@ -25,14 +25,16 @@ NULL
 #' @rdname step_helpers
 #' @export
 step_input <- function(name) {
-  check_string(name, "name")
+  check_string(name, "name", "bad_request")
   path <- Sys.getenv(paste0("AMLR_INPUT_", name), "")
   if (!nzchar(path)) {
     known <- step_env_names("AMLR_INPUT_")
     amlr_abort(c(
       "No input {.val {name}} in this step.",
-      if (!in_step()) c(i = "This R session is not running as an amlr step; inputs exist only inside {.fn submit_r_pipeline} runs.")
-      else c(i = "The step's inputs: {.val {if (length(known)) known else 'none'}}. Add {.val {name}} to {.arg inputs} of its {.fn r_step}.")
+      if (!in_step()) c(i = "This R session is not running as an amlr step;
+                             inputs exist only inside {.fn submit_r_pipeline} runs.")
+      else c(i = "The step's inputs: {.val {if (length(known)) known else 'none'}}.
+                  Add {.val {name}} to {.arg inputs} of its {.fn r_step}.")
     ), "not_in_step")
   }
   path
@@ -41,14 +43,16 @@ step_input <- function(name) {
 #' @rdname step_helpers
 #' @export
 step_output <- function(name) {
-  check_string(name, "name")
+  check_string(name, "name", "bad_request")
   path <- Sys.getenv(paste0("AMLR_OUTPUT_", name), "")
   if (!nzchar(path)) {
     known <- step_env_names("AMLR_OUTPUT_")
     amlr_abort(c(
       "No output {.val {name}} in this step.",
-      if (!in_step()) c(i = "This R session is not running as an amlr step; outputs exist only inside {.fn submit_r_pipeline} runs.")
-      else c(i = "The step's outputs: {.val {if (length(known)) known else 'none'}}. Add {.val {name}} to {.arg outputs} of its {.fn r_step}.")
+      if (!in_step()) c(i = "This R session is not running as an amlr step;
+                             outputs exist only inside {.fn submit_r_pipeline} runs.")
+      else c(i = "The step's outputs: {.val {if (length(known)) known else 'none'}}.
+                  Add {.val {name}} to {.arg outputs} of its {.fn r_step}.")
     ), "not_in_step")
   }
   dir.create(path, recursive = TRUE, showWarnings = FALSE)
@@ -58,7 +62,7 @@ step_output <- function(name) {
 #' @rdname step_helpers
 #' @export
 log_metric <- function(name, value) {
-  check_string(name, "name")
+  check_string(name, "name", "bad_request")
   if (length(value) != 1L || !(is.numeric(value) || is.character(value) || is.logical(value))) {
     amlr_abort("{.arg value} must be a single number or string, not {.cls {class(value)}} of length {length(value)}.",
                "bad_request")

@@ -58,7 +58,8 @@ submit_r_pipeline <- function(pipeline = NULL, experiment = NULL, backend = c("l
     # A script that submits itself runs that same line again inside its step:
     # there it must fall through, so the rest of the script does the work.
     if (in_step()) {
-      cli::cli_inform(c(i = "Already running as step {.val {Sys.getenv('AMLR_STEP_NAME')}} of run {.val {Sys.getenv('AMLR_RUN_ID')}}: not submitting again."))
+      cli::cli_inform(c(i = "Already running as step {.val {Sys.getenv('AMLR_STEP_NAME')}}
+                             of run {.val {Sys.getenv('AMLR_RUN_ID')}}: not submitting again."))
       return(invisible(NULL))
     }
     self <- current_script_origin()
@@ -113,7 +114,8 @@ classic_sdk_notice <- function() {
   bridge_env$classic_notice_shown <- TRUE
   cli::cli_inform(c(
     "!" = "The classic Azure ML SDK ({.code backend = \"azureml\"}) reached its end of support on 2026-06-30.",
-    i = "It keeps working here, but {.code backend = \"azureml_v2\"} is the supported path; the same pipeline runs there unchanged.",
+    i = "It keeps working here, but {.code backend = \"azureml_v2\"} is the supported path;
+         the same pipeline runs there unchanged.",
     i = "Silence this with {.code options(amlr.classic_notice = FALSE)}."
   ), class = "amlr_classic_notice")
 }
@@ -216,7 +218,8 @@ rstudio_document <- function(api = rstudio_api()) {
   modified <- FALSE
   if (nzchar(path) && file.exists(path)) {
     saved <- readLines(path, warn = FALSE, encoding = "UTF-8")
-    modified <- !identical(sub("\n$", "", paste(saved, collapse = "\n")), sub("\n$", "", paste(ctx$contents, collapse = "\n")))
+    strip <- function(x) sub("\n$", "", paste(x, collapse = "\n"))
+    modified <- !identical(strip(saved), strip(ctx$contents))
   }
   list(path = if (nzchar(path)) normalizePath(path, winslash = "/", mustWork = FALSE) else "", id = ctx$id,
        modified = modified)

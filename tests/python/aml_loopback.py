@@ -640,8 +640,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def discovery(self, req: Request, **_: str) -> None:
         url = self.service.url
-        self._json(200, {k: url for k in ("api", "catalog", "experimentation", "history", "hyperdrive",
-                                          "labeling", "modelmanagement", "pipelines")} | {"studio": "https://ml.azure.com"})
+        self._json(200, dict.fromkeys(("api", "catalog", "experimentation", "history", "hyperdrive", "labeling", "modelmanagement", "pipelines"), url) | {"studio": "https://ml.azure.com"})
 
     def datastores(self, req: Request, **_: str) -> None:
         only_default = req.query.get("isDefault", "").lower() == "true"

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from test_export import hello_spec, load_yaml, write  # noqa: E402  (also puts inst/python on sys.path)
+from test_export import hello_spec, load_yaml, write
 from amlr import assets
 from amlr.backends import azureml_v2 as v2
 from amlr.export import export_pipeline
@@ -170,7 +170,8 @@ def test_register_model_from_a_v2_run_creates_an_azure_model_and_records_it(tmp_
     home = tmp_path / "home"
     reg = v2_run(tmp_path, home)
     models = FakeAssets()
-    monkeypatch.setattr(v2, "connect", lambda info: SimpleNamespace(models=models, jobs=None))
+    for module in (v2, v2.client):
+        monkeypatch.setattr(module, "connect", lambda info: SimpleNamespace(models=models, jobs=None))
     monkeypatch.setattr(v2, "refresh", lambda reg, run: run)
     out = assets.model_register({"home": str(home), "run": "r-v2", "step": "train", "output": "model",
                                  "name": "cars-model", "tags": {"team": "risk"}})
@@ -329,7 +330,8 @@ def test_submit_reads_each_assets_type_from_the_workspace(tmp_path, monkeypatch)
     from test_backend_azureml_v2 import FakeJobs
 
     client = SimpleNamespace(jobs=FakeJobs(), data=FakeData({"cars": "uri_file"}))
-    monkeypatch.setattr(v2, "connect", lambda info: client)
+    for module in (v2, v2.launch, v2.client):
+        monkeypatch.setattr(module, "connect", lambda info: client)
     run = call(tmp_path / "home", "submit", spec=data_spec(tmp_path, version="2"), backend="azureml_v2",
                options={"workspace": WORKSPACE})
     assert client.data.asked == [("cars", "2", None)]
@@ -345,7 +347,8 @@ def test_submit_with_an_asset_the_workspace_lacks_is_a_classed_error_and_records
     from test_backend_azureml_v2 import FakeJobs
 
     client = SimpleNamespace(jobs=FakeJobs(), data=FakeData({}))
-    monkeypatch.setattr(v2, "connect", lambda info: client)
+    for module in (v2, v2.launch, v2.client):
+        monkeypatch.setattr(module, "connect", lambda info: client)
     err = call_error(tmp_path / "home", "submit", spec=data_spec(tmp_path), backend="azureml_v2",
                      options={"workspace": WORKSPACE})
     assert err["class"] != "python" and "cars" in err["message"]

@@ -85,7 +85,7 @@ def offline_seams(patch: Callable[[Any, str, Any], None]) -> tuple[Any, Any]:
 
     patch(requests.adapters.HTTPAdapter, "send", no_network)
     patch(ServiceContext, "_fetch_endpoints",
-          lambda self: {key: "https://offline.invalid" for key in _ServiceKeys.get_discovery_keys()})
+          lambda self: dict.fromkeys(_ServiceKeys.get_discovery_keys(), "https://offline.invalid"))
     # The pipeline service's address comes from the workspace's details (an ARM call).
     patch(_AevaWorkflowProvider, "get_endpoint_url",
           staticmethod(lambda workspace, experiment_name: "https://pipelines.offline.invalid"))
@@ -384,7 +384,7 @@ def test_estimator_step_reproduces_the_classic_article(offline, tmp_path, monkey
     monkeypatch.setenv("AMLR_TEST_REGISTRY_PASSWORD", REGISTRY_PASSWORD)
     spec = hello_spec()
     spec["steps"][0]["step_type"] = "estimator"
-    plan, built = build(offline, spec, str(tmp_path))
+    _plan, built = build(offline, spec, str(tmp_path))
     step = built.steps["hello"]
     assert type(step).__name__ == "EstimatorStep"
     rc = step._runconfig
@@ -402,7 +402,7 @@ def test_python_script_step_runs_the_bootstrapper_as_its_script(offline, tmp_pat
     spec = cars_spec()
     for s in spec["steps"]:
         s["step_type"] = "python_script"
-    plan, built = build(offline, spec, str(tmp_path))
+    _plan, built = build(offline, spec, str(tmp_path))
     train = node(built, "train")
     assert type(built.steps["train"]).__name__ == "PythonScriptStep"
     assert train.get_param("Script").value == BOOTSTRAPPER_IN_SNAPSHOT
@@ -622,7 +622,7 @@ def test_submit_goes_through_experiment_submit_and_records_the_run(azure):
 def test_submit_fails_clearly_on_an_unknown_compute_before_submitting(azure):
     err = call_error(azure.home, "submit", spec=cars_spec(compute="no-such-cluster"), backend="azureml",
                      experiment="cars-exp", options={"workspace": azure.workspace})
-    assert err["class"] == "azureml"
+    assert err["class"] == "azure_request"
     assert "no-such-cluster" in err["message"] and "cpu-cluster" in err["message"]
     assert azure.submitted == []
 
@@ -835,7 +835,7 @@ def test_remote_errors_become_classed_errors_without_secrets(azure, monkeypatch)
     monkeypatch.setattr(Experiment, "submit", failing_submit)
     err = call_error(azure.home, "submit", spec=cars_spec(), backend="azureml", experiment="cars-exp",
                      options={"workspace": azure.workspace})
-    assert err["class"] == "azureml" and "authorization failed" in err["message"]
+    assert err["class"] == "azure_request" and "authorization failed" in err["message"]
     assert CLIENT_SECRET not in json.dumps(err) and REGISTRY_PASSWORD not in json.dumps(err)
 
 
@@ -1030,7 +1030,7 @@ def real_step_runs(service: Any) -> dict[str, Any]:
         "prepare": RunDto(run_id="new_prepare_run", run_type="azureml.StepRun", name="prepare", status="Completed",
                           tags={"azureml.nodeid": "n3", "azureml.pipeline": "p1"}, properties={}),
     }
-    return {name: run for name, run in zip(dtos, Run._rehydrate_runs(experiment, list(dtos.values())))}
+    return dict(zip(dtos, Run._rehydrate_runs(experiment, list(dtos.values()))))
 
 
 def test_the_real_step_run_has_what_the_fake_step_run_stands_in_for(classic_loopback):

@@ -24,19 +24,19 @@ from aml_loopback import aml_service  # noqa: F401  (the fixture)
 from test_loopback_v2 import assert_step_command
 
 
-from test_export import (  # noqa: E402  (also puts inst/python on sys.path)
+from test_export import (
     CLIENT_SECRET,
     REGISTRY_PASSWORD,
     hello_spec,
     multi_step_spec,
 )
 
-from bridge_calls import call, call_error  # noqa: E402
-from amlr import api  # noqa: E402
-from amlr.backends import azureml_v2 as v2  # noqa: E402
-from amlr.export import export_pipeline  # noqa: E402
-from amlr.registry import Registry  # noqa: E402
-from amlr.spec import validate  # noqa: E402
+from bridge_calls import call, call_error
+from amlr import api
+from amlr.backends import azureml_v2 as v2
+from amlr.export import export_pipeline
+from amlr.registry import Registry
+from amlr.spec import validate
 
 WORKSPACE = lb.workspace_options()
 
@@ -69,8 +69,10 @@ def azure(aml_service, monkeypatch):
         monkeypatch.setattr(client.jobs, "create_or_update", create_or_update)
         return client
 
-    monkeypatch.setattr(v2, "to_azure_job", to_azure_job)
-    monkeypatch.setattr(v2, "connect", connect)
+    # Patched where they are looked up (the backend is a package of modules).
+    monkeypatch.setattr(v2.launch, "to_azure_job", to_azure_job)
+    for module in (v2, v2.launch, v2.client):
+        monkeypatch.setattr(module, "connect", connect)
     aml_service.created = created
     aml_service.connected = connected
     return aml_service

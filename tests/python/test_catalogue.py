@@ -17,7 +17,6 @@ import json
 import os
 import re
 import sqlite3
-import stat
 import sys
 import time
 from dataclasses import dataclass, field

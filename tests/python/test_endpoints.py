@@ -14,14 +14,13 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge_calls import call, call_error
-from conftest import PYTHON_DIR, REPO, requires_rscript
+from conftest import REPO, requires_rscript
 
 from amlr import endpoints, procs
 

@@ -1,4 +1,5 @@
 """Environment identity, registry secrets and Docker build contexts -- no Docker needed."""
+import dataclasses
 import json
 import os
 import shutil
@@ -362,7 +363,7 @@ def test_module_is_importable_without_azure():
 
 def test_resolved_environment_is_frozen(own_dockerfile):
     env = resolve_environment(spec(dockerfile=str(own_dockerfile)))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         env.name = "other"  # type: ignore[misc]
     assert envmod.ResolvedEnvironment.__dataclass_params__.frozen
 

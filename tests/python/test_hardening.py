@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge_calls import call  # noqa: E402
-from amlr import api, bootstrapper, procs, snapshot  # noqa: E402
-from amlr.errors import RegistryDamaged  # noqa: E402
-from amlr.registry import Registry  # noqa: E402
+from bridge_calls import call
+from amlr import api, bootstrapper, procs, snapshot
+from amlr.errors import RegistryDamaged
+from amlr.registry import Registry
 
 RSCRIPT = shutil.which("Rscript")
 needs_r = pytest.mark.skipif(RSCRIPT is None, reason="Rscript is not installed")

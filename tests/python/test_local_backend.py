@@ -10,9 +10,9 @@ from multiprocessing import Pool
 import pytest
 
 
-from bridge_calls import call, call_error  # noqa: E402
-from amlr import api, procs  # noqa: E402
-from amlr.registry import Registry  # noqa: E402
+from bridge_calls import call, call_error
+from amlr import api, procs
+from amlr.registry import Registry
 
 pytestmark = pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript is not installed")
 
@@ -363,7 +363,7 @@ def test_the_forked_runner_does_not_hold_the_bridge_pipe(home, src):
     proc = subprocess.run([sys.executable, "-m", "amlr", "stream"], input=json.dumps(request).encode(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=25)
     assert time.monotonic() - t0 < 10
-    lines = [json.loads(l) for l in proc.stdout.decode().splitlines()]
+    lines = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert lines[0]["event"] == "hello"
     run = lines[-1]["result"]
     assert call(home, "status", run=run["id"])["status"] in ("Queued", "Running")

@@ -170,7 +170,7 @@ def test_editing_one_script_changes_only_that_steps_code(tmp_path, aml_service):
 
 def test_a_body_azure_ml_would_refuse_fails_the_submit_and_records_nothing(tmp_path, aml_service, monkeypatch):
     """The default compute in its YAML form (``azureml:<name>``), as amlr sent it before: the PUT is refused."""
-    monkeypatch.setattr(v2, "sdk_compute", lambda ref: ref)
+    monkeypatch.setattr(v2.plan, "sdk_compute", lambda ref: ref)
     err = call_error(tmp_path / "home", "submit", spec=hello_spec(tmp_path), backend="azureml_v2",
                      experiment=EXPERIMENT, options={"workspace": WS, "compute": "cpu-cluster"})
     assert err["class"] == "azure_request" and "azureml:cpu-cluster" in err["message"]
@@ -184,7 +184,7 @@ def test_a_body_azure_ml_would_refuse_fails_the_submit_and_records_nothing(tmp_p
 
 def test_a_step_compute_in_yaml_form_is_not_found_by_the_sdk(tmp_path, aml_service, monkeypatch):
     """A node's compute as ``azureml:<name>``: the SDK looks up ``computes/azureml:<name>`` and stops."""
-    monkeypatch.setattr(v2, "sdk_compute", lambda ref: ref)
+    monkeypatch.setattr(v2.plan, "sdk_compute", lambda ref: ref)
     err = call_error(tmp_path / "home", "submit", spec=multi_step_spec(tmp_path), backend="azureml_v2",
                      experiment=EXPERIMENT, options={"workspace": WS})
     assert err["class"] == "azure_request" and "azureml:gpu-cluster" in err["message"]

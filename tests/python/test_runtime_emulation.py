@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 
@@ -209,8 +209,8 @@ def test_classic_nodes_run_r_under_every_runtime_model(offline, tmp_path, step_t
         plan, built = classic_build(offline, spec(src, fail=fail, step_type=step_type), root)
         service = Service(root, plan.pipeline)
         service.run_all(
-            lambda name: node(built, name)._module_builder._content_path,
-            lambda name, i, o: classic_command(model, classic_argv(node(built, name)), i, o),
+            lambda name: node(built, name)._module_builder._content_path,  # noqa: B023 - called in this iteration
+            lambda name, i, o: classic_command(model, classic_argv(node(built, name)), i, o),  # noqa: B023
             classic_env,
         )
         (check_failure if fail else check_success)(service)

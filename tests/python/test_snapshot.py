@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Union
 
 import pytest
 
@@ -33,7 +33,7 @@ Tree = Dict[str, Union[str, bytes]]
 POSIX = os.name == "posix"
 
 
-def make_tree(root: Path, files: Tree, order: List[str] = None) -> Path:
+def make_tree(root: Path, files: Tree, order: Optional[List[str]] = None) -> Path:
     for rel in order or list(files):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def test_ignore_files_are_not_part_of_the_snapshot(tmp_path: Path) -> None:
 
 
 def test_missing_source(tmp_path: Path, boot: Path) -> None:
-    for call in (lambda p: list_files(p), lambda p: content_hash(p),
+    for call in (list_files, content_hash,
                  lambda p: build_snapshot(p, str(tmp_path / "d"), bootstrapper_path=str(boot))):
         with pytest.raises(SnapshotSourceMissing) as err:
             call(str(tmp_path / "nope"))
@@ -481,7 +481,7 @@ def test_size_warns(tmp_path: Path, boot: Path) -> None:
 
 def test_size_warns_via_warnings_by_default(tmp_path: Path, boot: Path) -> None:
     src = make_tree(tmp_path / "src", SIZED)
-    with pytest.warns(UserWarning, match="big.csv"):
+    with pytest.warns(UserWarning, match=r"big\.csv"):
         build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot), warn_bytes=1000)
 
 
@@ -511,7 +511,7 @@ def test_size_limits_from_env(tmp_path: Path, boot: Path, monkeypatch: pytest.Mo
     build_snapshot(str(src), str(tmp_path / "d1"), bootstrapper_path=str(boot), warn=messages.append)
     assert len(messages) == 1
     monkeypatch.setenv("AMLR_SNAPSHOT_MAX_MB", "0.004")  # ~4 KB
-    with pytest.raises(SnapshotTooLarge, match="big.csv"):
+    with pytest.raises(SnapshotTooLarge, match=r"big\.csv"):
         build_snapshot(str(src), str(tmp_path / "d2"), bootstrapper_path=str(boot), warn=messages.append)
     # explicit arguments beat the environment
     build_snapshot(str(src), str(tmp_path / "d3"), bootstrapper_path=str(boot),

@@ -3,8 +3,8 @@
 import pytest
 
 
-from amlr.errors import InvalidSpec  # noqa: E402
-from amlr.spec import find_cycle, suggest_name, validate  # noqa: E402
+from amlr.errors import InvalidSpec
+from amlr.spec import find_cycle, suggest_name, validate
 
 
 @pytest.fixture

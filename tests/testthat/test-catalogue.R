@@ -156,7 +156,7 @@ catalogue <- list(
   # -- in a step -----------------------------------------------------------------------------
   cat_row("r-metric-value-list", "`log_metric(\"x\", list(1))`", "bad_request", c("single number or string"),
           log_metric("x", list(1))),
-  cat_row("r-metric-name-na", "`log_metric(NA, 1)`", "invalid_spec", c("name"), log_metric(NA_character_, 1)),
+  cat_row("r-metric-name-na", "`log_metric(NA, 1)`", "bad_request", c("name"), log_metric(NA_character_, 1)),
   cat_row("r-step-input-outside", "`step_input(\"d\")` outside a step", "not_in_step", c("not running as an amlr step"),
           step_input("d")),
   # -- AMLR_HOME -----------------------------------------------------------------------------

@@ -159,7 +159,7 @@ test_that("aml_data() prints and validates its arguments", {
   expect_equal(ref$version, "2")
   expect_output(print(ref), "azureml:cars:2")
   expect_error(aml_data("cars", mode = "rw"), "should be one of")
-  expect_error(aml_data(character()), class = "amlr_error_invalid_spec")
+  expect_error(aml_data(character()), class = "amlr_error_invalid_asset_name")
 })
 
 test_that("a model and a data asset come back by name and version", {

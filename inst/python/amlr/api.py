@@ -238,6 +238,47 @@ def metrics(params: dict[str, Any]) -> list[dict[str, Any]]:
     return backend.metrics(reg, run)
 
 
+@method("publish")
+def publish(params: dict[str, Any]) -> dict[str, Any]:
+    """R's ``publish_r_pipeline()``: build on the workspace and publish, without running."""
+    backend_name = params.get("backend") or "azureml"
+    backend = get_backend(backend_name)
+    if not hasattr(backend, "publish"):
+        raise BadRequest(f"Publishing is not available on the `{backend_name}` backend; use backend = \"azureml\".")
+    pipeline = validate(params.get("spec"))
+    return backend.publish(registry(params), pipeline, params.get("name") or None, params.get("options") or {})
+
+
+@method("environment_resolve")
+def environment_resolve(params: dict[str, Any]) -> dict[str, Any]:
+    from .environment import resolve_environment
+
+    return resolve_environment(params.get("environment")).to_json()
+
+
+@method("environment_context")
+def environment_context(params: dict[str, Any]) -> dict[str, Any]:
+    from .environment import InvalidEnvironment, _optional_str, resolve_environment, write_build_context
+
+    env = resolve_environment(params.get("environment"))
+    dest = _optional_str(params.get("dest"), "dest")
+    if dest is None:
+        raise InvalidEnvironment("`dest` (the folder to write the build context to) is missing.", field="dest")
+    path = write_build_context(env, dest)
+    return {"path": path, **env.to_json()}
+
+
+@method("environment_source_files")
+def environment_source_files(params: dict[str, Any]) -> dict[str, list[str]]:
+    """The files a snapshot of each folder would hold, so R scans exactly what the job gets."""
+    from .snapshot import list_files
+
+    dirs = params.get("source_dirs") or []
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    return {d: list_files(d) for d in dirs}
+
+
 @method("download")
 def download(params: dict[str, Any]) -> list[str]:
     reg, run, backend = _run_and_backend(params)
@@ -294,7 +335,7 @@ def handle_json(text: str) -> str:
 # Both transports read the same lines: system2 through a pipe from
 # ``python -m amlr stream``, reticulate by iterating :func:`stream_json`.
 
-Stream = Callable[[dict[str, Any]], Iterator[dict[str, Any]]]
+Stream = Callable[[dict[str, Any]], Generator[dict[str, Any], None, Any]]
 STREAMS: dict[str, Stream] = {}
 HEARTBEAT_SECONDS = 0.25  # how often a silent stream says it is alive, so R can handle an interrupt
 
@@ -420,7 +461,7 @@ def wait_stream(params: dict[str, Any]) -> Generator[dict[str, Any], None, dict[
                                      logs=not params.get("quiet")))
 
 
-def stream(request: Any) -> Iterator[dict[str, Any]]:
+def stream(request: Any) -> Generator[dict[str, Any], None, None]:
     """Events, then one final ``{"result": ...}`` or ``{"error": ...}``; never raises."""
     try:
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
@@ -465,28 +506,23 @@ def sync_environ(values: dict[str, str]) -> None:
 
 
 # Methods that live with the features that need them, imported on first use so
-# that every bridge call does not pay for modules it does not touch.
+# that every bridge call does not pay for modules it does not touch. The bridge
+# registers them here (method name -> "module:function"); the feature modules
+# know nothing of the bridge.
 LAZY_METHODS = {
-    "export": "amlr.export",
-    "doctor": "amlr.doctor",
-    "environment_resolve": "amlr.environment",
-    "environment_context": "amlr.environment",
-    "environment_source_files": "amlr.environment",
-    "workspace_resolve": "amlr.workspace",
-    "publish": "amlr.workspace",
-    **{m: "amlr.assets" for m in ("data_register", "data_get", "data_list", "data_download", "model_register",
-                                   "model_get", "model_list", "store_rebuild")},
-    "endpoint_deploy": "amlr.endpoints",
-    "endpoint_export": "amlr.endpoints",
-    "endpoint_get": "amlr.endpoints",
-    "endpoint_list": "amlr.endpoints",
-    "endpoint_logs": "amlr.endpoints",
-    "endpoint_invoke": "amlr.endpoints",
-    "endpoint_delete": "amlr.endpoints",
+    "export": "amlr.export:export_method",
+    "doctor": "amlr.doctor:doctor",
+    "workspace_resolve": "amlr.workspace:workspace_resolve",
+    **{name: f"amlr.assets:{name}" for name in ("data_register", "data_get", "data_list", "data_download",
+                                               "model_register", "model_get", "model_list", "store_rebuild")},
+    **{name: f"amlr.endpoints:{name}" for name in ("endpoint_deploy", "endpoint_export", "endpoint_get",
+                                                  "endpoint_list", "endpoint_logs", "endpoint_invoke",
+                                                  "endpoint_delete")},
 }
 
 
 def find_method(name: str) -> Optional[Handler]:
     if name not in METHODS and name in LAZY_METHODS:
-        importlib.import_module(LAZY_METHODS[name])
+        module, function = LAZY_METHODS[name].split(":")
+        METHODS[name] = getattr(importlib.import_module(module), function)
     return METHODS.get(name)

@@ -15,19 +15,14 @@ import shutil
 import tempfile
 from typing import Any, Callable, Mapping, Optional
 
-from .api import method, registry
 from .backends import get_backend
-from .errors import AmlrError, BadRequest, StepNotFound
-from .registry import Registry
+from .errors import BadRequest, OutputNotFound, StepNotCompleted, StepNotFound
+from .registry import Registry, default_home
 from .store import Asset, Store, check_name, check_version
 
 
-class StepNotCompleted(AmlrError):
-    kind = "step_not_completed"
-
-
-class OutputNotFound(AmlrError):
-    kind = "output_not_found"
+def _registry(params: Mapping[str, Any]) -> Registry:
+    return Registry(params.get("home") or default_home())
 
 
 def _scalar(value: Any) -> Any:
@@ -54,7 +49,7 @@ def _tags(raw: Any) -> dict[str, str]:
 
 
 def store_for(params: Mapping[str, Any]) -> Store:
-    return Store(registry(dict(params)).home)
+    return Store(_registry(params).home)
 
 
 # -- lineage: what a run's step read and produced -------------------------------------------
@@ -126,7 +121,6 @@ def completed_step(reg: Registry, run_ref: Any, step: str, output: str) -> tuple
 # -- bridge methods ------------------------------------------------------------------------
 
 
-@method("data_register")
 def data_register(params: dict[str, Any]) -> dict[str, Any]:
     path = _text(params, "path")
     if not path:
@@ -148,36 +142,30 @@ def data_register(params: dict[str, Any]) -> dict[str, Any]:
     raise BadRequest(f"Unknown backend `{backend}`; use \"local\", \"azureml_v2\" or \"azureml\".")
 
 
-@method("data_get")
 def data_get(params: dict[str, Any]) -> dict[str, Any]:
     return store_for(params).get("data", _scalar(params.get("name")), params.get("version") or "latest").to_json()
 
 
-@method("data_list")
 def data_list(params: dict[str, Any]) -> list[dict[str, Any]]:
     name = _text(params, "name")
     return [a.to_json() for a in store_for(params).list("data", name)]
 
 
-@method("model_list")
 def model_list(params: dict[str, Any]) -> list[dict[str, Any]]:
     name = _text(params, "name")
     return [a.to_json() for a in store_for(params).list("model", name)]
 
 
-@method("model_get")
 def model_get(params: dict[str, Any]) -> dict[str, Any]:
     return store_for(params).get("model", _scalar(params.get("name")), params.get("version") or "latest").to_json()
 
 
-@method("store_rebuild")
 def store_rebuild(params: dict[str, Any]) -> dict[str, Any]:
     return store_for(params).rebuild()
 
 
-@method("model_register")
 def model_register(params: dict[str, Any]) -> dict[str, Any]:
-    reg = registry(params)
+    reg = _registry(params)
     name = check_name(_scalar(params.get("name")), "model")
     version = check_version(params.get("version"))
     output = _text(params, "output")
@@ -336,7 +324,6 @@ def _tmp_parent(store: Store) -> str:
     return store.root
 
 
-@method("data_download")
 def data_download(params: dict[str, Any]) -> dict[str, Any]:
     from .backends import azureml_v2 as v2
     from .workspace import resolve
@@ -362,7 +349,8 @@ def data_download(params: dict[str, Any]) -> dict[str, Any]:
         dest = os.path.abspath(os.path.expanduser(dest))
         if os.path.exists(dest):
             raise BadRequest(f"`{dest}` already exists; the asset is in the local store, choose a new `dest`.")
-        (shutil.copytree if os.path.isdir(asset.path or "") else shutil.copy)(asset.path, dest)
+        src = asset.path or ""
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, dest)
     return asset.to_json()
 
 

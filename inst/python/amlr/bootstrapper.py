@@ -48,7 +48,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 PREFIX = "amlr bootstrapper: "
 RSCRIPT_FLAGS = ["--no-site-file", "--no-environ", "--no-restore"]
@@ -100,8 +100,8 @@ class Options(NamedTuple):
     metrics_sink: str = "auto"
     help: bool = False
     step: Optional[str] = None
-    env: Dict[str, str] = {}
-    params: Dict[str, str] = {}  # --param NAME VALUE: a sweep trial's ${{search_space.NAME}}
+    env: Dict[str, str] = {}  # noqa: RUF012 - never mutated: a NamedTuple's fields are read-only
+    params: Dict[str, str] = {}  # noqa: RUF012 - --param NAME VALUE: a sweep trial's ${{search_space.NAME}}
 
 
 class Metric(NamedTuple):
@@ -109,7 +109,7 @@ class Metric(NamedTuple):
     value: Union[int, float, str]
     time: Optional[str]
     # 0-based count of earlier values with the same name: MLflow's `step`.
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, on purpose: the field's name
 
 
 Sink = Callable[[Metric], None]
@@ -462,11 +462,11 @@ class AzureMLSink:
     """
 
     def __init__(self) -> None:
-        self._run = None
+        self._run: Any = None
 
     def __call__(self, metric: Metric) -> None:
         if self._run is None:
-            from azureml.core import Run  # type: ignore
+            from azureml.core import Run
 
             self._run = Run.get_context()
         self._run.log(metric.name, metric.value)
@@ -492,7 +492,7 @@ class MLflowSink:
     """
 
     def __init__(self) -> None:
-        self._mlflow = None
+        self._mlflow: Any = None
         # MLflow's own defaults (120 s per request, 7 retries with back-off) stall a
         # step for minutes when the server is unreachable; bound them unless set.
         for name, value in MLFLOW_BOUNDS.items():
@@ -507,7 +507,7 @@ class MLflowSink:
 
     def __call__(self, metric: Metric) -> None:
         if self._mlflow is None:
-            import mlflow  # type: ignore
+            import mlflow
 
             self._mlflow = mlflow
         if isinstance(metric.value, str):
@@ -812,7 +812,7 @@ def run(rscript: str, script: str, args: Sequence[str], env: Mapping[str, str]) 
         if forwarder.pending:  # told to stop before R started: do not start it
             return -forwarder.pending[0]
         try:
-            child = subprocess.Popen(argv, env=dict(env), close_fds=True, preexec_fn=_parent_death_signal())
+            child = subprocess.Popen(argv, env=dict(env), close_fds=True, preexec_fn=_parent_death_signal())  # noqa: PLW1509 - prctl only
         except FileNotFoundError:
             raise BootstrapError(f"cannot run {rscript}: file not found", EXIT_NOT_FOUND) from None
         except PermissionError:

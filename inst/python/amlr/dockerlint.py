@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = [
-    "Instruction",
     "Finding",
-    "parse_dockerfile",
-    "lint_text",
+    "Instruction",
     "lint_file",
-    "substitute_args",
-    "split_image",
+    "lint_text",
     "main",
+    "parse_dockerfile",
+    "split_image",
+    "substitute_args",
 ]
 
 _DIRECTIVE_RE = re.compile(r"^#\s*([A-Za-z]+)\s*=\s*(\S*)\s*$")

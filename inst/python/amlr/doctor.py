@@ -13,7 +13,6 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from .api import method
 from .errors import AmlrError, BadRequest
 
 MIN_PYTHON = (3, 9)
@@ -143,7 +142,6 @@ def python_info() -> dict[str, Any]:
     }
 
 
-@method("doctor")
 def doctor(params: dict[str, Any]) -> dict[str, Any]:
     """The interpreter, per backend whether its SDK is installed (and which version),
     and the workspace config found from ``params["cwd"]``."""

@@ -50,16 +50,16 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .dockerlint import Instruction, parse_dockerfile
-from .errors import AmlrError
+from .errors import BuildContextError, InvalidEnvironment
 
 __all__ = [
     "AMLR_PACKAGE_FILE",
     "CRAN_PACKAGES_ARG",
     "DEFAULT_PASSWORD_ENV",
+    "AmlrPackage",
     "BuildContextError",
     "InvalidEnvironment",
     "ResolvedEnvironment",
-    "AmlrPackage",
     "amlr_package",
     "baked_dockerfile",
     "default_dockerfile_path",
@@ -84,18 +84,6 @@ _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
 _REGISTRY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?$")
 _TAR_MTIME = 315532800  # 1980-01-01: fixed, so the same package gives the same bytes
 _HASH_HEADER = "amlr-environment-v1"
-
-
-class InvalidEnvironment(AmlrError):
-    """An environment spec no backend can use; ``field`` names the culprit."""
-
-    kind = "invalid_environment"
-
-
-class BuildContextError(AmlrError):
-    """A Docker build context cannot be assembled (a missing file, no amlr sources)."""
-
-    kind = "build_context"
 
 
 @dataclass(frozen=True)
@@ -393,7 +381,7 @@ def _expand_source(src: str, context_dir: str) -> List[str]:
                 files.extend(os.path.relpath(os.path.join(root, n), context_dir) for n in sorted(names))
         elif os.path.isfile(match):
             files.append(os.path.relpath(match, context_dir))
-    return sorted(set(f.replace(os.sep, "/") for f in files))
+    return sorted({f.replace(os.sep, "/") for f in files})
 
 
 def _context_fingerprints(instructions: List[Instruction], context_dir: str) -> Tuple[Tuple[str, str], ...]:
@@ -590,36 +578,3 @@ def _file_sha256(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-# --- bridge methods -----------------------------------------------------------------------------
-
-
-def _register_methods() -> None:
-    from .api import method
-
-    @method("environment_resolve")
-    def _resolve(params: Dict[str, Any]) -> Dict[str, Any]:
-        return resolve_environment(params.get("environment")).to_json()
-
-    @method("environment_context")
-    def _context(params: Dict[str, Any]) -> Dict[str, Any]:
-        env = resolve_environment(params.get("environment"))
-        dest = _optional_str(params.get("dest"), "dest")
-        if dest is None:
-            raise InvalidEnvironment("`dest` (the folder to write the build context to) is missing.", field="dest")
-        path = write_build_context(env, dest)
-        return {"path": path, **env.to_json()}
-
-    @method("environment_source_files")
-    def _source_files(params: Dict[str, Any]) -> Dict[str, List[str]]:
-        """The files a snapshot of each folder would hold, so R scans exactly what the job gets."""
-        from .snapshot import list_files
-
-        dirs = params.get("source_dirs") or []
-        if isinstance(dirs, str):
-            dirs = [dirs]
-        return {d: list_files(d) for d in dirs}
-
-
-_register_methods()

@@ -32,7 +32,6 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .api import method
 from .backends.azureml_v2 import CommandNode, JobPlan, NodeEnvironment, NodeInput, stage
 from . import snapshot
 from .errors import BadRequest, DestinationUnusable, FileExists, InvalidSpec
@@ -70,9 +69,7 @@ def _plain_ok(text: str) -> bool:
     """Whether ``text`` reads back as the same string when written unquoted."""
     if not _PLAIN_RE.match(text) or text.lower() in _RESERVED_WORDS or _DOT_NUMBER_RE.match(text):
         return False
-    if ": " in text or " #" in text or text.endswith((":", " ")) or text == "<<":
-        return False
-    return True
+    return not (": " in text or " #" in text or text.endswith((":", " ")) or text == "<<")
 
 
 def yaml_scalar(value: Any) -> str:
@@ -431,7 +428,6 @@ def check_export_destination(path: str) -> None:
             field="path")
 
 
-@method("export")
 def export_method(params: dict[str, Any]) -> dict[str, Any]:
     """R's ``export_pipeline()``: params ``spec``, ``path``, ``format``, ``overwrite``."""
     path = params.get("path")

@@ -117,6 +117,14 @@ def group_members(pgid: int) -> list[int]:
     return sorted(out)
 
 
+def signal_pid(pid: int, signum: int) -> None:
+    """Send ``signum`` to one process that may be gone already."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def signal_group(pgid: int, signum: int) -> None:
     """Send ``signum`` to a process group that may be gone already."""
     try:
@@ -337,7 +345,7 @@ def spawn_detached(argv: Sequence[str], *, cwd: str, log_path: str, env: Optiona
         if os.name == "posix":
             kwargs["start_new_session"] = True
         else:  # pragma: no cover - Windows
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | 0x00000008  # DETACHED_PROCESS
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200) | 0x00000008  # DETACHED_PROCESS
         return subprocess.Popen(
             list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=env, close_fds=True, **kwargs,

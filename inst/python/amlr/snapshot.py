@@ -37,7 +37,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple
 
-from .errors import AmlrError, ScriptExcluded, SourceUnreadable
+from .errors import (ScriptExcluded, SnapshotDestinationNotEmpty, SnapshotLimitInvalid,
+    SnapshotReservedName, SnapshotSourceMissing, SnapshotTooLarge, SourceUnreadable)
 from .ignore import IGNORE_FILE_NAMES, UnreadableFolder, walk_included
 
 RESERVED_DIR = "_amlr"
@@ -58,35 +59,6 @@ LARGEST_COUNT = 5
 
 _HASH_HEADER = b"amlr-snapshot-v1\0"
 _CHUNK = 1024 * 1024
-
-
-class SnapshotTooLarge(AmlrError):
-    kind = "snapshot_too_large"
-
-    def __init__(self, message: str, *, total_bytes: int = 0, limit_bytes: int = 0,
-                 largest: Optional[List[Tuple[str, int]]] = None):
-        super().__init__(message)
-        self.total_bytes = total_bytes
-        self.limit_bytes = limit_bytes
-        self.largest = list(largest or [])
-        self.data = {"total_bytes": total_bytes, "limit_bytes": limit_bytes,
-                     "largest": [list(x) for x in self.largest]}
-
-
-class SnapshotReservedName(AmlrError):
-    kind = "snapshot_reserved_name"
-
-
-class SnapshotSourceMissing(AmlrError):
-    kind = "snapshot_source_missing"
-
-
-class SnapshotLimitInvalid(AmlrError):
-    kind = "snapshot_limit_invalid"
-
-
-class SnapshotDestinationNotEmpty(AmlrError):
-    kind = "snapshot_destination_not_empty"
 
 
 @dataclass

@@ -64,7 +64,6 @@ def tokens(code: str) -> list[Token]:
         m = _TOKEN_RE.match(code, pos)
         if m is None:  # pragma: no cover - the op branch matches any character
             break
-        kind = m.lastgroup or "op"
         if m.group("raw"):
             close = _CLOSE[m.group("open")] + m.group("dash") + m.group(0)[1]
             end = code.find(close, m.end())

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional
 
 from . import snapshot
-from .errors import AmlrError
+from .errors import AssetNotFound, AssetVersionExists, InvalidAssetName, SourceUnreadable, StoreDamaged
 
 KINDS = ("data", "model")
 # Azure ML asset names (data assets, models): letters, digits, `-`, `_`, `.`,
@@ -59,26 +59,6 @@ CREATE TABLE IF NOT EXISTS assets (
 );
 CREATE INDEX IF NOT EXISTS assets_hash ON assets (kind, name, content_hash);
 """
-
-
-class InvalidAssetName(AmlrError):
-    kind = "invalid_asset_name"
-
-
-class AssetNotFound(AmlrError):
-    kind = "asset_not_found"
-
-
-class AssetVersionExists(AmlrError):
-    kind = "asset_version_exists"
-
-
-class StoreDamaged(AmlrError):
-    kind = "store_damaged"
-
-
-class SourceUnreadable(AmlrError):
-    kind = "source_unreadable"
 
 
 def check_name(name: Any, what: str = "data asset") -> str:
@@ -502,7 +482,7 @@ def _copy_failure(exc: BaseException, path: str) -> tuple[str, str]:
 def _make_read_only(root: str) -> None:
     """Registered content is immutable: drop write bits so a stray script cannot change it in place."""
     mask = ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, _dirs, files in os.walk(root):
         for f in files:
             full = os.path.join(dirpath, f)
             if not os.path.islink(full):

@@ -23,8 +23,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Optional
 
-from .api import method
-from .errors import BadRequest, Credentials, WorkspaceConfig
+from .errors import Credentials, WorkspaceConfig
 
 AUTH_MODES = ("default", "service_principal", "cli", "interactive", "managed_identity")
 TENANT_ENV = "AZURE_TENANT_ID"
@@ -293,11 +292,11 @@ def credential(info: WorkspaceInfo) -> Any:
     if uses_service_principal(info):
         tenant, client, secret = service_principal(info)
         return identity.ClientSecretCredential(tenant_id=tenant, client_id=client, client_secret=secret)
-    tenant = {"tenant_id": info.tenant_id} if info.tenant_id else {}
+    tenant_kw = {"tenant_id": info.tenant_id} if info.tenant_id else {}
     if info.auth == "cli":
-        return identity.AzureCliCredential(**tenant)
+        return identity.AzureCliCredential(**tenant_kw)
     if info.auth == "interactive":
-        return identity.InteractiveBrowserCredential(**tenant)
+        return identity.InteractiveBrowserCredential(**tenant_kw)
     if info.auth == "managed_identity":
         return identity.ManagedIdentityCredential(**({"client_id": info.client_id} if info.client_id else {}))
     if info.client_id:
@@ -337,25 +336,9 @@ def from_json(data: Optional[Mapping[str, Any]]) -> WorkspaceInfo:
 # -- bridge ---------------------------------------------------------------------------
 
 
-@method("workspace_resolve")
 def workspace_resolve(params: dict[str, Any]) -> dict[str, Any]:
     """R's ``aml_workspace()``: resolve ids and auth; no network, no secret in the answer."""
     spec = params.get("workspace") or {}
     if not isinstance(spec, dict):
         raise WorkspaceConfig("`workspace` must be an object of ids (from aml_workspace()).", field="workspace")
     return resolve(spec, cwd=params.get("cwd") or None).to_json()
-
-
-@method("publish")
-def publish(params: dict[str, Any]) -> dict[str, Any]:
-    """R's ``publish_r_pipeline()``: build on the workspace and publish, without running."""
-    from .api import registry
-    from .backends import get_backend
-    from .spec import validate
-
-    backend_name = params.get("backend") or "azureml"
-    backend = get_backend(backend_name)
-    if not hasattr(backend, "publish"):
-        raise BadRequest(f"Publishing is not available on the `{backend_name}` backend; use backend = \"azureml\".")
-    pipeline = validate(params.get("spec"))
-    return backend.publish(registry(params), pipeline, params.get("name") or None, params.get("options") or {})

@@ -1,14 +1,23 @@
-"""Backends share one interface; each is imported only when asked for.
+"""Backends share one interface (``Backend``); each is imported only when asked for.
 
-A backend module provides ``submit(reg, pipeline, experiment, run_id, options)``,
-``refresh(reg, run)``, ``steps``, ``logs``, ``follow``, ``cancel``, ``download``
-and ``metrics`` (see :mod:`amlr.backends.local` for the reference shapes).
+A backend is a module (``local``, ``azureml``, ``azureml_v2``) with the
+functions of the ``Backend`` protocol below; ``get_backend()`` imports it on
+first use (the Azure SDKs take seconds to import). Runs cross the interface as
+``RunRecord`` dicts, the rows of the registry's ``runs`` table.
+tests/python/test_architecture.py checks that every backend module has every
+member of the protocol with the same parameters.
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from typing import TypedDict
+
+    from ..registry import Registry
+    from ..spec import Pipeline
 
 from ..errors import BackendUnavailable, BadOption, BadRequest
 
@@ -17,6 +26,67 @@ BACKENDS = {
     "azureml": ("amlr.backends.azureml", "requirements-azureml.txt"),
     "azureml_v2": ("amlr.backends.azureml_v2", "requirements-azureml_v2.txt"),
 }
+
+
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+
+    class RunRecord(TypedDict, total=False):
+        """One run as the registry stores it (``Registry.get_run``); backends add nothing else."""
+
+        id: str
+        experiment: str
+        pipeline: str  # the validated spec, as JSON
+        backend: str  # a key of BACKENDS
+        status: str  # NotStarted, Queued, Running, Completed, Failed, Canceled
+        created: float
+        started: Optional[float]
+        ended: Optional[float]
+        run_dir: Optional[str]  # local: logs, outputs, snapshots; Azure: the staged snapshots
+        runner_pid: Optional[int]  # local only
+        runner_identity: Optional[str]
+        cancel_requested: int
+        error: Optional[str]
+        remote_id: Optional[str]  # Azure ML's pipeline run / job name
+        portal_url: Optional[str]
+        workspace: Optional[dict[str, Any]]
+        n_steps: int
+else:
+    RunRecord = dict
+
+
+class Backend(Protocol):
+    """What every backend module provides; ``run`` is a ``RunRecord``, ``reg`` the registry it is in.
+
+    Each function records what it learns in the registry; none prints. Errors are
+    ``AmlrError`` kinds (see errors.py).
+    """
+
+    def submit(self, reg: Registry, pipeline: Pipeline, experiment: str, run_id: str,
+               options: dict[str, Any]) -> dict[str, Any]:
+        """Stage, start (locally or on Azure ML) and record a run; return its record."""
+
+    def refresh(self, reg: Registry, run: dict[str, Any]) -> dict[str, Any]:
+        """The run's record after asking where it runs (a no-op for ended runs)."""
+
+    def steps(self, reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
+        """The run's steps, with their status, exit code and reuse."""
+
+    def logs(self, reg: Registry, run: dict[str, Any], step: Optional[str]) -> dict[str, list[str]]:
+        """Each step's log lines (or one step's)."""
+
+    def follow(self, reg: Registry, run: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
+        """New log lines since ``cursor``, the next cursor and whether the run has ended."""
+
+    def cancel(self, reg: Registry, run: dict[str, Any]) -> dict[str, Any]:
+        """Stop the run; return its record."""
+
+    def download(self, reg: Registry, run: dict[str, Any], step: Optional[str], output: Optional[str], dest: str,
+                 overwrite: bool) -> list[str]:
+        """Copy step outputs (and logs) under ``dest``; return the paths written."""
+
+    def metrics(self, reg: Registry, run: dict[str, Any]) -> list[dict[str, Any]]:
+        """The metrics the run's steps logged with log_metric()."""
 
 
 # Azure ML run, step and job states (classic runs and v2 jobs share the
@@ -43,6 +113,7 @@ AML_STATUS_MAP = {
 
 
 def get_backend(name: str) -> ModuleType:
+    """The backend module ``name`` (a ``Backend``), imported now."""
     if name not in BACKENDS:
         raise BadRequest(f"Unknown backend `{name}`; use one of: {', '.join(BACKENDS)}.")
     module, requirements = BACKENDS[name]
@@ -115,3 +186,9 @@ def check_options(backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
             raise BadOption(f"Option `{key}` must be a non-empty string, not {value!r}.", field=key)
         out[key] = int(value) if kind == "count" else value
     return out
+
+
+if TYPE_CHECKING:  # pragma: no cover - mypy checks each backend module against the protocol
+    from . import azureml, azureml_v2, local
+
+    _BACKENDS_ARE_BACKENDS: tuple[Backend, ...] = (local, azureml, azureml_v2)

@@ -87,7 +87,7 @@ def prepare(reg: Registry, pipeline: Pipeline, run_id: str, warn=None) -> dict[s
             if inp.kind == "path" and inp.path not in input_hashes:
                 input_hashes[inp.path or ""] = snapshot.hash_path(inp.path or "")
             if inp.kind == "uri" and warn is not None and (inp.uri or "").lower().startswith(("http://", "https://")):
-                warn(f"Input `{[n for n, i in step.inputs.items() if i is inp][0]}` of step `{step.name}` is a web "
+                warn(f"Input `{next(n for n, i in step.inputs.items() if i is inp)}` of step `{step.name}` is a web "
                      "URL: a local step gets the URL itself and reads it, while on azureml_v2 Azure ML downloads "
                      "it and the step gets a file path.")
     for step_assets in data_assets.values():
@@ -181,7 +181,7 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
     except BaseException:
         try:
             reg.delete_run(run_id)
-        except Exception:  # noqa: BLE001 - the original error is the one to report
+        except Exception:  # noqa: BLE001, S110 - the original error is the one to report
             pass
         _remove_run_dir(run_dir)
         raise
@@ -729,7 +729,7 @@ def follow_chunks(reg: Registry, run: dict[str, Any], cursor: dict[str, Any], st
     chunks: list[dict[str, str]] = []
     for s in steps:
         name = s["name"]
-        if name in done or s["status"] in ("NotStarted", "Queued") and not finished:
+        if name in done or (s["status"] in ("NotStarted", "Queued") and not finished):
             continue
         path = s.get("log_path")
         step_done = finished or s["status"] in TERMINAL
@@ -738,7 +738,7 @@ def follow_chunks(reg: Registry, run: dict[str, Any], cursor: dict[str, Any], st
             size = os.stat(path).st_size if path else 0
         except OSError:
             size = 0
-        if size > offset:
+        if path and size > offset:
             with open(path, "rb") as fh:
                 fh.seek(offset)
                 while offset < size:
@@ -802,10 +802,7 @@ def cancel(reg: Registry, run: dict[str, Any], timeout: float = 30.0) -> dict[st
     reg.update_run(run["id"], cancel_requested=1)
     pid = run.get("runner_pid")
     if pid and procs.same_process(pid, run.get("runner_identity")):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        procs.signal_pid(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and procs.pid_alive(pid):
             time.sleep(0.05)
