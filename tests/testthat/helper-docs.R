@@ -43,7 +43,7 @@ doc_render <- function(codes, examples = doc_examples_dir()) {
   bridge <- Sys.getenv("AMLR_TEST_BRIDGE", "system2")
   env <- c(callr::rcmd_safe_env(), HOME = home, AMLR_HOME = NA, XDG_DATA_HOME = NA,
            XDG_CACHE_HOME = NA, R_USER_DATA_DIR = NA, R_USER_CACHE_DIR = NA,
-           LANG = "C.UTF-8", AMLR_TEST_BRIDGE = bridge)
+           LANG = "C.UTF-8", LC_ALL = "C.UTF-8", AMLR_TEST_BRIDGE = bridge)
   env <- env[!is.na(env)]
   on.exit(unlink(home, recursive = TRUE, force = TRUE), add = TRUE)
   out <- callr::r(function(codes, project, bridge) {
