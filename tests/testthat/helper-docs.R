@@ -41,12 +41,12 @@ doc_render <- function(codes, examples = doc_examples_dir()) {
   dir.create(project, recursive = TRUE)
   file.copy(examples, project, recursive = TRUE)
   bridge <- Sys.getenv("AMLR_TEST_BRIDGE", "system2")
-  env <- c(callr::rcmd_safe_env(), HOME = home, AMLR_HOME = NA, XDG_DATA_HOME = NA,
-           XDG_CACHE_HOME = NA, R_USER_DATA_DIR = NA, R_USER_CACHE_DIR = NA,
-           LANG = "C.UTF-8", LC_ALL = "C.UTF-8", AMLR_TEST_BRIDGE = bridge)
-  env <- env[!is.na(env)]
+  env <- c(callr::rcmd_safe_env(), HOME = home, LANG = "C.UTF-8", LC_ALL = "C.UTF-8",
+           AMLR_TEST_BRIDGE = bridge)
   on.exit(unlink(home, recursive = TRUE, force = TRUE), add = TRUE)
   out <- callr::r(function(codes, project, bridge) {
+    # amlr's default home under the new HOME, whatever the calling session set.
+    Sys.unsetenv(c("AMLR_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "R_USER_DATA_DIR", "R_USER_CACHE_DIR"))
     setwd(project)
     options(width = 80, cli.width = 160, cli.num_colors = 1, cli.unicode = TRUE,
             cli.dynamic = FALSE, cli.progress_show_after = Inf, amlr.bridge = bridge)
