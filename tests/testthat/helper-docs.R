@@ -12,7 +12,7 @@
 # `make readme` rewrites the files from a run (doc_update()); the test
 # test-docs.R runs them again and compares with doc_normalise(), which masks
 # what legitimately differs between runs: run ids, hashes, durations, times,
-# ports, paths under the temporary HOME, and line wrapping.
+# ports, temporary paths, R's version string, and line wrapping.
 
 doc_marker <- "<!-- run -->"
 
@@ -98,6 +98,7 @@ doc_normalise <- function(lines) {
   x <- gsub("[0-9.]+ ?(ms|s|secs|mins)\\b", "<duration>", x)
   x <- gsub("127\\.0\\.0\\.1:[0-9]+", "127.0.0.1:<port>", x)
   x <- gsub("/tmp/[^ '\"]*", "<tmp>", x)
+  x <- gsub("R version [0-9.]+[^()]*\\([0-9-]+( r[0-9]+)?\\)", "R version <version>", x)
   # Output lines: compare as one text per expression, wrapping and spacing ignored.
   x[out] <- gsub("\\s+", " ", trimws(sub("^#>", "", x[out])))
   groups <- cumsum(!out | c(TRUE, !out[-length(out)]))

@@ -31,6 +31,8 @@ test_that("normalising masks run ids, hashes, times and wrapping, and nothing el
   b <- c("run <- f()", "#> ✔ Run \"amlr_20250101_000000_aaaaaa\" completed", "#> in 12ms.",
          "#>   logs:   ~/x/amlr_20250101_000000_aaaaaa/logs", "#> a 2025-01-01 00:00:00 0123456789abc")
   expect_identical(doc_normalise(a), doc_normalise(b))
+  expect_identical(doc_normalise("#> from R version 4.2.2 Patched (2022-11-10 r83330) on Linux"),
+                   doc_normalise("#> from R version 4.4.1 (2024-06-14) on Linux"))
   expect_false(identical(doc_normalise(a), doc_normalise(sub("Run", "Step", b))))
   expect_false(identical(doc_normalise(a), doc_normalise(sub("f()", "g()", b, fixed = TRUE))))
 })
