@@ -16,8 +16,9 @@ PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v /usr/bin/python3 
 REQS := inst/python/requirements-azureml.txt inst/python/requirements-azureml_v2.txt inst/python/requirements-dev.txt
 R_DEBS := python3-venv python3-dev r-base-core r-base-dev r-cran-testthat r-cran-jsonlite r-cran-cli r-cran-rlang r-cran-processx \
 	r-cran-reticulate r-cran-rsqlite r-cran-dbi r-cran-rstudioapi r-cran-withr r-cran-roxygen2 r-cran-yaml \
-	r-cran-plumber r-cran-callr r-cran-optparse r-cran-curl r-cran-lintr
-R_PKGS := testthat jsonlite cli rlang processx reticulate rstudioapi withr roxygen2 yaml plumber callr optparse curl lintr
+	r-cran-plumber r-cran-callr r-cran-optparse r-cran-curl r-cran-lintr \
+	r-cran-knitr r-cran-rmarkdown r-cran-evaluate
+R_PKGS := testthat jsonlite cli rlang processx reticulate rstudioapi withr roxygen2 yaml plumber callr optparse curl lintr knitr rmarkdown evaluate
 R_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(shell find inst -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
 
 export R_LIBS := $(RLIB)
@@ -26,7 +27,7 @@ export AMLR_PYTHON := $(VPY)
 export RETICULATE_PYTHON := $(VPY)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup r-deps run lint lint-python lint-r test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs lint-docker clean
+.PHONY: setup r-deps run lint lint-python lint-r test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs readme lint-docker clean
 
 setup: $(RLIB)/amlr/DESCRIPTION $(VENV)/.installed
 
@@ -83,17 +84,28 @@ test-r-reticulate: setup
 docs: $(ROOT)/.Rlib/.r-deps
 	Rscript -e 'roxygen2::roxygenise(load_code = roxygen2::load_source)'
 
+# The vignettes run no code when built (their output is checked by
+# tests/testthat/test-docs.R), so building them needs only knitr, rmarkdown and
+# pandoc. Without pandoc they are neither built nor checked.
+BUILD_VIGNETTES := $(if $(shell command -v pandoc),,--no-build-vignettes)
+CHECK_VIGNETTES := $(if $(shell command -v pandoc),,--ignore-vignettes)
+
 check: setup
 	rm -rf build && mkdir -p build
-	cd build && R CMD build --no-build-vignettes $(ROOT) >/dev/null && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual amlr_*.tar.gz
+	cd build && R CMD build $(BUILD_VIGNETTES) $(ROOT) >/dev/null && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual $(CHECK_VIGNETTES) amlr_*.tar.gz
 	@! grep -E "^Status: .*(ERROR|WARNING)" build/amlr.Rcheck/00check.log
 
 # R CMD check without re-running the test suite (make test has just run it):
 # examples, documentation, code, DESCRIPTION. A WARNING fails it too.
 check-package: setup
 	rm -rf build && mkdir -p build
-	cd build && R CMD build --no-build-vignettes $(ROOT) >/dev/null && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual --no-tests amlr_*.tar.gz
+	cd build && R CMD build $(BUILD_VIGNETTES) $(ROOT) >/dev/null && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual --no-tests $(CHECK_VIGNETTES) amlr_*.tar.gz
 	@! grep -E "^Status: .*(ERROR|WARNING)" build/amlr.Rcheck/00check.log
+
+# Rewrite the runnable blocks of README.md and the vignettes with what they print
+# when run (tests/testthat/helper-docs.R); test-docs.R checks them in make test.
+readme: setup
+	Rscript -e 'source("tests/testthat/helper-docs.R"); doc_root <- function() getwd(); for (f in c("README.md", Sys.glob("vignettes/*.Rmd"))) if (nrow(doc_blocks(readLines(f))) > 0) doc_update(f)'
 
 bench: setup
 	Rscript bench/run.R

@@ -254,7 +254,7 @@ def test_amlignore_brings_a_key_back(tmp_path: Path) -> None:
     files = snapshot.list_files(str(src), warn=said.append)
     assert "server.pem" in files and "id_rsa" not in files
     assert "server.pem" not in said[0] and "id_rsa" in said[0]
-    # Shipping one on purpose is said too (DESIGN: "with a warning either way").
+    # Shipping one on purpose is said too (docs/design.md: "with a warning either way").
     assert len(said) == 2 and "Shipping" in said[1] and "server.pem" in said[1] and "id_rsa" not in said[1]
 
 

@@ -19,6 +19,7 @@ everyone uses the run model below them::
                   workspace      which Azure ML workspace, and credentials
                   doctor         amlr_doctor()'s Python-side checks
                   prune          run_prune(): old runs and the content only they use
+                  sweep          r_sweep() / r_map(): trials and items as steps, the best trial, gathering
                     |
     backends      backends/      Backend protocol + RunRecord, get_backend(), shared status/options
                   backends/local        steps as local processes, in DAG order, with reuse
@@ -40,6 +41,7 @@ everyone uses the run model below them::
                   errors         every error kind (AmlrError subclasses)
 
     in the job    bootstrapper   starts R for one step; stdlib only, copied alone into each snapshot
+                  gather         an r_map()'s gather node on Azure ML: a folder per item; stdlib only
     tools         dockerlint     a Dockerfile check without Docker
 
 tests/python/test_architecture.py checks that this map names every module and

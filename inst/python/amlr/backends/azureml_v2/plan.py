@@ -180,7 +180,7 @@ def registry_note(env: ResolvedEnvironment) -> Optional[str]:
     return (
         f"Azure ML v2 pulls {what} with the workspace's own access to `{env.registry_address}`; the "
         "registry user and password are not sent with the job. If the registry is private, attach it to the "
-        "workspace or grant the workspace's managed identity AcrPull on it (see the README, \"Run on Azure ML (v2)\")."
+        "workspace or grant the workspace's managed identity AcrPull on it (see vignette(\"environments\"))."
     )
 
 
