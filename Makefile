@@ -26,7 +26,7 @@ export AMLR_PYTHON := $(VPY)
 export RETICULATE_PYTHON := $(VPY)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup r-deps run test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs lint-docker clean
+.PHONY: mutate setup r-deps run test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs lint-docker clean
 
 setup: $(RLIB)/amlr/DESCRIPTION $(VENV)/.installed
 
@@ -83,6 +83,11 @@ check-package: setup
 	rm -rf build && mkdir -p build
 	cd build && R CMD build --no-build-vignettes $(ROOT) >/dev/null && _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual --no-tests amlr_*.tar.gz
 	@! grep -E "^Status: .*(ERROR|WARNING)" build/amlr.Rcheck/00check.log
+
+# Mutation testing (not part of make test; minutes per target, one mutant at a time):
+# make mutate, or make mutate TARGETS="spec stepcontract". Report: docs/mutation.md.
+mutate: setup
+	AMLR_HOME=$$(mktemp -d) $(VPY) tools/mutate.py $(TARGETS)
 
 bench: setup
 	Rscript bench/run.R
