@@ -74,6 +74,13 @@ def test_document_keeps_hostile_args_byte_for_byte_and_is_canonical():
     raw = sc.to_bytes(doc)
     assert raw.endswith(b"\n") and "ünïcødé".encode() in raw  # UTF-8, not \u escapes
     assert json.loads(raw.decode("utf-8")) == doc
+    # The bytes are part of every step's code identity: a change of layout would make every
+    # step of every earlier run look different, so no step would ever be reused after an upgrade.
+    small = sc.document(step="s", script="é.R", args=["a"], env={}, inputs=[], outputs=[])
+    assert sc.to_bytes(small) == (
+        '{\n "args": [\n  "a"\n ],\n "env": {},\n "format": "amlr-step/1",\n "inputs": [],\n'
+        ' "metrics_sink": "auto",\n "outputs": [],\n "script": "é.R",\n "step": "s",\n "values": {}\n}\n'
+    ).encode("utf-8")
     shuffled = dict(reversed(list(doc.items())))
     assert sc.to_bytes(shuffled) == raw
     assert sc.document(step="s", script="x.R", args=[], env={}, inputs=[], outputs=[])["values"] == {}
@@ -104,8 +111,9 @@ def test_resolve_placeholders_in_both_resolvers():
     assert sc.resolve_placeholders(text, paths) == want
     assert bootstrapper.resolve_placeholders(text, paths["inputs"], paths["outputs"]) == want
     for bad in ("${{inputs.model}}", "${{outputs.data}}", "${{nope}}"):
-        with pytest.raises(KeyError):
+        with pytest.raises(KeyError) as caught:
             sc.resolve_placeholders(bad, paths)
+        assert caught.value.args == (bad[3:-2],)  # the expression, for the caller's message
         with pytest.raises(bootstrapper.BootstrapError, match="names no port"):
             bootstrapper.resolve_placeholders(bad, paths["inputs"], paths["outputs"])
     with pytest.raises(KeyError):
