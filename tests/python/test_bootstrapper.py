@@ -4,7 +4,6 @@ The bootstrapper runs as a real subprocess against real R scripts; the metrics
 forwarder is exercised in-process with a fake sink.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -23,14 +22,11 @@ needs_r = pytest.mark.skipif(not HAS_R, reason="Rscript is not installed on this
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
 
-def load_module():
-    spec = importlib.util.spec_from_file_location("amlr_bootstrapper_under_test", BOOTSTRAPPER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The same file the subprocess tests run (conftest puts inst/python first on sys.path), imported
+# under its package name so that in-process tests and mutation testing see one module.
+import amlr.bootstrapper as bs  # noqa: E402
 
-
-bs = load_module()
+assert Path(bs.__file__).resolve() == BOOTSTRAPPER.resolve()
 
 
 def run_bs(args, cwd, env=None, **kw):
@@ -208,11 +204,9 @@ def test_sigint_is_forwarded_to_r(tmp_path):
     proc, r_pid = _start_sleeping_step(tmp_path)
     err = _signal_step(proc, signal.SIGINT)
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
-    expected = "Pipeline step execution was terminated by signal 2" if proc.returncode == 130 else (
-        f"Pipeline step execution returned {proc.returncode}"
-    )
-    assert proc.returncode != 0
-    assert last_line(err) == expected
+    # R exits 1 on an interrupt, but the step was stopped by the signal: reported as 128 + 2.
+    assert proc.returncode == 130
+    assert last_line(err) == "Pipeline step execution was terminated by signal 2"
     with pytest.raises(ProcessLookupError):
         os.kill(r_pid, 0)
 
@@ -224,6 +218,43 @@ def test_r_killed_by_signal(tmp_path):
     res = run_bs(["kill.R"], tmp_path)
     assert res.returncode == 137
     assert last_line(res.stderr) == "Pipeline step execution was terminated by signal 9"
+
+
+def _ctrl_c_once(target):
+    """A stand-in for ``target`` that first sends this process a real SIGINT (Ctrl-C), once."""
+    fired = []
+
+    def wrapper(*args, **kwargs):
+        if not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return target(*args, **kwargs)
+
+    return wrapper
+
+
+@posix_only
+@pytest.mark.parametrize("moment", ["before the handlers", "after the handlers"])
+def test_ctrl_c_before_r_starts_exits_130_and_r_never_runs(tmp_path, monkeypatch, capfd, moment):
+    """Ctrl-C while the bootstrapper prepares (finding Rscript; or with its handlers installed, just
+    before starting R) stops the step as the shell would report it: 130, and R is not started."""
+    script = write(tmp_path / "never.R", 'writeLines("ran", "ran.txt")\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AMLR_METRICS_FILE", raising=False)
+    if moment == "before the handlers":
+        monkeypatch.setattr(bs, "find_rscript", _ctrl_c_once(bs.find_rscript))
+    else:
+        monkeypatch.setattr(bs, "_flush_std", _ctrl_c_once(bs._flush_std))
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = bs.main(["--metrics-sink", "none", script.name])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    err = capfd.readouterr().err
+    assert code == 130
+    assert last_line(err.encode()) == "Pipeline step execution was terminated by signal 2"
+    assert not (tmp_path / "ran.txt").exists()
 
 
 # --------------------------------------------------------------------------
