@@ -1,0 +1,140 @@
+"""The run registry's reuse and record, on a real SQLite file in a private AMLR_HOME.
+
+Reuse is the one place where the registry decides what a user's run does: a
+wrong answer silently skips a step (stale or missing outputs) or silently
+re-runs one. These tests hold ``find_reusable`` to its rules with real rows
+and real folders, and the record functions it reads from.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from amlr import registry as regmod
+from amlr.errors import RunNotFound, StepNotFound
+from amlr.registry import Registry
+
+
+@pytest.fixture
+def reg(amlr_home: Path) -> Registry:
+    return Registry(str(amlr_home))
+
+
+def _run(reg: Registry, tmp_path: Path, run_id: str, *, fingerprint="fp-1", status="Completed", backend="local",
+         ended=100.0, outputs=("model",), make_dirs=True, created=None) -> dict[str, str]:
+    paths = {}
+    for name in outputs:
+        p = tmp_path / run_id / name
+        if make_dirs:
+            p.mkdir(parents=True)
+        paths[name] = str(p)
+    reg.insert_run({"id": run_id, "experiment": "cars", "pipeline": "cars", "backend": backend,
+                    **({"created": created} if created is not None else {})},
+                   [{"name": "train", "fingerprint": fingerprint, "outputs": {o: None for o in outputs}}])
+    reg.update_step(run_id, "train", status=status, ended=ended, exit_code=0, outputs=paths)
+    return paths
+
+
+def test_a_completed_local_step_with_the_same_fingerprint_is_reused(reg, tmp_path):
+    paths = _run(reg, tmp_path, "r1")
+    found = reg.find_reusable("fp-1", exclude_run="r2")
+    assert found is not None
+    assert found["run_id"] == "r1" and found["name"] == "train" and found["backend"] == "local"
+    assert found["outputs"] == paths and found["exit_code"] == 0
+
+
+@pytest.mark.parametrize("change", ["fingerprint", "status", "backend", "excluded", "running"])
+def test_a_step_that_differs_in_any_rule_is_not_reused(reg, tmp_path, change):
+    kw = {"fingerprint": "fp-other"} if change == "fingerprint" else {"status": "Failed"} if change == "status" else \
+        {"backend": "azureml"} if change == "backend" else {"status": "Running"} if change == "running" else {}
+    _run(reg, tmp_path, "r1", **kw)
+    assert reg.find_reusable("fp-1", exclude_run="r1" if change == "excluded" else "r2") is None
+
+
+def test_a_prior_step_whose_output_folders_are_gone_is_not_reused(reg, tmp_path):
+    """Reusing it would hand the next step paths that do not exist."""
+    paths = _run(reg, tmp_path, "r1", outputs=("model", "report"))
+    os.rmdir(paths["report"])
+    assert reg.find_reusable("fp-1", exclude_run="r2") is None
+    # a file where the folder was is not an output folder either
+    Path(paths["report"]).write_text("not a folder")
+    assert reg.find_reusable("fp-1", exclude_run="r2") is None
+
+
+def test_the_newest_prior_step_with_its_outputs_present_wins(reg, tmp_path):
+    old = _run(reg, tmp_path, "old", ended=100.0)
+    new = _run(reg, tmp_path, "new", ended=200.0)
+    assert reg.find_reusable("fp-1", "now")["run_id"] == "new"
+    os.rmdir(new["model"])
+    found = reg.find_reusable("fp-1", "now")
+    assert found["run_id"] == "old" and found["outputs"] == old
+
+
+def test_a_step_without_outputs_is_reusable(reg, tmp_path):
+    _run(reg, tmp_path, "r1", outputs=())
+    found = reg.find_reusable("fp-1", "r2")
+    assert found is not None and found["outputs"] == {}
+
+
+def test_steps_and_metrics_round_trip(reg, tmp_path):
+    _run(reg, tmp_path, "r1")
+    reg.update_step("r1", "train", reused=1, reused_from="r0")
+    [step] = reg.get_steps("r1")
+    assert step["reused"] is True and step["reused_from"] == "r0" and step["position"] == 0
+    assert reg.get_step("r1", "train")["name"] == "train"
+    with pytest.raises(StepNotFound, match=r"Run `r1` has no step `fit` \(its steps: train\)"):
+        reg.get_step("r1", "fit")
+    assert reg.add_metrics("r1", "train", []) == 0
+    assert reg.add_metrics("r1", "train", [{"name": "rmse", "value": 2, "time": "2026-01-01T00:00:00Z"},
+                                           {"name": "rmse", "value": 1.5},
+                                           {"name": "note", "value": "ok"},
+                                           {"name": "flag", "value": True},
+                                           {"name": "none", "value": None}]) == 5
+    assert reg.add_metrics("r1", "train", [{"name": "rmse", "value": 1.0}]) == 1  # appended, not replaced
+    got = [(m["name"], m["idx"], m["value_num"], m["value_str"], m["time"]) for m in reg.get_metrics("r1")]
+    assert got == [("flag", 0, None, "True", None), ("none", 0, None, None, None), ("note", 0, None, "ok", None),
+                   ("rmse", 0, 2.0, None, "2026-01-01T00:00:00Z"), ("rmse", 1, 1.5, None, None), ("rmse", 2, 1.0, None, None)]
+    reg.delete_run("r1")
+    assert reg.get_metrics("r1") == [] and reg.get_steps("r1") == []
+    with pytest.raises(RunNotFound):
+        reg.get_run("r1")
+
+
+def test_resolve_latest_ids_and_remote_ids(reg, tmp_path):
+    with pytest.raises(RunNotFound, match="There are no runs yet"):
+        reg.resolve("latest")
+    _run(reg, tmp_path, "a", created=1.0)
+    _run(reg, tmp_path, "b", created=2.0)
+    reg.update_run("b", remote_id="remote-b")
+    reg.update_run("b")  # nothing to change: no SQL error
+    assert reg.resolve("latest") == "b" and reg.resolve(None) == "b" and reg.resolve({"id": "a"}) == "a"
+    assert reg.resolve("remote-b") == "b"
+    with pytest.raises(RunNotFound, match="No run `zz`"):
+        reg.resolve("zz")
+    with pytest.raises(RunNotFound, match="must be an amlr_run"):
+        reg.resolve(3)
+    assert [r["id"] for r in reg.list_runs()] == ["b", "a"]
+    assert [r["id"] for r in reg.list_runs(limit=1)] == ["b"]
+    assert reg.list_runs(experiment="other") == []
+
+
+def test_log_exit_reads_the_final_bootstrapper_line(tmp_path):
+    log = tmp_path / "step.log"
+    assert regmod._log_exit(None) is None and regmod._log_exit(str(log)) is None
+    log.write_text("x\nPipeline step execution returned 3\ntrailing\n")
+    assert regmod._log_exit(str(log)) == 3
+    log.write_text("Pipeline step execution returned 0\nPipeline step execution was terminated by signal 15\n")
+    assert regmod._log_exit(str(log)) == 143
+    log.write_text("Pipeline step execution returned x\n")
+    assert regmod._log_exit(str(log)) is None
+    log.write_text("y" * 10000 + "\nPipeline step execution returned 0\n")
+    assert regmod._log_exit(str(log)) == 0
+
+
+def test_read_metrics_keeps_named_records(tmp_path):
+    f = tmp_path / "m.jsonl"
+    assert regmod._read_metrics(str(f)) == []
+    f.write_text('{"name": "a", "value": 1}\nnot json\n[1]\n{"value": 2}\n{"name": "b", "value": "x"}\n')
+    assert regmod._read_metrics(str(f)) == [{"name": "a", "value": 1}, {"name": "b", "value": "x"}]
