@@ -51,3 +51,48 @@ def bridge_env(amlr_home: Path) -> dict[str, str]:
     env["PYTHONIOENCODING"] = "utf-8"
     env["AMLR_HOME"] = str(amlr_home)
     return env
+
+
+# -- permission checks when the suite runs as root ------------------------------------------------
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def run_unprivileged(test_file: str, node: str) -> None:
+    """Run one test of this suite as the unprivileged user ``nobody`` (permissions do not bind root).
+
+    The package and the tests are copied to a world-readable temporary folder
+    first (the checkout may not be readable by others); the child has its own
+    HOME and temp folder. The test fails, with the child's output, unless the
+    child ran the test and it passed; it never skips.
+    """
+    import shutil as _shutil
+    import subprocess
+    import tempfile
+
+    if _shutil.which("setpriv") is None:
+        pytest.fail("this permission check runs as root here; it needs setpriv (util-linux) to drop to `nobody`")
+    top = Path(tempfile.mkdtemp(prefix="amlr-unprivileged-"))
+    try:
+        ignore = _shutil.ignore_patterns("__pycache__", "*.pyc")
+        _shutil.copytree(PYTHON_DIR, top / "inst" / "python", ignore=ignore)
+        _shutil.copytree(REPO / "tests" / "python", top / "tests" / "python", ignore=ignore)
+        _shutil.copy2(REPO / "pytest.ini", top / "pytest.ini")
+        work = top / "work"
+        work.mkdir()
+        for root, dirs, files in os.walk(top):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        os.chown(work, 65534, 65534)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AMLR_", "PYTEST_"))}
+        env.update(HOME=str(work), TMPDIR=str(work), PYTHONDONTWRITEBYTECODE="1")
+        res = subprocess.run(
+            [*UNPRIVILEGED, sys.executable, "-m", "pytest", f"tests/python/{test_file}::{node}", "-q", "-rs",
+             "-p", "no:cacheprovider", "--basetemp", str(work / "pytest")],
+            cwd=top, env=env, capture_output=True, text=True, timeout=300)
+        out = res.stdout + res.stderr
+        assert res.returncode == 0 and " passed" in out and "skipped" not in out, out[-4000:]
+    finally:
+        _shutil.rmtree(top, ignore_errors=True)
