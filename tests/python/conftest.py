@@ -7,13 +7,21 @@
 * ``requires_rscript`` (a marker) and ``rscript`` (a fixture giving the path):
   skip tests that start R when R is not installed.
 * ``bridge_env``: the environment for a ``python -m amlr`` subprocess.
+* ``run_unprivileged``: run one test as ``nobody`` when the suite runs as root
+  (permission checks).
+* The skip check: a session in which any test is skipped for a reason other
+  than the documented ones (``DOCUMENTED_SKIPS``: no Rscript, no live-workspace
+  credentials, another platform) fails, listing those tests. A test that
+  always skips is a test that cannot fail.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +30,45 @@ PYTHON_DIR = REPO / "inst" / "python"
 
 if not any(os.path.realpath(p) == os.path.realpath(PYTHON_DIR) for p in sys.path if p):
     sys.path.insert(0, str(PYTHON_DIR))
+
+# The only reasons a test may skip under `make test` (regular expressions on the skip reason).
+DOCUMENTED_SKIPS = (
+    r"\bRscript\b.*\bnot (installed|on the PATH)\b|^needs R(script)?$",   # R is not installed
+    r"\bAMLR_TEST_WORKSPACE_CONFIG\b",                                   # live tests: no workspace credentials
+    r"^(POSIX signals|symlinks|exec bit|Linux process semantics.*)$",     # not this platform
+)
+_undocumented_skips: list[str] = []
+
+
+def _note_skip(report: Any) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if not any(re.search(p, reason) for p in DOCUMENTED_SKIPS):
+            _undocumented_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _note_skip(report)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _note_skip(report)  # a module-level importorskip() skips the whole file
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _undocumented_skips and not os.environ.get("AMLR_TEST_ALLOW_SKIPS"):
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _undocumented_skips:
+        terminalreporter.section("tests skipped for an undocumented reason (a test that skips cannot fail)")
+        for line in _undocumented_skips:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line("Fix the test or the machine; the documented reasons are DOCUMENTED_SKIPS in "
+                                    "tests/python/conftest.py (AMLR_TEST_ALLOW_SKIPS=1 reports without failing).")
+
 
 RSCRIPT = shutil.which("Rscript")
 requires_rscript = pytest.mark.skipif(RSCRIPT is None, reason="Rscript is not on the PATH")
