@@ -99,8 +99,8 @@ def test_placeholders_and_their_problems():
     assert sc.placeholder_problem("outputs.a", ["a"], ["m"]) == (
         "`${{outputs.a}}` names no output of the step (its outputs: m)")
     unknown = sc.placeholder_problem("params.x", ["x"], ["x"])
-    assert unknown is not None and unknown.startswith("`${{params.x}}` is not a placeholder amlr knows")
-    assert "${{inputs.NAME}}" in unknown and "${{outputs.NAME}}" in unknown
+    assert unknown == ("`${{params.x}}` is not a placeholder amlr knows; use ${{inputs.NAME}} or "
+                       "${{outputs.NAME}} with a name of the step's inputs or outputs")
     assert sc.placeholder_problem("inputs.1a", ["1a"], []) is not None
 
 
