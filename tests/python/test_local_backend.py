@@ -173,6 +173,20 @@ def test_a_prior_step_whose_outputs_were_deleted_runs_again(home, src):
     assert os.path.isfile(os.path.join(call(home, "steps", run=second["id"])[0]["outputs"]["o"], "a.txt"))
 
 
+def test_arguments_with_dollars_quotes_commas_and_backslashes_reach_r_unchanged(home, src):
+    tricky = ["$HOME", "${HOME}", "$(id)", "`id`", "it's", 'say "hi"', "a,b", "back\\slash", "trailing\\", "a b",
+              "", "new\nline", "*", ";", "ü✓"]
+    write(src, "echo.R", 'a <- commandArgs(trailingOnly = TRUE)\n'
+                         'saveRDS(a, file.path(Sys.getenv("AMLR_OUTPUT_o"), "args.rds"))\n')
+    run = submit(home, [step(src, "echo", outputs=["o"], args=tricky)])
+    assert wait(home, run["id"])["status"] == "Completed"
+    out = call(home, "steps", run=run["id"])[0]["outputs"]["o"]
+    import subprocess
+    got = subprocess.run(["Rscript", "-e", f'writeLines(jsonlite::toJSON(readRDS("{out}/args.rds")))'],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(got) == tricky
+
+
 def test_allow_reuse_false_always_runs(home, src):
     write(src, "a.R", "cat(1)\n")
     first = submit(home, [step(src, "a", allow_reuse=False)])
