@@ -131,3 +131,23 @@ def test_bootstrapper_redact_reads_the_process_environment_and_caps(monkeypatch)
     assert bootstrapper.redact(f"x  \n {CLIENT_SECRET}") == "x ***"
     assert bootstrapper.redact("z" * 500, {}) == "z" * 300
     assert bootstrapper.redact("https://a@b/ and http://c:d@e/", {}) == "https://***@b/ and http://***@e/"
+
+
+def test_classic_secrets_include_the_registry_passwords_of_the_plan(tmp_path, monkeypatch):
+    from amlr.spec import validate
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hello.R").write_text("cat(1)\n")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("MYACR_PASSWORD", REGISTRY_PASSWORD)
+    spec = {"name": "hello", "compute": "cpu",
+            "environment": {"image": "myacr.azurecr.io/amlr/r:4.3", "registry": {
+                "address": "myacr.azurecr.io", "username": "amlr-pull", "password_env": "MYACR_PASSWORD"}},
+            "steps": [{"name": "hello", "script": "hello.R", "source_dir": str(src)}]}
+    plan = azureml.plan_pipeline(validate(spec), str(tmp_path / "run"))
+    assert azureml._secrets(plan) == [CLIENT_SECRET, REGISTRY_PASSWORD]
+    err = azureml._remote_failure("build the image", RuntimeError(f"login {REGISTRY_PASSWORD}"), azureml._secrets(plan))
+    assert err.message == "Azure ML could not build the image: RuntimeError: login ***"
+    monkeypatch.delenv("MYACR_PASSWORD")
+    assert azureml._secrets(plan) == [CLIENT_SECRET]
