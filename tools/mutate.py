@@ -56,8 +56,8 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "spec": Target(["spec.py"], ["test_spec.py", "test_spec_rules.py", "test_stepcontract.py", "test_catalogue.py"]),
-    "registry": Target(["registry.py"], ["test_registry.py"]),
-    "bootstrapper": Target(["bootstrapper.py"], ["test_bootstrapper.py", "test_stepcontract.py"]),
+    "registry": Target(["registry.py"], ["test_registry.py", "test_catalogue.py"]),
+    "bootstrapper": Target(["bootstrapper.py"], ["test_bootstrapper.py", "test_stepcontract.py", "test_redaction.py"]),
     "snapshot": Target(["snapshot.py", "ignore.py"], ["test_snapshot.py"]),
     "redaction": Target(
         ["bootstrapper.py", "backends/azureml_v2.py", "backends/azureml.py"],
@@ -122,12 +122,14 @@ def run(name: str, target: Target, python: str, sample: int, seed: int, children
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     started = time.time()
     names = list(target.functions)
+    population = 0
     if sample:
         # Generate the mutants first (a run of a name that matches nothing generates and stops).
         subprocess.run([python, "-m", "mutmut", "run", "amlr.__none__"], cwd=work, env=env,
                        capture_output=True, check=False)
         pool = [n for n in _mutant_names(work, python)
                 if not names or any(__import__("fnmatch").fnmatch(n, g) for g in names)]
+        population = len(pool)
         random.Random(seed).shuffle(pool)
         names = sorted(pool[:sample])
     cmd = [python, "-m", "mutmut", "run", "--max-children", str(children), *names]
@@ -145,13 +147,30 @@ def run(name: str, target: Target, python: str, sample: int, seed: int, children
     survived = counts.get("survived", 0)
     summary = {
         "target": name, "files": target.files, "tests": target.tests, "functions": target.functions,
-        "sample": sample or None, "counts": counts, "mutants": len(results),
+        "sample": sample if population > sample else None, "population": population or len(results),
+        "date": time.strftime("%Y-%m-%d"), "counts": counts, "mutants": len(results),
         "survival_rate": round(survived / checked, 3) if checked else None,
         "survivors": sorted(k for k, v in results.items() if v == "survived"),
         "no_tests": sorted(k for k, v in results.items() if v == "no tests"),
         "seconds": round(time.time() - started),
     }
     return summary
+
+
+def report(path: Path) -> str:
+    """The results in summary.json as the Markdown table of docs/mutation.md."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = ["| target | files | mutants tested | killed | survived | timeout | no tests | survival |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, res in data.items():
+        c = res["counts"]
+        tested = sum(v for k, v in c.items() if k != "not checked")
+        scope = ", ".join(res["files"]) + (" (redaction functions only)" if res["functions"] else "")
+        sample = f"{tested} (seeded sample of {res['population']})" if res.get("sample") else str(tested)
+        rate = res["survival_rate"]
+        rows.append(f"| {name} | {scope} | {sample} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
+                    f"{c.get('timeout', 0)} | {c.get('no tests', 0)} | {'-' if rate is None else f'{rate:.1%}'} |")
+    return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str]) -> int:
@@ -162,7 +181,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--max-children", type=int, default=1, help="parallel mutants (the machine is shared)")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--report", action="store_true", help="print build/mutate/summary.json as a Markdown table")
     args = ap.parse_args(argv)
+    if args.report:
+        sys.stdout.write(report(WORK / "summary.json"))
+        return 0
     if args.list:
         for name, t in TARGETS.items():
             print(f"{name}: {', '.join(t.files)}  <- {', '.join(t.tests)}"
