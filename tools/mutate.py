@@ -166,7 +166,7 @@ def report(path: Path) -> str:
         c = res["counts"]
         tested = sum(v for k, v in c.items() if k != "not checked")
         scope = ", ".join(res["files"]) + (" (redaction functions only)" if res["functions"] else "")
-        sample = f"{tested} (seeded sample of {res['population']})" if res.get("sample") else str(tested)
+        sample = f"{tested} (seeded sample of {res.get('population', '?')})" if res.get("sample") else str(tested)
         rate = res["survival_rate"]
         rows.append(f"| {name} | {scope} | {sample} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
                     f"{c.get('timeout', 0)} | {c.get('no tests', 0)} | {'-' if rate is None else f'{rate:.1%}'} |")
