@@ -104,6 +104,13 @@ def test_a_sourced_file_outside_the_folder_is_conservative_with_a_reason():
         assert got.files == ["R/a.R", "s.R"]
 
 
+def test_a_tilde_path_is_the_home_folder_even_when_the_folder_has_a_tilde_folder():
+    """R expands ``~`` to the user's home: source("~/x.R") never reads the folder's own ``~/x.R``."""
+    files = {"s.R": 'source("~/x.R")\n', "~/x.R": "1\n", "R/a.R": "2\n"}
+    got = code(files, "s.R")
+    assert got.conservative and got.reason == "s.R sources '~/x.R', which is not a file of the folder"
+
+
 def test_normalised_relative_paths_are_followed():
     files = {"s.R": 'source("./R/../R/a.R")\nsource("R\\\\b.R")\n', "R/a.R": "1\n", "R/b.R": "2\n", "R/c.R": "3\n"}
     got = code(files, "s.R")
