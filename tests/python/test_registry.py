@@ -138,3 +138,66 @@ def test_read_metrics_keeps_named_records(tmp_path):
     assert regmod._read_metrics(str(f)) == []
     f.write_text('{"name": "a", "value": 1}\nnot json\n[1]\n{"value": 2}\n{"name": "b", "value": "x"}\n')
     assert regmod._read_metrics(str(f)) == [{"name": "a", "value": 1}, {"name": "b", "value": "x"}]
+
+
+def test_a_stored_steps_outputs_come_back_as_a_mapping(reg, tmp_path):
+    paths = _run(reg, tmp_path, "r1", outputs=("model", "report"))
+    assert reg.get_steps("r1")[0]["outputs"] == paths
+    reg.insert_run({"id": "r2", "experiment": "e", "pipeline": "p", "backend": "local"}, [{"name": "s"}])
+    assert reg.get_steps("r2")[0]["outputs"] == {}
+
+
+def test_log_exit_reads_a_log_that_is_only_the_final_line_and_bad_bytes(tmp_path):
+    log = tmp_path / "step.log"
+    log.write_bytes(b"Pipeline step execution returned 4\n")
+    assert regmod._log_exit(str(log)) == 4
+    log.write_bytes(b"R said \xff\xfe\n" + b"Pipeline step execution returned 5\n")
+    assert regmod._log_exit(str(log)) == 5
+
+
+@pytest.mark.parametrize("marker", ["run.json", "spec.json"])
+def test_an_emptied_or_missing_registry_next_to_run_folders_is_damage(amlr_home, marker):
+    reg = Registry(str(amlr_home))
+    reg.ensure()
+    folder = amlr_home / "runs" / "amlr_1"
+    folder.mkdir(parents=True)
+    (folder / marker).write_text("{}")
+    (amlr_home / "runs" / "not-a-run").mkdir()  # a folder without a record is not counted
+    assert reg.run_folders() == ["amlr_1"]
+    (amlr_home / "registry.sqlite").write_bytes(b"")
+    runs = amlr_home / "runs"
+    fix = (f"The run folders under `{runs}` are the record: rebuild the registry from them with "
+           "run_registry_rebuild() (the damaged file is kept next to it).")
+    with pytest.raises(regmod.RegistryDamaged) as err:
+        reg.list_runs()
+    assert err.value.message == f"The run registry `{reg.path}` is empty (0 bytes) but 1 run folder(s) exist. {fix}"
+    assert err.value.field == "home"
+    (amlr_home / "registry.sqlite").unlink()
+    with pytest.raises(regmod.RegistryDamaged) as err:
+        reg.list_runs()
+    assert err.value.message == f"The run registry `{reg.path}` is missing but 1 run folder(s) exist. {fix}"
+
+
+def test_an_unusable_home_says_why_and_how_to_fix_it(tmp_path):
+    fix = "Set AMLR_HOME to a folder you can write to (Sys.setenv(AMLR_HOME = ...)), or unset it."
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [
+        (a_file, f"AMLR_HOME `{a_file}` is a file, not a folder. {fix}"),
+        (a_file / "below", f"AMLR_HOME `{a_file / 'below'}` cannot be created: part of that path is a file, not a "
+                           f"folder. {fix}"),
+    ]
+    runs_file = tmp_path / "h1"
+    runs_file.mkdir()
+    (runs_file / "runs").write_text("x")
+    cases.append((runs_file, f"`{runs_file / 'runs'}` is a file, but amlr keeps its run folders there. Move that file "
+                             "away, or set AMLR_HOME to another folder."))
+    db_dir = tmp_path / "h2"
+    (db_dir / "registry.sqlite").mkdir(parents=True)
+    cases.append((db_dir, f"The run registry `{db_dir / 'registry.sqlite'}` is a folder, not a file. Move that folder "
+                          "away (then run_registry_rebuild() if run folders exist), or set AMLR_HOME to another folder."))
+    for home, message in cases:
+        with pytest.raises(regmod.HomeUnusable) as err:
+            Registry(str(home)).list_runs()
+        assert (err.value.message, err.value.field) == (message, "home")
+        assert err.value.kind == "home_unusable"
