@@ -92,6 +92,7 @@ def _setup(name: str, target: Target) -> Path:
         f"only_mutate =\n    {only}\n"
         f"pytest_add_cli_args_test_selection =\n    {tests}\n"
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q\n"
+        "also_copy =\n    pytest.ini\n"
         "timeout_multiplier = 5.0\n"
         "timeout_constant = 10.0\n",
         encoding="utf-8",
@@ -143,6 +144,8 @@ def run(name: str, target: Target, python: str, sample: int, seed: int, children
     counts: dict[str, int] = {}
     for status in results.values():
         counts[status] = counts.get(status, 0) + 1
+    if not results or not any(v in ("killed", "survived", "timeout") for v in results.values()):
+        print(f"{name}: mutmut ran no mutant; see {log}", file=sys.stderr)
     checked = sum(v for k, v in counts.items() if k not in ("not checked", "no tests", "skipped"))
     survived = counts.get("survived", 0)
     summary = {
