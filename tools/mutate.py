@@ -204,6 +204,8 @@ def main(argv: list[str]) -> int:
     worst = 0.0
     for name in chosen:
         res = run(name, TARGETS[name], args.python, args.sample, args.seed, args.max_children)
+        # re-read: another `make mutate` of other targets may have written meanwhile
+        all_results = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         all_results[name] = res
         summary_path.write_text(json.dumps(all_results, indent=1) + "\n", encoding="utf-8")
         c = res["counts"]
