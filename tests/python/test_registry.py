@@ -201,3 +201,73 @@ def test_an_unusable_home_says_why_and_how_to_fix_it(tmp_path):
             Registry(str(home)).list_runs()
         assert (err.value.message, err.value.field) == (message, "home")
         assert err.value.kind == "home_unusable"
+
+
+def test_the_run_folders_rebuild_the_registry(reg, tmp_path, amlr_home):
+    # r1: recorded the usual way, mirrored into run.json
+    _run(reg, tmp_path, "r1", created=10.0)
+    os.makedirs(reg.run_dir("r1"))
+    reg.update_run("r1", status="Completed", started=11.0, ended=12.0)
+    reg.update_step("r1", "train", reused=1, reused_from="r0", started=11.0)
+    reg.add_metrics("r1", "train", [{"name": "rmse", "value": 1.5}])
+    (Path(reg.run_dir("r1")) / "metrics").mkdir()
+    (Path(reg.run_dir("r1")) / "metrics" / "train.jsonl").write_text('{"name": "rmse", "value": 1.5}\n')
+    reg.write_run_file("r1")
+    reg.write_run_file("no-such-run-folder")  # nothing to mirror into: no error
+    # r2: only spec.json and the logs (an older amlr), one step failed
+    r2 = Path(reg.run_dir("r2"))
+    r2.mkdir()
+    (r2 / "ok.log").write_text("hi\nPipeline step execution returned 0\n")
+    (r2 / "bad.log").write_text("Pipeline step execution was terminated by signal 9\n")
+    (r2 / "spec.json").write_text(json_dumps({"pipeline": {"name": "cars"}, "steps": {
+        "prep": {"log": str(r2 / "ok.log"), "fingerprint": "f1", "outputs": {"o": "/x"}},
+        "fit": {"log": str(r2 / "bad.log"), "fingerprint": "f2"},
+        "never": {"log": None}}}))
+    # r3: a run.json of a run that was still going, r4: damage
+    r3 = Path(reg.run_dir("r3"))
+    r3.mkdir()
+    (r3 / "run.json").write_text(json_dumps({"experiment": "e", "pipeline": "p", "backend": "local",
+                                             "status": "Running", "created": 5.0, "steps": [
+                                                 {"name": "s", "position": 0, "status": "Running"},
+                                                 {"name": "t", "position": 1, "status": "Completed"}]}))
+    r4 = Path(reg.run_dir("r4"))
+    r4.mkdir()
+    (r4 / "run.json").write_text("{not json")
+    os.remove(reg.path)
+    result = reg.rebuild()
+    assert result["moved_to"] is None and result["runs"] == 3
+    assert sorted(result["added"]) == ["r1", "r2", "r3"] and result["skipped"] == ["r4"]
+    run1 = reg.get_run("r1")
+    assert (run1["status"], run1["started"], run1["ended"], run1["experiment"]) == ("Completed", 11.0, 12.0, "cars")
+    [s1] = reg.get_steps("r1")
+    assert (s1["reused"], s1["reused_from"], s1["fingerprint"], s1["status"]) == (True, "r0", "fp-1", "Completed")
+    assert [(m["name"], m["value_num"]) for m in reg.get_metrics("r1")] == [("rmse", 1.5)]
+    run2 = reg.get_run("r2")
+    assert (run2["status"], run2["error"], run2["backend"]) == ("Failed", regmod.REBUILT_REASON, "local")
+    steps2 = {s["name"]: (s["status"], s["exit_code"], s["error"], s["outputs"]) for s in reg.get_steps("r2")}
+    assert steps2 == {"prep": ("Completed", 0, None, {"o": "/x"}), "fit": ("Failed", 137, "exit code 137", {}),
+                      "never": ("Failed", None, regmod.REBUILT_REASON, {})}
+    run3 = reg.get_run("r3")
+    assert (run3["status"], run3["error"]) == ("Failed", regmod.REBUILT_REASON)
+    assert [(s["status"], s["error"]) for s in reg.get_steps("r3")] == [
+        ("Failed", regmod.REBUILT_REASON), ("Completed", None)]
+    # a second rebuild of a usable registry keeps it and adds nothing
+    again = reg.rebuild()
+    assert again["added"] == [] and again["runs"] == 3 and again["moved_to"] is None
+
+
+def test_a_damaged_registry_is_moved_aside_by_rebuild(reg, tmp_path):
+    _run(reg, tmp_path, "r1")
+    os.makedirs(reg.run_dir("r1"))
+    reg.write_run_file("r1")
+    Path(reg.path).write_text("this is not a database\n" * 20)
+    result = reg.rebuild()
+    assert result["moved_to"] is not None and result["moved_to"].startswith(reg.path + ".damaged-")
+    assert Path(result["moved_to"]).read_text().startswith("this is not a database")
+    assert result["added"] == ["r1"] and reg.get_run("r1")["pipeline"] == "cars"
+
+
+def json_dumps(value) -> str:
+    import json
+
+    return json.dumps(value)
