@@ -143,3 +143,13 @@ def run_unprivileged(test_file: str, node: str) -> None:
         assert res.returncode == 0 and " passed" in out and "skipped" not in out, out[-4000:]
     finally:
         _shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _mutmut_stats_stay_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `make mutate` only: while mutmut records which tests reach which function
+    (MUTANT_UNDER_TEST=stats), subprocesses (the bootstrapper, the unprivileged rows) run the
+    plain code; mutmut keeps its own in-process copy of the mode. Against a mutant they inherit
+    its name and run it. Outside mutation testing this does nothing."""
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        monkeypatch.delenv("MUTANT_UNDER_TEST")
