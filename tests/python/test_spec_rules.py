@@ -114,6 +114,15 @@ CASES = [
      lambda src: f"source_dir `{src / 'nope'}` of step `a` is not a folder."),
     ("script missing", lambda src: one(src, script="sub/none.R"), f"{S}.script",
      lambda src: f"Script `sub/none.R` of step `a` does not exist in `{src}`."),
+    ("pipeline not an object", lambda src: ["a.R"], "pipeline",
+     "A pipeline spec must be an object built by r_pipeline()."),
+    ("pipeline compute", lambda src: dict(one(src), compute=3), "compute", "`compute` must be a string, not int."),
+    ("output_of without step", lambda src: one(src, inputs={"d": {"type": "step_output", "output": "o"}}),
+     f"{S}.inputs.d.step", f"`{S}.inputs.d.step` is missing; give it a non-empty string."),
+    ("path input without path", lambda src: one(src, inputs={"d": {"type": "path", "path": ""}}),
+     f"{S}.inputs.d.path", f"`{S}.inputs.d.path` is missing; give it a non-empty string."),
+    ("own output", lambda src: one(src, outputs=["m"], inputs={"x": {"type": "step_output", "step": "a", "output": "m"}}),
+     f"{S}.inputs.x", "Step `a` reads its own output `m`; a step cannot depend on itself."),
     ("data mode", lambda src: one(src, inputs={"d": {"type": "data_asset", "name": "cars", "mode": "rw"}}),
      f"{S}.inputs.d.mode", "`mode` of aml_data(\"cars\") must be one of: ro_mount, download."),
     ("data type", lambda src: one(src, inputs={"d": {"type": "data_asset", "name": "cars", "data_type": "csv"}}),
@@ -202,6 +211,14 @@ def test_everything_a_step_can_say_is_kept(src, monkeypatch):
     assert "register" not in out["steps"][1]
     assert out["steps"][1]["inputs"] == {"m": {"type": "step_output", "step": "b", "output": "model"}}
     assert validate(out).to_json() == out  # what submit records validates to itself
+
+
+def test_every_data_type_and_an_empty_environment(src):
+    for data_type in ("uri_folder", "uri_file", "mltable"):
+        p = validate(one(src, inputs={"d": {"type": "data_asset", "name": "cars", "data_type": data_type}}))
+        assert p.step("a").inputs["d"].data_type == data_type
+    assert validate(dict(one(src), environment={})).environment is None
+    assert validate(dict(one(src), environment={"name": "e"})).environment == {"name": "e"}
 
 
 def test_without_path_checks_missing_files_pass_but_escapes_do_not(src):
