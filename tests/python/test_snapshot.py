@@ -604,3 +604,25 @@ def test_hash_path_ignores_ignore_files(tmp_path: Path) -> None:
     middle = snapshot.hash_path(str(data))
     (data / "a.csv").write_text("changed\n")
     assert len({before, middle, snapshot.hash_path(str(data))}) == 3
+
+
+def test_key_files_are_left_out_and_named_unless_shipped_on_purpose(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "id_rsa": "KEY", "certs/server.pem": "PEM", "ok.csv": "1\n"})
+    told: List[str] = []
+    assert snapshot.list_files(str(src), warn=told.append) == ["a.R", "ok.csv"]
+    assert len(told) == 1 and "certs/server.pem" in told[0] and "id_rsa" in told[0]
+    assert told[0].startswith(f"Left out of the snapshot of '{src}' as key or credential files:")
+    with pytest.warns(UserWarning, match="id_rsa"):  # the default warning of build_snapshot
+        snapshot.build_snapshot(str(src), str(tmp_path / "s"), bootstrapper_path=str(boot))
+    assert not (tmp_path / "s" / "id_rsa").exists()
+    (src / ".amlignore").write_text("!id_rsa\n")
+    told.clear()
+    assert snapshot.list_files(str(src), warn=told.append) == ["a.R", "id_rsa", "ok.csv"]
+    assert any("id_rsa" in t for t in told)
+
+
+def test_a_too_large_snapshot_names_its_folder(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "big.bin": "x" * 3000})
+    with pytest.raises(snapshot.SnapshotTooLarge) as err:
+        snapshot.build_snapshot(str(src), str(tmp_path / "s"), bootstrapper_path=str(boot), max_bytes=1000)
+    assert str(src) in err.value.message and "big.bin" in err.value.message
