@@ -27,7 +27,7 @@ export AMLR_PYTHON := $(VPY)
 export RETICULATE_PYTHON := $(VPY)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup r-deps run lint lint-python lint-r test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs readme lint-docker clean
+.PHONY: mutate setup r-deps run lint lint-python lint-r test test-python test-r test-r-system2 test-r-reticulate check check-package bench docs readme lint-docker clean
 
 setup: $(RLIB)/amlr/DESCRIPTION $(VENV)/.installed
 
@@ -106,6 +106,11 @@ check-package: setup
 # when run (tests/testthat/helper-docs.R); test-docs.R checks them in make test.
 readme: setup
 	Rscript -e 'source("tests/testthat/helper-docs.R"); doc_root <- function() getwd(); for (f in c("README.md", Sys.glob("vignettes/*.Rmd"))) if (nrow(doc_blocks(readLines(f))) > 0) doc_update(f)'
+
+# Mutation testing (not part of make test; minutes per target, one mutant at a time):
+# make mutate, or make mutate TARGETS="spec stepcontract". Report: docs/mutation.md.
+mutate: setup
+	AMLR_HOME=$$(mktemp -d) $(VPY) tools/mutate.py $(TARGETS)
 
 bench: setup
 	Rscript bench/run.R

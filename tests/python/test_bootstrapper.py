@@ -4,7 +4,6 @@ The bootstrapper runs as a real subprocess against real R scripts; the metrics
 forwarder is exercised in-process with a fake sink.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -23,14 +22,11 @@ needs_r = pytest.mark.skipif(not HAS_R, reason="Rscript is not installed on this
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
 
-def load_module():
-    spec = importlib.util.spec_from_file_location("amlr_bootstrapper_under_test", BOOTSTRAPPER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The same file the subprocess tests run (conftest puts inst/python first on sys.path), imported
+# under its package name so that in-process tests and mutation testing see one module.
+import amlr.bootstrapper as bs  # noqa: E402
 
-
-bs = load_module()
+assert Path(bs.__file__).resolve() == BOOTSTRAPPER.resolve()
 
 
 def run_bs(args, cwd, env=None, **kw):
@@ -208,11 +204,9 @@ def test_sigint_is_forwarded_to_r(tmp_path):
     proc, r_pid = _start_sleeping_step(tmp_path)
     err = _signal_step(proc, signal.SIGINT)
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
-    expected = "Pipeline step execution was terminated by signal 2" if proc.returncode == 130 else (
-        f"Pipeline step execution returned {proc.returncode}"
-    )
-    assert proc.returncode != 0
-    assert last_line(err) == expected
+    # R exits 1 on an interrupt, but the step was stopped by the signal: reported as 128 + 2.
+    assert proc.returncode == 130
+    assert last_line(err) == "Pipeline step execution was terminated by signal 2"
     with pytest.raises(ProcessLookupError):
         os.kill(r_pid, 0)
 
@@ -224,6 +218,43 @@ def test_r_killed_by_signal(tmp_path):
     res = run_bs(["kill.R"], tmp_path)
     assert res.returncode == 137
     assert last_line(res.stderr) == "Pipeline step execution was terminated by signal 9"
+
+
+def _ctrl_c_once(target):
+    """A stand-in for ``target`` that first sends this process a real SIGINT (Ctrl-C), once."""
+    fired = []
+
+    def wrapper(*args, **kwargs):
+        if not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return target(*args, **kwargs)
+
+    return wrapper
+
+
+@posix_only
+@pytest.mark.parametrize("moment", ["before the handlers", "after the handlers"])
+def test_ctrl_c_before_r_starts_exits_130_and_r_never_runs(tmp_path, monkeypatch, capfd, moment):
+    """Ctrl-C while the bootstrapper prepares (finding Rscript; or with its handlers installed, just
+    before starting R) stops the step as the shell would report it: 130, and R is not started."""
+    script = write(tmp_path / "never.R", 'writeLines("ran", "ran.txt")\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AMLR_METRICS_FILE", raising=False)
+    if moment == "before the handlers":
+        monkeypatch.setattr(bs, "find_rscript", _ctrl_c_once(bs.find_rscript))
+    else:
+        monkeypatch.setattr(bs, "_flush_std", _ctrl_c_once(bs._flush_std))
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = bs.main(["--metrics-sink", "none", script.name])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    err = capfd.readouterr().err
+    assert code == 130
+    assert last_line(err.encode()) == "Pipeline step execution was terminated by signal 2"
+    assert not (tmp_path / "ran.txt").exists()
 
 
 # --------------------------------------------------------------------------
@@ -521,3 +552,81 @@ def test_sink_failure_does_not_change_exit_code(tmp_path):
     assert len(warnings) == 1 and "tracking server down" in warnings[0]
     assert lines[-1] == "Pipeline step execution returned 4"
     assert b"Traceback" not in res.stderr
+
+
+# --------------------------------------------------------------------------
+# The same refusals in-process (what mutation testing can see): exact code and message
+# --------------------------------------------------------------------------
+
+def _main(tmp_path, monkeypatch, capfd, argv, env=None):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AMLR_METRICS_FILE", raising=False)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    code = bs.main(argv)
+    err = capfd.readouterr().err.rstrip("\n").split("\n")
+    return code, err
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["--input", "data", "a.R"], 2, "--input expects NAME=PATH, got 'data'"),
+    (["--output", "m=", "a.R"], 2, "--output m= has an empty path"),
+    (["--input", "1x=/p", "a.R"], 2, "--input name '1x' is not valid: use letters, digits and _, not starting with a digit"),
+    (["--metrics-sink", "kafka", "a.R"], 2, "--metrics-sink must be one of auto, none, azureml, mlflow, got 'kafka'"),
+    (["missing.R"], 2, "R script not found: missing.R (working directory {cwd})"),
+])
+def test_refusals_in_process(tmp_path, monkeypatch, capfd, argv, code, message):
+    (tmp_path / "a.R").write_text("1\n")
+    got, err = _main(tmp_path, monkeypatch, capfd, argv)
+    assert got == code
+    assert err[-1] == f"Pipeline step execution returned {code}"
+    assert any(line.endswith(message.format(cwd=tmp_path)) for line in err[:-1]), err
+
+
+def test_rscript_settings_in_process(tmp_path, monkeypatch, capfd):
+    (tmp_path / "a.R").write_text("1\n")
+    (tmp_path / "bin").mkdir()
+    cases = [
+        ({"AMLR_RSCRIPT": str(tmp_path / "no" / "Rscript")}, 127,
+         f"AMLR_RSCRIPT={tmp_path / 'no' / 'Rscript'} does not exist; install R or fix AMLR_RSCRIPT"),
+        ({"AMLR_RSCRIPT": "NoSuchRscript", "PATH": str(tmp_path / "bin")}, 127,
+         "AMLR_RSCRIPT=NoSuchRscript is not on PATH; install R or fix AMLR_RSCRIPT"),
+        ({"AMLR_RSCRIPT": "", "PATH": str(tmp_path / "bin")}, 127,
+         "Rscript not found on PATH; install R or set AMLR_RSCRIPT"),
+    ]
+    for env, code, message in cases:
+        got, err = _main(tmp_path, monkeypatch, capfd, ["--metrics-sink", "none", "a.R"], env)
+        assert (got, err[-1]) == (code, f"Pipeline step execution returned {code}")
+        assert any(line.endswith(message) for line in err[:-1]), err
+    found = tmp_path / "bin" / "MyRscript"
+    found.write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(found, 0o755)
+    assert bs.find_rscript({"AMLR_RSCRIPT": "MyRscript", "PATH": str(tmp_path / "bin")}) == str(found)
+    (tmp_path / "bin" / "Rscript").write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(tmp_path / "bin" / "Rscript", 0o755)
+    assert bs.find_rscript({"PATH": str(tmp_path / "bin")}) == str(tmp_path / "bin" / "Rscript")
+
+
+def test_contract_values_are_fixed_inputs(tmp_path, monkeypatch):
+    contract = tmp_path / "c.json"
+    contract.write_text(json.dumps({"format": "amlr-step/1", "script": "a.R", "args": ["${{inputs.u}}"],
+                                    "inputs": ["u"], "outputs": [], "values": {"u": "https://x/y.csv"},
+                                    "env": {"K": 1}, "metrics_sink": "none"}))
+    monkeypatch.chdir(tmp_path)
+    got = bs.from_contract(bs.parse_args(["--step", str(contract)]), {})
+    assert got.inputs == {"u": "https://x/y.csv"} and got.args == ["https://x/y.csv"]
+    assert got.env == {"K": "1"} and got.metrics_sink == "none"
+    assert bs.from_contract(bs.parse_args(["--metrics-sink", "mlflow", "--step", str(contract)]), {}).metrics_sink \
+        == "mlflow"
+    for bad, message in (({"values": "u=x"}, "the step contract's values and env must be objects"),
+                         ({"env": "K=1"}, "the step contract's values and env must be objects"),
+                         ({"script": ""}, "the step contract names no script"),
+                         ({"args": "x"}, "the step contract's args must be a list of strings"),
+                         ({"metrics_sink": "kafka"}, "the step contract's metrics_sink must be one of auto, none, "
+                                                     "azureml, mlflow")):
+        data = json.loads(contract.read_text())
+        data.update(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(data))
+        with pytest.raises(bs.BootstrapError) as err:
+            bs.from_contract(bs.parse_args(["--step", str(tmp_path / "bad.json")]), {})
+        assert (str(err.value), err.value.exit_code) == (message, 2)

@@ -363,6 +363,8 @@ def test_module_is_importable_without_azure():
 
 def test_resolved_environment_is_frozen(own_dockerfile):
     env = resolve_environment(spec(dockerfile=str(own_dockerfile)))
+    import dataclasses
+
     with pytest.raises(dataclasses.FrozenInstanceError):
         env.name = "other"  # type: ignore[misc]
     assert envmod.ResolvedEnvironment.__dataclass_params__.frozen

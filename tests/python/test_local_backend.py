@@ -158,6 +158,35 @@ def test_reuse_reruns_only_the_changed_step_and_downstream(home, src):
     assert a1 == a3
 
 
+def test_a_prior_step_whose_outputs_were_deleted_runs_again(home, src):
+    """Reusing a step whose output folder is gone would hand the next step a path that does not exist."""
+    write(src, "a.R", 'writeLines("a", file.path(Sys.getenv("AMLR_OUTPUT_o"), "a.txt"))\n')
+    write(src, "b.R", 'cat(readLines(file.path(Sys.getenv("AMLR_INPUT_i"), "a.txt")), "\\n")\n')
+    steps = [step(src, "a", outputs=["o"]), step(src, "b", inputs={"i": ref("a", "o")})]
+    first = submit(home, steps)
+    assert wait(home, first["id"])["status"] == "Completed"
+    shutil.rmtree(call(home, "steps", run=first["id"])[0]["outputs"]["o"])
+    second = submit(home, steps)
+    assert wait(home, second["id"])["status"] == "Completed"
+    got = {s["name"]: s["reused"] for s in call(home, "steps", run=second["id"])}
+    assert got["a"] is False
+    assert os.path.isfile(os.path.join(call(home, "steps", run=second["id"])[0]["outputs"]["o"], "a.txt"))
+
+
+def test_arguments_with_dollars_quotes_commas_and_backslashes_reach_r_unchanged(home, src):
+    tricky = ["$HOME", "${HOME}", "$(id)", "`id`", "it's", 'say "hi"', "a,b", "back\\slash", "trailing\\", "a b",
+              "", "new\nline", "*", ";", "ü✓"]
+    write(src, "echo.R", 'a <- commandArgs(trailingOnly = TRUE)\n'
+                         'saveRDS(a, file.path(Sys.getenv("AMLR_OUTPUT_o"), "args.rds"))\n')
+    run = submit(home, [step(src, "echo", outputs=["o"], args=tricky)])
+    assert wait(home, run["id"])["status"] == "Completed"
+    out = call(home, "steps", run=run["id"])[0]["outputs"]["o"]
+    import subprocess
+    got = subprocess.run(["Rscript", "-e", f'writeLines(jsonlite::toJSON(readRDS("{out}/args.rds")))'],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(got) == tricky
+
+
 def test_allow_reuse_false_always_runs(home, src):
     write(src, "a.R", "cat(1)\n")
     first = submit(home, [step(src, "a", allow_reuse=False)])

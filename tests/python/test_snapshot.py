@@ -553,3 +553,76 @@ def test_virtualenvs_and_amlr_homes_are_never_packaged(tmp_path):
     assert snap_mod.list_files(str(tmp_path), exclude=[str(other)]) == ["job.R"]
     # Paths outside the source folder are irrelevant to it.
     assert snap_mod.list_files(str(other), exclude=[str(tmp_path)]) == ["data.bin"]
+
+
+@pytest.mark.skipif(not POSIX, reason="exec bit")
+def test_a_blob_store_links_unchanged_files_once_across_snapshots(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "cat(1)\n", "data/x.csv": "1,2\n", "run.sh": "#!/bin/sh\n"})
+    os.chmod(src / "run.sh", 0o755)
+    store = tmp_path / "store"
+    first = snapshot.build_snapshot(str(src), str(tmp_path / "s1"), bootstrapper_path=str(boot), store=str(store))
+    second = snapshot.build_snapshot(str(src), str(tmp_path / "s2"), bootstrapper_path=str(boot), store=str(store))
+    plain = snapshot.build_snapshot(str(src), str(tmp_path / "s3"), bootstrapper_path=str(boot))
+    assert first.hash == second.hash == plain.hash  # the store changes where bytes live, not what is shipped
+    assert first.records == plain.records
+    digests = {rel: digest for rel, digest, _ in first.records}
+    blobs = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+    assert blobs == sorted(f"{d[:2]}/{d[2:]}" + ("-x" if rel == "run.sh" else "") for rel, d in digests.items())
+    for rel in ("a.R", "data/x.csv", "run.sh"):
+        blob = store / digests[rel][:2] / (digests[rel][2:] + ("-x" if rel == "run.sh" else ""))
+        a, b = os.stat(tmp_path / "s1" / rel), os.stat(tmp_path / "s2" / rel)
+        assert a.st_ino == b.st_ino == os.stat(blob).st_ino  # one copy on disk
+        assert (tmp_path / "s2" / rel).read_bytes() == (src / rel).read_bytes()
+        assert os.stat(tmp_path / "s3" / rel).st_ino != a.st_ino
+    assert os.access(tmp_path / "s2" / "run.sh", os.X_OK)
+    assert not [p for p in store.rglob("*.tmp")]
+
+
+def test_snapshot_too_large_carries_its_numbers(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "big.bin": "x" * 3000})
+    with pytest.raises(snapshot.SnapshotTooLarge) as err:
+        snapshot.build_snapshot(str(src), str(tmp_path / "s"), bootstrapper_path=str(boot), max_bytes=1000,
+                                warn_bytes=500)
+    assert err.value.data == {"total_bytes": 3002, "limit_bytes": 1000, "largest": [["big.bin", 3000], ["a.R", 2]]}
+    assert not (tmp_path / "s").exists()
+
+
+def test_reserved_names_are_checked_by_top_folder(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "_amlr/steps/x.json": "{}"})
+    with pytest.raises(AmlrError) as err:
+        snapshot.content_hash(str(src), extra={"_amlr/steps/a/b.json": b"{}"})
+    assert err.value.kind == "snapshot_reserved_name"
+    assert "contains '_amlr'" in err.value.message
+
+
+def test_hash_path_ignores_ignore_files(tmp_path: Path) -> None:
+    """An input folder is hashed whole: a .gitignore inside data does not hide a changed file."""
+    data = make_tree(tmp_path / "data", {"a.csv": "1\n", "b.csv": "2\n", ".gitignore": "b.csv\n",
+                                          ".amlignore": "a.csv\n"})
+    before = snapshot.hash_path(str(data))
+    (data / "b.csv").write_text("changed\n")
+    middle = snapshot.hash_path(str(data))
+    (data / "a.csv").write_text("changed\n")
+    assert len({before, middle, snapshot.hash_path(str(data))}) == 3
+
+
+def test_key_files_are_left_out_and_named_unless_shipped_on_purpose(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "id_rsa": "KEY", "certs/server.pem": "PEM", "ok.csv": "1\n"})
+    told: List[str] = []
+    assert snapshot.list_files(str(src), warn=told.append) == ["a.R", "ok.csv"]
+    assert len(told) == 1 and "certs/server.pem" in told[0] and "id_rsa" in told[0]
+    assert told[0].startswith(f"Left out of the snapshot of '{src}' as key or credential files:")
+    with pytest.warns(UserWarning, match="id_rsa"):  # the default warning of build_snapshot
+        snapshot.build_snapshot(str(src), str(tmp_path / "s"), bootstrapper_path=str(boot))
+    assert not (tmp_path / "s" / "id_rsa").exists()
+    (src / ".amlignore").write_text("!id_rsa\n")
+    told.clear()
+    assert snapshot.list_files(str(src), warn=told.append) == ["a.R", "id_rsa", "ok.csv"]
+    assert any("id_rsa" in t for t in told)
+
+
+def test_a_too_large_snapshot_names_its_folder(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "big.bin": "x" * 3000})
+    with pytest.raises(snapshot.SnapshotTooLarge) as err:
+        snapshot.build_snapshot(str(src), str(tmp_path / "s"), bootstrapper_path=str(boot), max_bytes=1000)
+    assert str(src) in err.value.message and "big.bin" in err.value.message

@@ -19,97 +19,89 @@ fake_rstudio <- function(path, contents = readLines(path), answer = TRUE, saves 
   list(api = api, calls = calls)
 }
 
-# Replaces a function inside amlr's namespace for the calling test:
-# testthat::local_mocked_bindings() where testthat has it (>= 3.1.7), else the
-# same swap by hand (Debian's testthat is 3.1.6).
-local_amlr_binding <- function(name, value, env = parent.frame()) {
-  if (exists("local_mocked_bindings", envir = asNamespace("testthat"))) {
-    mock <- get("local_mocked_bindings", envir = asNamespace("testthat"))
-    args <- c(stats::setNames(list(value), name), list(.package = "amlr", .env = env))
-    return(invisible(do.call(mock, args)))
-  }
-  ns <- asNamespace("amlr")
-  old <- get(name, envir = ns)
-  swap <- function(f) {
-    unlockBinding(name, ns)
-    assign(name, f, envir = ns)
-    lockBinding(name, ns)
-  }
-  swap(value)
-  withr::defer(swap(old), envir = env)
-}
+# What the addins recorded: the runs in the test's own AMLR_HOME.
+n_runs <- function() nrow(run_list(limit = 0))
 
-# Replaces submit_r_pipeline() inside amlr; returns what it was given.
-capture_submit <- function(env = parent.frame()) {
-  seen <- new.env()
-  seen$calls <- list()
-  local_amlr_binding("submit_r_pipeline", function(pipeline = NULL, experiment = NULL, backend = "local",
-                                                   workspace = NULL, wait = TRUE, ...) {
-    seen$calls[[length(seen$calls) + 1L]] <- list(pipeline = pipeline, backend = backend, wait = wait,
-                                                  on_disk = readLines(pipeline))
-    structure(list(id = "run-1"), class = "fake_run")
-  }, env = env)
-  seen
+# A script that says which version of itself ran.
+addin_script <- function(lines, env = parent.frame()) {
+  dir <- withr::local_tempdir("amlr-addin-", .local_envir = env)
+  path <- file.path(dir, "analysis.R")
+  writeLines(lines, path)
+  path
 }
 
 test_that("a modified script is saved when the user agrees, then the saved file is run locally", {
-  script <- withr::local_tempfile(fileext = ".R", lines = "cat('old')")
-  fake <- fake_rstudio(script, contents = "cat('new')", answer = TRUE)
+  skip_if_no_rscript()
+  local_amlr_home()
+  script <- addin_script("cat('old version\\n')")
+  fake <- fake_rstudio(script, contents = "cat('new version\\n')", answer = TRUE)
   withr::local_options(amlr.rstudioapi = fake$api)
-  seen <- capture_submit()
-  expect_message(run <- addin_run_local(), "Submitting")
+  capture.output(expect_message(run <- addin_run_local(), "Submitting .*analysis.R.* on this machine"))
   expect_length(fake$calls$questions, 1L)
   expect_equal(fake$calls$questions[[1]]$ok, "Save and submit")
   expect_match(fake$calls$questions[[1]]$message, basename(script), fixed = TRUE)
   expect_equal(fake$calls$saved, "doc-1")
-  expect_length(seen$calls, 1L)
-  expect_equal(seen$calls[[1]]$pipeline, normalizePath(script, winslash = "/"))
-  expect_equal(seen$calls[[1]]$backend, "local")
-  expect_true(seen$calls[[1]]$wait)
-  expect_equal(seen$calls[[1]]$on_disk, "cat('new')")
-  expect_equal(run$id, "run-1")
+  expect_s3_class(run, "amlr_run")
+  expect_equal(run_status(run), "Completed")
+  logs <- as.character(run_logs(run))
+  expect_true(any(grepl("new version", logs, fixed = TRUE)))
+  expect_false(any(grepl("old version", logs, fixed = TRUE)))
+  expect_equal(n_runs(), 1L)
 })
 
 test_that("declining to save submits nothing", {
-  script <- withr::local_tempfile(fileext = ".R", lines = "cat('old')")
+  local_amlr_home()
+  script <- addin_script("cat('old')")
   fake <- fake_rstudio(script, contents = "cat('new')", answer = FALSE)
   withr::local_options(amlr.rstudioapi = fake$api)
-  seen <- capture_submit()
   expect_message(res <- addin_run_local(), "Not submitted")
   expect_null(res)
   expect_length(fake$calls$questions, 1L)
   expect_equal(fake$calls$saved, character())
-  expect_length(seen$calls, 0L)
+  expect_equal(n_runs(), 0L)
   expect_equal(readLines(script), "cat('old')")
 })
 
 test_that("an unmodified script is submitted without asking", {
-  script <- withr::local_tempfile(fileext = ".R", lines = "cat('same')")
+  skip_if_no_rscript()
+  local_amlr_home()
+  script <- addin_script("cat('same\\n')")
   fake <- fake_rstudio(script)
   withr::local_options(amlr.rstudioapi = fake$api)
-  seen <- capture_submit()
-  suppressMessages(addin_run_local())
+  capture.output(run <- suppressMessages(addin_run_local()))
   expect_length(fake$calls$questions, 0L)
   expect_equal(fake$calls$saved, character())
-  expect_equal(seen$calls[[1]]$pipeline, normalizePath(script, winslash = "/"))
+  expect_equal(run_status(run), "Completed")
+  expect_true(any(grepl("same", as.character(run_logs(run)), fixed = TRUE)))
 })
 
 test_that("Submit to Azure ML uses the configured backend", {
-  script <- withr::local_tempfile(fileext = ".R", lines = "cat('x')")
-  withr::local_options(amlr.rstudioapi = fake_rstudio(script)$api)
-  seen <- capture_submit()
-  suppressMessages(addin_submit_azureml())
-  expect_equal(seen$calls[[1]]$backend, "azureml_v2")
+  # No workspace is configured: the real submit on each Azure backend stops at the workspace,
+  # classed, before anything is recorded. The classic backend says it is the classic one.
+  local_amlr_home()
+  withr::local_dir(withr::local_tempdir("amlr-no-ws-"))
+  script <- addin_script("cat('x')")
+  withr::local_options(amlr.rstudioapi = fake_rstudio(script)$api, amlr.classic_notice = NULL)
+  msgs <- character()
+  withCallingHandlers(
+    expect_error(addin_submit_azureml(), "No workspace config file found", class = "amlr_error_workspace_config"),
+    message = function(m) { msgs <<- c(msgs, conditionMessage(m)); invokeRestart("muffleMessage") })
+  expect_true(any(grepl("to Azure ML (azureml_v2)", msgs, fixed = TRUE)))
+  expect_false(any(grepl("classic Azure ML SDK", msgs, fixed = TRUE)))
   withr::local_options(amlr.addin_backend = "azureml")
-  expect_message(addin_submit_azureml(), "Azure ML \\(azureml\\)")
-  expect_equal(seen$calls[[2]]$backend, "azureml")
+  msgs <- character()
+  withCallingHandlers(
+    expect_error(addin_submit_azureml(), "No workspace config file found", class = "amlr_error_workspace_config"),
+    message = function(m) { msgs <<- c(msgs, conditionMessage(m)); invokeRestart("muffleMessage") },
+    warning = function(w) { msgs <<- c(msgs, conditionMessage(w)); invokeRestart("muffleWarning") })
+  expect_true(any(grepl("to Azure ML (azureml)", msgs, fixed = TRUE)))
   withr::local_options(amlr.addin_backend = "local")
   expect_error(addin_submit_azureml(), class = "amlr_error_bad_request")
-  expect_length(seen$calls, 2L)
+  expect_equal(n_runs(), 0L)
 })
 
 test_that("an untitled document, a failed save, or no RStudio is a classed error", {
-  seen <- capture_submit()
+  local_amlr_home()
   untitled <- fake_rstudio("", contents = "cat(1)")
   withr::local_options(amlr.rstudioapi = untitled$api)
   expect_error(addin_run_local(), "never been saved", class = "amlr_error_no_script")
@@ -127,7 +119,7 @@ test_that("an untitled document, a failed save, or no RStudio is a classed error
   withr::local_options(amlr.rstudioapi = NULL)
   skip_if(requireNamespace("rstudioapi", quietly = TRUE) && rstudioapi::isAvailable(), "running inside RStudio")
   expect_error(addin_run_local(), "need RStudio", class = "amlr_error_no_script")
-  expect_length(seen$calls, 0L)
+  expect_equal(n_runs(), 0L)
 })
 
 test_that("the addins are registered for RStudio's Addins menu", {

@@ -193,14 +193,23 @@ test_that("AMLR_HOME must be writable, or creatable", {
   }
 
   skip_on_os("windows")
-  skip_if(identical(unname(Sys.info()[["effective_user"]]), "root"), "root can write anywhere")
-  locked <- file.path(home, "locked")
+  base <- if (running_as_root()) shared_tempdir() else home
+  locked <- file.path(base, "locked")
   dir.create(locked)
   Sys.chmod(locked, "555")
   withr::defer(Sys.chmod(locked, "755"))
-  row <- check_amlr_home(locked)
-  expect_false(row$ok)
-  expect_match(row$fix, "AMLR_HOME", fixed = TRUE)
+  for (path in c(locked, file.path(locked, "below"))) {
+    if (running_as_root()) {  # root can write anywhere: ask as `nobody`
+      out <- run_r_as_nobody(sprintf(
+        'row <- amlr:::check_amlr_home("%s"); cat(row$ok, row$detail, row$fix, sep = "\n")', path))
+      row <- list(ok = as.logical(out[1]), detail = out[2], fix = out[3])
+    } else {
+      row <- check_amlr_home(path)
+    }
+    expect_false(row$ok)
+    expect_match(row$detail, paste(locked, "is not writable"), fixed = TRUE)
+    expect_match(row$fix, "Set AMLR_HOME", fixed = TRUE)
+  }
 })
 
 test_that("Rscript is looked up the way the bootstrapper does, AMLR_RSCRIPT first", {

@@ -91,7 +91,8 @@ test_that("export_pipeline() takes a script path and checks its arguments", {
   path <- suppressMessages(export_pipeline(file.path(dir, "hello.R"), file.path(out, "hello.yml")))
   expect_true(file.exists(path))
   expect_error(export_pipeline(file.path(dir, "hello.R"), NA_character_), class = "amlr_error_bad_request")
-  expect_error(export_pipeline(file.path(dir, "hello.R"), file.path(out, "x.yml"), format = "cwl"))
+  expect_error(export_pipeline(file.path(dir, "hello.R"), file.path(out, "x.yml"), format = "cwl"),
+               "`format` must be one of \"azureml_v2\" and \"json\"", fixed = TRUE, class = "amlr_error_bad_request")
   expect_error(export_pipeline(file.path(dir, "hello.R"), file.path(out, "no-such-dir", "x.yml")),
                class = "amlr_error_bad_request")
 })

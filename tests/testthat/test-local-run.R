@@ -149,6 +149,23 @@ test_that("a failed self-submitted run ends Rscript with status 1", {
   expect_equal(run_status("latest"), "Failed")
 })
 
+test_that("Rscript on a script in a folder with spaces submits that script", {
+  # R hands `Rscript "a b/job.R"` over as --file=a~+~b/job.R; amlr must find the file.
+  skip_if_no_rscript()
+  home <- local_amlr_home()
+  dir <- file.path(withr::local_tempdir("amlr-src-"), "my scripts, v2 (final)")
+  dir.create(dir)
+  writeLines(c('amlr::submit_r_pipeline(quiet = TRUE)', 'cat("STEP RAN", basename(getwd()), "\\n")'),
+             file.path(dir, "job one.R"))
+  out <- suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), shQuote(file.path(dir, "job one.R")),
+                                  stdout = TRUE, stderr = TRUE))
+  expect_null(attr(out, "status"), info = paste(out, collapse = "\n"))
+  expect_equal(run_status("latest"), "Completed")
+  steps <- run_steps("latest")
+  expect_equal(nrow(steps), 1L)
+  expect_true(any(grepl("STEP RAN", run_logs("latest"))))
+})
+
 test_that("with no argument and no script, the error says to pass a path", {
   withr::local_options(amlr.rstudioapi = NULL)
   expect_null(rscript_file(c("R", "--no-echo")))

@@ -73,7 +73,8 @@ test_that("a missing or malformed config is a classed error naming the file or t
 
   expect_error(aml_workspace(config = file.path(empty, "nope.json")), class = "amlr_error_workspace_config")
   expect_error(aml_workspace(workspace_name = 3), class = "amlr_error_workspace_config")
-  expect_error(aml_workspace(auth = "password"))
+  # base match.arg() (not yet a classed amlr error): the message must name the allowed methods
+  expect_error(aml_workspace(auth = "password"), "should be one of.*service_principal.*managed_identity")
 })
 
 test_that("a client secret goes to the environment only: never stored, printed or echoed", {

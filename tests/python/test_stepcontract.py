@@ -1,0 +1,190 @@
+"""The step contract (amlr.stepcontract) and the bootstrapper's --step mode, with hostile arguments.
+
+Every backend writes the same contract and starts the same command; these tests
+hold the pieces to their promises at the unit level: arguments with ``$``,
+quotes, commas, backslashes, spaces and newlines survive the contract byte for
+byte and reach R unchanged; the command line holds only shell-safe words;
+placeholders resolve to paths or are refused with a reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON_DIR, requires_rscript
+
+from amlr import bootstrapper, stepcontract as sc
+
+HOSTILE_ARGS = [
+    "$HOME", "${HOME}", "$(echo pwned)", "`id`", "a b", "it's", 'say "hi"', "a,b,c", "back\\slash",
+    "trailing\\", "\\$HOME", "--flag=x y", "", "new\nline", "tab\there", "ünïcødé", "*", "?", ";", "&&", "|",
+    "${{ not a port }}x",
+]
+HOSTILE_WITHOUT_PLACEHOLDER = HOSTILE_ARGS[:-1]
+
+
+def test_contract_path_and_command_words():
+    assert sc.contract_path("fit model") == "_amlr/steps/fit model.json"
+    argv = sc.command("train", ["b_in", "a_in"], ["model"], lambda kind, name: f"/mnt/{kind}/{name}")
+    assert argv == ["python", "_amlr/bootstrapper.py", "--step", "_amlr/steps/train.json",
+                    "--input", "a_in", "/mnt/input/a_in", "--input", "b_in", "/mnt/input/b_in",
+                    "--output", "model", "/mnt/output/model"]
+    # a port the service binds itself (None) is left out; the python word can change
+    argv = sc.command("s", ["data"], ["out"], lambda kind, name: None if kind == "input" else "o", python="py3")
+    assert argv == ["py3", "_amlr/bootstrapper.py", "--step", "_amlr/steps/s.json", "--output", "out", "o"]
+
+
+def test_v2_command_line_is_the_words_joined_and_reparses_to_them():
+    argv = sc.command("train", ["data"], ["model"], lambda kind, name: f"${{{{{kind}s.{name}}}}}")
+    line = sc.command_line(argv)
+    assert line == ("python _amlr/bootstrapper.py --step _amlr/steps/train.json "
+                    "--input data ${{inputs.data}} --output model ${{outputs.model}}")
+    assert shlex.split(line) == argv
+
+
+def test_classic_bindings_pass_the_shell_check():
+    sc.check_shell_safe(["python", "$AZUREML_DATAREFERENCE_data", "${{inputs.x}}", "${{outputs.y_2}}", 42, object()])
+
+
+@pytest.mark.parametrize("word", ["a b", "$HOME", "it's", 'x"y', "a\\b", "a;b", "${{inputs.a}}x", "",
+                                  "$AZUREML_DATAREFERENCE_", "${{params.x}}", "x\ny", "$(id)"])
+def test_words_a_shell_would_change_are_refused(word):
+    with pytest.raises(ValueError, match="would not survive a shell"):
+        sc.check_shell_safe(["python", word])
+    with pytest.raises(ValueError, match="would not survive a shell"):
+        sc.command_line(["python", word])
+
+
+def test_document_keeps_hostile_args_byte_for_byte_and_is_canonical():
+    doc = sc.document(step="fit", script="R/fit.R", args=HOSTILE_ARGS, env={"Z": "$z", "A": 'q"uote'},
+                      inputs=["b", "a"], outputs=["m"], values={"u": "https://x/y?a=1&b=$2"}, metrics_sink="none")
+    assert doc == {
+        "format": "amlr-step/1", "step": "fit", "script": "R/fit.R", "args": HOSTILE_ARGS,
+        "env": {"A": 'q"uote', "Z": "$z"}, "inputs": ["a", "b"], "outputs": ["m"],
+        "values": {"u": "https://x/y?a=1&b=$2"}, "metrics_sink": "none",
+    }
+    assert list(doc["env"]) == ["A", "Z"]
+    raw = sc.to_bytes(doc)
+    assert raw.endswith(b"\n") and "ünïcødé".encode() in raw  # UTF-8, not \u escapes
+    assert json.loads(raw.decode("utf-8")) == doc
+    # The bytes are part of every step's code identity: a change of layout would make every
+    # step of every earlier run look different, so no step would ever be reused after an upgrade.
+    small = sc.document(step="s", script="é.R", args=["a"], env={}, inputs=[], outputs=[])
+    assert sc.to_bytes(small) == (
+        '{\n "args": [\n  "a"\n ],\n "env": {},\n "format": "amlr-step/1",\n "inputs": [],\n'
+        ' "metrics_sink": "auto",\n "outputs": [],\n "script": "é.R",\n "step": "s",\n "values": {}\n}\n'
+    ).encode("utf-8")
+    shuffled = dict(reversed(list(doc.items())))
+    assert sc.to_bytes(shuffled) == raw
+    assert sc.document(step="s", script="x.R", args=[], env={}, inputs=[], outputs=[])["values"] == {}
+    assert sc.document(step="s", script="x.R", args=[], env={}, inputs=[], outputs=[])["metrics_sink"] == "auto"
+
+
+def test_placeholders_and_their_problems():
+    assert sc.placeholders("--in=${{inputs.a}} ${{ outputs.b }} ${{x}} $HOME {{y}}") == ["inputs.a", "outputs.b", "x"]
+    assert sc.placeholder_problem("inputs.a", ["a"], []) is None
+    assert sc.placeholder_problem("outputs.m", [], ["m"]) is None
+    assert sc.placeholder_problem("outputs.outputs", [], []) is None  # ./outputs always exists
+    assert sc.placeholder_problem("inputs.outputs", [], []) == (
+        "`${{inputs.outputs}}` names no input of the step (its inputs: none)")
+    assert sc.placeholder_problem("inputs.m", ["a", "b"], ["m"]) == (
+        "`${{inputs.m}}` names no input of the step (its inputs: a, b)")
+    assert sc.placeholder_problem("outputs.a", ["a"], ["m"]) == (
+        "`${{outputs.a}}` names no output of the step (its outputs: m)")
+    unknown = sc.placeholder_problem("params.x", ["x"], ["x"])
+    assert unknown == ("`${{params.x}}` is not a placeholder amlr knows; use ${{inputs.NAME}} or "
+                       "${{outputs.NAME}} with a name of the step's inputs or outputs")
+    assert sc.placeholder_problem("inputs.1a", ["1a"], []) is not None
+
+
+def test_resolve_placeholders_in_both_resolvers():
+    paths = {"inputs": {"data": "/in/d a$ta"}, "outputs": {"model": "C:\\out\\m", "outputs": "/o"}}
+    text = "--data=${{inputs.data}},${{ outputs.model }};$HOME ${{outputs.outputs}}"
+    want = "--data=/in/d a$ta,C:\\out\\m;$HOME /o"
+    assert sc.resolve_placeholders(text, paths) == want
+    assert bootstrapper.resolve_placeholders(text, paths["inputs"], paths["outputs"]) == want
+    for bad in ("${{inputs.model}}", "${{outputs.data}}", "${{nope}}"):
+        with pytest.raises(KeyError) as caught:
+            sc.resolve_placeholders(bad, paths)
+        assert caught.value.args == (bad[3:-2],)  # the expression, for the caller's message
+        with pytest.raises(bootstrapper.BootstrapError, match="names no port"):
+            bootstrapper.resolve_placeholders(bad, paths["inputs"], paths["outputs"])
+    with pytest.raises(KeyError):
+        sc.resolve_placeholders("${{inputs.data}}", {"outputs": {"data": "x"}})
+
+
+def _step_folder(tmp_path: Path, args: list[str], env: dict[str, str], inputs=(), outputs=(), values=None):
+    snap = tmp_path / "snap with space"
+    (snap / "_amlr" / "steps").mkdir(parents=True)
+    (snap / "echo.R").write_text(
+        'a <- commandArgs(trailingOnly = TRUE)\n'
+        'writeLines(jsonlite::toJSON(list(args = a, v = Sys.getenv("STEP_V")), auto_unbox = TRUE), "seen.json")\n',
+        encoding="utf-8")
+    doc = sc.document(step="echo", script="echo.R", args=args, env=env, inputs=list(inputs), outputs=list(outputs),
+                      values=values)
+    (snap / sc.contract_path("echo")).write_bytes(sc.to_bytes(doc))
+    shutil.copy2(PYTHON_DIR / "amlr" / "bootstrapper.py", snap / sc.BOOTSTRAPPER_IN_SNAPSHOT)
+    return snap
+
+
+@requires_rscript
+def test_hostile_args_and_env_reach_r_unchanged_through_the_contract(tmp_path):
+    if subprocess.run(["Rscript", "-e", "library(jsonlite)"], capture_output=True).returncode != 0:
+        pytest.fail("jsonlite is part of amlr's requirements and must be installed")
+    data = tmp_path / "in put$1"
+    data.mkdir()
+    args = HOSTILE_WITHOUT_PLACEHOLDER + ["--data=${{inputs.data}}", "${{outputs.model}},x"]
+    snap = _step_folder(tmp_path, args, {"STEP_V": "$X \\ 'q' \"d\", c"}, inputs=["data"], outputs=["model"])
+    out = tmp_path / "out'put"
+    argv = sc.command("echo", ["data"], ["model"], lambda kind, name: str(data) if kind == "input" else str(out),
+                      python=sys.executable)
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    env.pop("AMLR_METRICS_FILE", None)
+    res = subprocess.run(argv, cwd=snap, env=env, capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stderr.decode().rstrip("\n").split("\n")[-1] == "Pipeline step execution returned 0"
+    seen = json.loads((snap / "seen.json").read_text(encoding="utf-8"))
+    # R drops empty arguments from commandArgs() on no platform: the empty string arrives too
+    assert seen["args"] == HOSTILE_WITHOUT_PLACEHOLDER + [f"--data={data}", f"{out},x"]
+    assert seen["v"] == "$X \\ 'q' \"d\", c"
+    assert out.is_dir() and (snap / "outputs").is_dir()
+
+
+def test_contract_refusals_name_the_problem(tmp_path):
+    snap = _step_folder(tmp_path, ["${{inputs.nope}}"], {}, inputs=[], outputs=[])
+    res = subprocess.run([sys.executable, str(PYTHON_DIR / "amlr" / "bootstrapper.py"), "--step",
+                          sc.contract_path("echo")], cwd=snap, capture_output=True, timeout=60)
+    assert res.returncode == 2
+    assert b"argument placeholder ${{inputs.nope}} names no port of this step" in res.stderr
+    # a binding the contract does not declare
+    snap2 = _step_folder(tmp_path / "two", [], {}, inputs=[], outputs=[])
+    res = subprocess.run([sys.executable, str(PYTHON_DIR / "amlr" / "bootstrapper.py"), "--step",
+                          sc.contract_path("echo"), "--input", "extra", "/x"], cwd=snap2, capture_output=True,
+                         timeout=60)
+    assert res.returncode == 2 and b"the command binds extra, which the step contract does not declare" in res.stderr
+
+
+def test_unsubstituted_bindings_fall_back_to_the_service_variables(tmp_path):
+    snap = _step_folder(tmp_path, ["${{inputs.data}}", "${{outputs.model}}"], {}, inputs=["data"], outputs=["model"],
+                        values=None)
+    opts = bootstrapper.parse_args(["--step", str(snap / sc.contract_path("echo")),
+                                    "--input", "data", "$AZUREML_DATAREFERENCE_data",
+                                    "--output", "model", "${{outputs.model}}"])
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        got = bootstrapper.from_contract(opts, {"AZUREML_DATAREFERENCE_data": "/mnt/d",
+                                                "AZURE_ML_OUTPUT_model": "/mnt/m"})
+    finally:
+        os.chdir(cwd)
+    assert got.inputs == {"data": "/mnt/d"} and got.outputs == {"model": "/mnt/m"}
+    assert got.args == ["/mnt/d", "/mnt/m"] and got.script == "echo.R"
+    with pytest.raises(bootstrapper.BootstrapError, match="input data has no path"):
+        bootstrapper.from_contract(opts, {})
