@@ -325,9 +325,32 @@ class FakeData:
                     path="azureml://datastores/workspaceblobstore/paths/x/")
 
 
+class RecordingJobs:
+    """MLClient.jobs at its one call here (create_or_update), recording what it was given.
+
+    The whole v2 backend runs against the loopback service in test_loopback_v2.py;
+    these tests are about the asset look-ups before the job is sent.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def create_or_update(self, job, **kwargs):
+        self.calls.append(("create_or_update", job, kwargs))
+        return SimpleNamespace(name="job-assets-1", status="NotStarted", studio_url="https://ml.azure.com/runs/x")
+
+
+def test_recording_jobs_stands_in_for_the_real_job_operations():
+    import inspect
+
+    from azure.ai.ml.operations import JobOperations
+
+    assert "job" in inspect.signature(JobOperations.create_or_update).parameters
+
+
 def test_submit_reads_each_assets_type_from_the_workspace(tmp_path, monkeypatch):
     from bridge_calls import call
-    from test_backend_azureml_v2 import FakeJobs
+    FakeJobs = RecordingJobs
 
     client = SimpleNamespace(jobs=FakeJobs(), data=FakeData({"cars": "uri_file"}))
     for module in (v2, v2.launch, v2.client):
@@ -344,7 +367,7 @@ def test_submit_reads_each_assets_type_from_the_workspace(tmp_path, monkeypatch)
 
 def test_submit_with_an_asset_the_workspace_lacks_is_a_classed_error_and_records_nothing(tmp_path, monkeypatch):
     from bridge_calls import call, call_error
-    from test_backend_azureml_v2 import FakeJobs
+    FakeJobs = RecordingJobs
 
     client = SimpleNamespace(jobs=FakeJobs(), data=FakeData({}))
     for module in (v2, v2.launch, v2.client):
