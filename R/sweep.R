@@ -247,8 +247,9 @@ param_spec <- function(p) {
   list(type = "choice", values = I(unname(p)))
 }
 
-format_values <- function(v) vapply(v, function(e) if (is.character(e)) encodeString(e, quote = "\"") else format(e),
-                                    character(1))
+format_values <- function(v) {
+  vapply(v, function(e) if (is.character(e)) encodeString(e, quote = "\"") else format(e), character(1))
+}
 
 check_fanout_step <- function(step, fn, call = rlang::caller_env()) {
   if (inherits(step, c("amlr_sweep", "amlr_map"))) {
@@ -340,7 +341,7 @@ run_trials <- function(run = "latest", step = NULL) {
   res <- amlr_call("trials", list(run = run_ref(run), step = step))
   rows <- res$trials
   col <- function(name, default) {
-    vapply(rows, function(r) { v <- r[[name]]; if (is.null(v)) default else v }, default)
+    vapply(rows, function(r) r[[name]] %||% default, default)
   }
   df <- data.frame(trial = col("trial", NA_character_), stringsAsFactors = FALSE)
   if (identical(res$kind, "sweep")) {

@@ -128,7 +128,7 @@ def run_unprivileged(test_file: str, node: str) -> None:
         _shutil.copy2(REPO / "pytest.ini", top / "pytest.ini")
         work = top / "work"
         work.mkdir()
-        for root, dirs, files in os.walk(top):
+        for root, _dirs, files in os.walk(top):
             os.chmod(root, 0o755)
             for f in files:
                 os.chmod(os.path.join(root, f), 0o644)

@@ -1104,7 +1104,7 @@ def test_editing_one_script_changes_only_that_steps_snapshot(offline, tmp_path):
         s["source_dir"] = str(src)
 
     def snapshots(tag: str) -> dict[str, str]:
-        plan, built = build(offline, spec, str(tmp_path / tag))
+        plan, _built = build(offline, spec, str(tmp_path / tag))
         return {p.step.name: p.snapshot.hash for p in plan.steps}
 
     before = snapshots("a")

@@ -1,5 +1,4 @@
 """Environment identity, registry secrets and Docker build contexts -- no Docker needed."""
-import dataclasses
 import json
 import os
 import shutil

@@ -78,13 +78,11 @@ def test_v2_detail_is_one_line_and_capped(secrets_env):
 def test_v2_azure_call_translates_and_redacts(secrets_env):
     from azure.core import exceptions as core
 
-    with pytest.raises(AmlrError) as caught:
-        with azureml_v2.azure_call("submitting"):
-            raise core.HttpResponseError(f"bad registry password {REGISTRY_PASSWORD}")
+    with pytest.raises(AmlrError) as caught, azureml_v2.azure_call("submitting"):
+        raise core.HttpResponseError(f"bad registry password {REGISTRY_PASSWORD}")
     assert REGISTRY_PASSWORD not in caught.value.message and "while submitting" in caught.value.message
-    with pytest.raises(ZeroDivisionError):  # not an SDK error: left alone
-        with azureml_v2.azure_call("x"):
-            raise ZeroDivisionError()
+    with pytest.raises(ZeroDivisionError), azureml_v2.azure_call("x"):  # not an SDK error: left alone
+        raise ZeroDivisionError()
 
 
 # -- the classic backend -------------------------------------------------------------------------
@@ -107,9 +105,8 @@ def test_classic_secrets_skip_short_and_missing(monkeypatch):
 
 
 def test_classic_as_remote_failure(secrets_env):
-    with pytest.raises(AmlrError) as caught:
-        with azureml._as_remote_failure("create the environment", [REGISTRY_PASSWORD]):
-            raise ValueError(f"docker login -p {REGISTRY_PASSWORD} with sp {CLIENT_SECRET}")
+    with pytest.raises(AmlrError) as caught, azureml._as_remote_failure("create the environment", [REGISTRY_PASSWORD]):
+        raise ValueError(f"docker login -p {REGISTRY_PASSWORD} with sp {CLIENT_SECRET}")
     assert caught.value.message == ("Azure ML could not create the environment: "
                                     "ValueError: docker login -p *** with sp ***")
 

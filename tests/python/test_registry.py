@@ -32,7 +32,7 @@ def _run(reg: Registry, tmp_path: Path, run_id: str, *, fingerprint="fp-1", stat
         paths[name] = str(p)
     reg.insert_run({"id": run_id, "experiment": "cars", "pipeline": "cars", "backend": backend,
                     **({"created": created} if created is not None else {})},
-                   [{"name": "train", "fingerprint": fingerprint, "outputs": {o: None for o in outputs}}])
+                   [{"name": "train", "fingerprint": fingerprint, "outputs": dict.fromkeys(outputs)}])
     reg.update_step(run_id, "train", status=status, ended=ended, exit_code=0, outputs=paths)
     return paths
 

@@ -575,7 +575,7 @@ def test_a_blob_store_links_unchanged_files_once_across_snapshots(tmp_path: Path
         assert (tmp_path / "s2" / rel).read_bytes() == (src / rel).read_bytes()
         assert os.stat(tmp_path / "s3" / rel).st_ino != a.st_ino
     assert os.access(tmp_path / "s2" / "run.sh", os.X_OK)
-    assert not [p for p in store.rglob("*.tmp")]
+    assert not list(store.rglob("*.tmp"))
 
 
 def test_snapshot_too_large_carries_its_numbers(tmp_path: Path, boot: Path) -> None:

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from bridge_calls import call, call_error  # noqa: E402
-from amlr import bootstrapper, stepcontract, sweep  # noqa: E402
-from amlr.errors import InvalidSpec, Unsupported  # noqa: E402
-from amlr.spec import validate  # noqa: E402
+from bridge_calls import call, call_error
+from amlr import bootstrapper, stepcontract, sweep
+from amlr.errors import InvalidSpec, Unsupported
+from amlr.spec import validate
 
 needs_r = pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript is not installed")
 

@@ -156,13 +156,15 @@ def _scalar(value: Any) -> Any:
 
 def _remove_run_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
 def _input_folder(reg: Registry, step: Step, name: str) -> str:
     """The local folder an input names now: a path, or a data asset's copy in the store (for files_of())."""
     inp = step.inputs[name]
     if inp.kind == "data_asset":
         from ..store import Store
 
-        return Store(reg.home).get("data", inp.asset or "", inp.version).path
+        return Store(reg.home).get("data", inp.asset or "", inp.version).path or ""
     return inp.path or ""
 
 
@@ -615,7 +617,7 @@ def _read_lines(path: Optional[str], n: Optional[int] = None, tail: bool = False
         if n is None:
             return fh.read().decode("utf-8", "replace").splitlines()
         if not tail:
-            out = []
+            out: list[str] = []
             for raw in fh:
                 if len(out) >= n:
                     break

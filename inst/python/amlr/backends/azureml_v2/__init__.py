@@ -48,9 +48,6 @@ from .runs import (children_map, _child_sort_key, _sync_steps, refresh, steps, p
                    step_metrics, metrics)
 
 __all__ = [
-                     'gather_node',
-                     '_map_folder',
-                     '_sweep_job',
                      'BACKEND',
                      'CANCEL_WAIT',
                      'CHILDREN_FILE',
@@ -77,12 +74,14 @@ __all__ = [
                      '_detail',
                      '_is_loopback_http',
                      '_iso',
+                     '_map_folder',
                      '_read_json',
                      '_sdk',
                      '_sdk_environment',
                      '_secret_values',
                      '_stage_environment',
                      '_step_outputs',
+                     '_sweep_job',
                      '_sync_steps',
                      '_workspace_info',
                      '_write_json',
@@ -95,6 +94,7 @@ __all__ = [
                      'connect',
                      'download',
                      'follow',
+                     'gather_node',
                      'input_binding',
                      'log_text',
                      'logs',
