@@ -135,9 +135,9 @@ def test_log_exit_reads_the_final_bootstrapper_line(tmp_path):
 
 def test_read_metrics_keeps_named_records(tmp_path):
     f = tmp_path / "m.jsonl"
-    assert regmod._read_metrics(str(f)) == []
+    assert regmod.read_metrics_file(str(f)) == []
     f.write_text('{"name": "a", "value": 1}\nnot json\n[1]\n{"value": 2}\n{"name": "b", "value": "x"}\n')
-    assert regmod._read_metrics(str(f)) == [{"name": "a", "value": 1}, {"name": "b", "value": "x"}]
+    assert regmod.read_metrics_file(str(f)) == [{"name": "a", "value": 1}, {"name": "b", "value": "x"}]
 
 
 def test_a_stored_steps_outputs_come_back_as_a_mapping(reg, tmp_path):

@@ -100,7 +100,8 @@ def test_placeholders_and_their_problems():
         "`${{outputs.a}}` names no output of the step (its outputs: m)")
     unknown = sc.placeholder_problem("params.x", ["x"], ["x"])
     assert unknown == ("`${{params.x}}` is not a placeholder amlr knows; use ${{inputs.NAME}} or "
-                       "${{outputs.NAME}} with a name of the step's inputs or outputs")
+                       "${{outputs.NAME}} with a name of the step's inputs or outputs "
+                       "(in r_sweep(): ${{search_space.NAME}}; in r_map(): ${{item}})")
     assert sc.placeholder_problem("inputs.1a", ["1a"], []) is not None
 
 

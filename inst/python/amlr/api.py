@@ -20,7 +20,7 @@ from typing import Any, Callable, Generator, Iterator, Optional
 from . import __version__
 from .backends import BACKENDS, get_backend
 from .errors import BUG_REPORT, AmlrError, BadRequest
-from .registry import TERMINAL, Registry, close_all, default_home, new_run_id
+from .registry import TERMINAL, Registry, default_home, new_run_id
 from .limits import check_arg_sizes
 from .spec import validate
 
@@ -314,8 +314,6 @@ def handle(request: Any) -> dict[str, Any]:
         return {"result": fn(params)}
     except Exception as exc:  # every failure becomes a response, never a traceback on stderr
         return _error(exc)
-    finally:
-        close_all()  # a call leaves no connection open: an embedded Python lives on between calls
 
 
 def handle_json(text: str) -> str:
@@ -474,10 +472,7 @@ def stream(request: Any) -> Generator[dict[str, Any], None, None]:
         params = request.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("`params` must be a JSON object.")
-        try:
-            result = yield from fn(params)
-        finally:
-            close_all()
+        result = yield from fn(params)
         yield {"result": result}
     except KeyboardInterrupt:
         raise  # an embedded Python's interrupt belongs to R (reticulate turns it back into one)

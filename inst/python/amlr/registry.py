@@ -11,7 +11,6 @@ import json
 import os
 import sqlite3
 import threading
-import weakref
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -100,8 +99,8 @@ def new_run_id(prefix: str = "amlr") -> str:
 @dataclass
 class Registry:
     home: str
-    # One connection per thread, opened (and the home, file and schema checked)
-    # once: a connection per operation cost more than the operation itself.
+    # The home and schema are checked once per thread and process; the file's
+    # size (damage) on every operation.
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     @property
@@ -170,33 +169,31 @@ class Registry:
             raise self._damaged(f"{what} but {len(folders)} run folder(s) exist")
 
     def _connect(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is not None and getattr(self._local, "pid", None) == os.getpid():
-            return con
-        self.ensure_home()
-        self._check_file()
+        """A new connection per operation (so nothing lingers to be inherited by a fork or to write
+        back into a file that was emptied); the home, file and schema checks only the first time."""
+        ready = getattr(self._local, "ready", None) == os.getpid()
+        if not ready:
+            self.ensure_home()
+        self._check_file()  # one stat: an emptied or removed file is damage, never a fresh start
         try:
-            con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA busy_timeout = 60000")
-            self._ensure_schema(con)
+            if not ready:
+                self._ensure_schema(con)
             # WAL + NORMAL: a commit is in the WAL file before it returns, so a
             # crash of any process loses nothing; only a power cut can lose the
             # last commits (tests/python/test_registry_durability.py shows the first).
             con.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise self._translate(exc) from None
-        self._local.con, self._local.pid = con, os.getpid()
-        _OPEN.add(self)
+        self._local.ready = os.getpid()
         return con
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None and getattr(self._local, "pid", None) == os.getpid():
-            con.close()
-        self._local.con = None
+        """Forget that this home was checked (the next operation checks it again)."""
+        self._local.ready = None
 
-    __hash__ = object.__hash__  # identity: registries are kept in a weak set
 
 
     def _translate(self, exc: sqlite3.Error) -> Exception:
@@ -219,6 +216,8 @@ class Registry:
         except sqlite3.DatabaseError as exc:
             self.close()
             raise self._translate(exc) from None
+        finally:
+            con.close()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -238,6 +237,8 @@ class Registry:
         except sqlite3.DatabaseError as exc:
             self.close()
             raise self._translate(exc) from None
+        finally:
+            con.close()
 
     def _ensure_schema(self, con: sqlite3.Connection) -> None:
         version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -613,11 +614,3 @@ def _record_from_folder(folder: str, run_id: str) -> tuple[dict[str, Any], list[
            "error": None if ok else REBUILT_REASON}
     return run, steps
 
-
-def close_all() -> None:
-    """Close this thread's registry connections: SQLite's locks must not be inherited by a forked child."""
-    for reg in list(_OPEN):
-        reg.close()
-
-
-_OPEN: "weakref.WeakSet[Registry]" = weakref.WeakSet()

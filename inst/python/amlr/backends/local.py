@@ -217,9 +217,6 @@ def _record_and_start(reg: Registry, pipeline: Pipeline, experiment: str, run_id
     regenerate = bool(options.get("regenerate_outputs"))
     log_path = os.path.join(run_dir, "runner.log")
     if procs.FORK_RUNNER and os.name == "posix":
-        from ..registry import close_all
-
-        close_all()  # a forked child must not inherit open SQLite connections (their locks)
         pid = procs.fork_detached(lambda: run_runner(reg.home, run_id, max_parallel, cwd=run_dir,
                                                      regenerate=regenerate), log_path=log_path)
     else:
