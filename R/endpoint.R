@@ -253,9 +253,7 @@ endpoint_logs <- function(endpoint, n = NULL) {
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 endpoint_list <- function() {
   rows <- amlr_call("endpoint_list")
-  col <- function(name, default) {
-    vapply(rows, function(r) r[[name]] %||% default, default)
-  }
+  col <- function(name, default) row_col(rows, name, default)
   out <- data.frame(
     name = col("name", NA_character_),
     backend = col("backend", NA_character_),

@@ -111,9 +111,7 @@ run_steps <- function(run = "latest") {
 }
 
 steps_frame <- function(rows) {
-  col <- function(name, default) {
-    vapply(rows, function(r) r[[name]] %||% default, default)
-  }
+  col <- function(name, default) row_col(rows, name, default)
   started <- col("started", NA_real_)
   ended <- col("ended", NA_real_)
   df <- data.frame(
@@ -222,9 +220,7 @@ run_list <- function(experiment = NULL, limit = 20) {
     cli::cli_warn(cli_escape(w), class = c("amlr_warning_unrecorded_runs", "amlr_warning"))
   }
   rows <- res$runs
-  col <- function(name, default) {
-    vapply(rows, function(r) r[[name]] %||% default, default)
-  }
+  col <- function(name, default) row_col(rows, name, default)
   started <- col("started", NA_real_)
   ended <- col("ended", NA_real_)
   df <- data.frame(
@@ -241,6 +237,11 @@ run_list <- function(experiment = NULL, limit = 20) {
 }
 
 as_seconds <- function(x) as.difftime(as.numeric(x), units = "secs")
+
+# One column of bridge rows (a list of named lists), `default` where a row lacks it.
+row_col <- function(rows, name, default) {
+  vapply(rows, function(r) r[[name]] %||% default, default)
+}
 
 #' Metrics a run logged
 #'
@@ -262,9 +263,7 @@ as_seconds <- function(x) as.difftime(as.numeric(x), units = "secs")
 #' \dontshow{if (is.na(.old_home)) Sys.unsetenv("AMLR_HOME") else Sys.setenv(AMLR_HOME = .old_home)}
 run_metrics <- function(run = "latest") {
   rows <- amlr_call("metrics", list(run = run_ref(run)))
-  col <- function(name, default) {
-    vapply(rows, function(r) r[[name]] %||% default, default)
-  }
+  col <- function(name, default) row_col(rows, name, default)
   num <- col("value_num", NA_real_)
   txt <- col("value_str", NA_character_)
   # Numbers stay numbers: a string metric (or NaN / Inf, which JSON cannot

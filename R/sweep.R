@@ -340,9 +340,7 @@ print.amlr_map <- function(x, ...) {
 run_trials <- function(run = "latest", step = NULL) {
   res <- amlr_call("trials", list(run = run_ref(run), step = step))
   rows <- res$trials
-  col <- function(name, default) {
-    vapply(rows, function(r) r[[name]] %||% default, default)
-  }
+  col <- function(name, default) row_col(rows, name, default)
   df <- data.frame(trial = col("trial", NA_character_), stringsAsFactors = FALSE)
   if (identical(res$kind, "sweep")) {
     for (p in unlist(res$params)) {
