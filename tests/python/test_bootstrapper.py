@@ -25,6 +25,7 @@ posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 # The same file the subprocess tests run (conftest puts inst/python first on sys.path), imported
 # under its package name so that in-process tests and mutation testing see one module.
 import amlr.bootstrapper as bs  # noqa: E402
+import amlr.stepmetrics as sm  # noqa: E402
 
 assert Path(bs.__file__).resolve() == BOOTSTRAPPER.resolve()
 
@@ -366,14 +367,14 @@ def test_final_line():
 
 
 def test_resolve_sink(monkeypatch):
-    assert bs.resolve_sink("none", {}) == "none"
-    assert bs.resolve_sink("mlflow", {}) == "mlflow"
-    assert bs.resolve_sink("auto", {}) == "none"
-    monkeypatch.setattr(bs, "_module_available", lambda name: name == "mlflow")
-    assert bs.resolve_sink("auto", {"AZUREML_RUN_ID": "r", "MLFLOW_TRACKING_URI": "u"}) == "mlflow"
-    monkeypatch.setattr(bs, "_module_available", lambda name: True)
-    assert bs.resolve_sink("auto", {"AZUREML_RUN_ID": "r", "MLFLOW_TRACKING_URI": "u"}) == "azureml"
-    assert bs.resolve_sink("auto", {"AZUREML_RUN_ID": ""}) == "none"
+    assert sm.resolve_sink("none", {}) == "none"
+    assert sm.resolve_sink("mlflow", {}) == "mlflow"
+    assert sm.resolve_sink("auto", {}) == "none"
+    monkeypatch.setattr(sm, "_module_available", lambda name: name == "mlflow")
+    assert sm.resolve_sink("auto", {"AZUREML_RUN_ID": "r", "MLFLOW_TRACKING_URI": "u"}) == "mlflow"
+    monkeypatch.setattr(sm, "_module_available", lambda name: True)
+    assert sm.resolve_sink("auto", {"AZUREML_RUN_ID": "r", "MLFLOW_TRACKING_URI": "u"}) == "azureml"
+    assert sm.resolve_sink("auto", {"AZUREML_RUN_ID": ""}) == "none"
 
 
 def _line(name, value, t="2024-05-01T12:00:00Z"):
@@ -383,7 +384,7 @@ def _line(name, value, t="2024-05-01T12:00:00Z"):
 def test_forwarder_tails_complete_lines(tmp_path):
     path = tmp_path / "metrics.jsonl"
     got, warnings = [], []
-    fwd = bs.MetricsForwarder(str(path), got.append, warn=warnings.append)
+    fwd = sm.MetricsForwarder(str(path), got.append, warn=warnings.append)
     fwd.poll()  # no file yet: nothing, no warning
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(_line("loss", 1.5) + _line("loss", 1) + _line("label", "best"))
@@ -406,7 +407,7 @@ def test_forwarder_bad_lines_warn_once(tmp_path):
         encoding="utf-8",
     )
     got, warnings = [], []
-    fwd = bs.MetricsForwarder(str(path), got.append, warn=warnings.append)
+    fwd = sm.MetricsForwarder(str(path), got.append, warn=warnings.append)
     fwd.close()
     assert [(m.name, m.value, m.index) for m in got] == [("a", 1, 0), ("a", 2, 1)]
     assert len(warnings) == 1
@@ -419,7 +420,7 @@ def test_forwarder_final_drain_takes_unterminated_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(_line("a", 1).rstrip("\n"), encoding="utf-8")
     got = []
-    fwd = bs.MetricsForwarder(str(path), got.append, warn=lambda m: None)
+    fwd = sm.MetricsForwarder(str(path), got.append, warn=lambda m: None)
     fwd.poll()
     assert got == []
     fwd.close()
@@ -436,7 +437,7 @@ def test_forwarder_failing_sink_warns_once_and_redacts(tmp_path, monkeypatch):
         calls.append(metric)
         raise RuntimeError("POST https://user:hunter2@host/x failed with token s3cr3t-value")
 
-    fwd = bs.MetricsForwarder(str(path), sink, warn=warnings.append)
+    fwd = sm.MetricsForwarder(str(path), sink, warn=warnings.append)
     fwd.close()
     assert len(calls) == 1
     assert len(warnings) == 1
@@ -447,7 +448,7 @@ def test_forwarder_failing_sink_warns_once_and_redacts(tmp_path, monkeypatch):
 def test_forwarder_thread_and_stop(tmp_path):
     path = tmp_path / "metrics.jsonl"
     got = []
-    fwd = bs.MetricsForwarder(str(path), got.append, warn=lambda m: None, poll_interval=0.05)
+    fwd = sm.MetricsForwarder(str(path), got.append, warn=lambda m: None, poll_interval=0.05)
     fwd.start()
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(_line("a", 1))
@@ -474,10 +475,10 @@ def test_mlflow_sink_uses_steps_and_tags(monkeypatch):
             calls.append(("tag", name, value))
 
     monkeypatch.setitem(sys.modules, "mlflow", FakeMlflow)
-    sink = bs.MLflowSink()
-    sink(bs.Metric("loss", 0.5, "1970-01-01T00:00:01Z", 3))
-    sink(bs.Metric("note", "ok", None, 0))
-    sink(bs.Metric("loss", 1, None, 4))
+    sink = sm.MLflowSink()
+    sink(sm.Metric("loss", 0.5, "1970-01-01T00:00:01Z", 3))
+    sink(sm.Metric("note", "ok", None, 0))
+    sink(sm.Metric("loss", 1, None, 4))
     assert calls == [
         ("metric", "loss", 0.5, 3, 1000),
         ("tag", "note", "ok"),
@@ -505,9 +506,9 @@ def test_azureml_sink_logs_to_run_context(monkeypatch):
     core.Run = FakeRun
     monkeypatch.setitem(sys.modules, "azureml", types.ModuleType("azureml"))
     monkeypatch.setitem(sys.modules, "azureml.core", core)
-    sink = bs.AzureMLSink()
-    sink(bs.Metric("acc", 0.75, None, 0))
-    sink(bs.Metric("model", "glm", None, 0))
+    sink = sm.AzureMLSink()
+    sink(sm.Metric("acc", 0.75, None, 0))
+    sink(sm.Metric("model", "glm", None, 0))
     sink.close()
     assert logged == [("acc", 0.75), ("model", "glm"), "flushed"]
 
@@ -526,7 +527,7 @@ def test_r_written_metrics_reach_the_sink(tmp_path):
     res = run_bs(["--metrics-sink", "none", "log.R"], tmp_path, env={"AMLR_METRICS_FILE": str(metrics)})
     assert res.returncode == 0, res.stderr
     got, warnings = [], []
-    fwd = bs.MetricsForwarder(str(metrics), got.append, warn=warnings.append)
+    fwd = sm.MetricsForwarder(str(metrics), got.append, warn=warnings.append)
     fwd.close()
     assert warnings == []
     assert [(m.name, m.index) for m in got] == [("loss", 0), ("loss", 1), ("loss", 2), ("model", 0)]

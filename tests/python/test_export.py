@@ -365,6 +365,7 @@ def test_exporting_into_the_steps_own_folder_does_not_package_the_export(tmp_pat
     assert tree(src) == before
     snapshot, = [f for f in first.files if "_snapshots" in f]
     assert sorted(tree(snapshot)) == [".amlignore", os.path.join("_amlr", "bootstrapper.py"),
+                                      os.path.join("_amlr", "stepmetrics.py"),
                                       os.path.join("_amlr", "steps", "hello.json"), "hello.R"]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bridge_calls import call
-from amlr import api, bootstrapper, procs, snapshot
+from amlr import api, bootstrapper, procs, snapshot, stepmetrics
 from amlr.errors import RegistryDamaged
 from amlr.registry import Registry
 
@@ -312,14 +312,14 @@ def test_unreachable_mlflow_is_bounded_and_explained(tmp_path: Path, monkeypatch
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    for name in bootstrapper.MLFLOW_BOUNDS:
+    for name in stepmetrics.MLFLOW_BOUNDS:
         monkeypatch.delenv(name, raising=False)
     metrics = tmp_path / "m.jsonl"
     metrics.write_text(json.dumps({"name": "rmse", "value": 0.5}) + "\n")
     said: list = []
-    sink = bootstrapper.MLflowSink()
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == bootstrapper.MLFLOW_BOUNDS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
-    forwarder = bootstrapper.MetricsForwarder(str(metrics), sink, warn=said.append)
+    sink = stepmetrics.MLflowSink()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == stepmetrics.MLFLOW_BOUNDS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    forwarder = stepmetrics.MetricsForwarder(str(metrics), sink, warn=said.append)
     forwarder.poll(final=True)
     assert len(said) == 1
     assert f"127.0.0.1:{port}" in said[0] and "did not take the metric" in said[0]

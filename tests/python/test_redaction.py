@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from amlr import bootstrapper
+from amlr import stepmetrics
 from amlr.backends import azureml, azureml_v2
 from amlr.errors import AmlrError
 
@@ -119,15 +119,15 @@ def test_bootstrapper_redacts_secret_variables_and_url_userinfo():
            "SHORT_TOKEN": "abc", "EMPTY_KEY": ""}
     text = (f"mlflow to https://user:pa55@host/path failed: {CLIENT_SECRET} {CLIENT_ID} hunter22 cred-value "
             "Server=x;Pwd=y lowerkey tok1 abc")
-    assert bootstrapper.redact(text, env) == (
+    assert stepmetrics.redact(text, env) == (
         f"mlflow to https://***@host/path failed: *** {CLIENT_ID} *** *** *** *** *** abc")
 
 
 def test_bootstrapper_redact_reads_the_process_environment_and_caps(monkeypatch):
     monkeypatch.setenv("AZURE_CLIENT_SECRET", CLIENT_SECRET)
-    assert bootstrapper.redact(f"x  \n {CLIENT_SECRET}") == "x ***"
-    assert bootstrapper.redact("z" * 500, {}) == "z" * 300
-    assert bootstrapper.redact("https://a@b/ and http://c:d@e/", {}) == "https://***@b/ and http://***@e/"
+    assert stepmetrics.redact(f"x  \n {CLIENT_SECRET}") == "x ***"
+    assert stepmetrics.redact("z" * 500, {}) == "z" * 300
+    assert stepmetrics.redact("https://a@b/ and http://c:d@e/", {}) == "https://***@b/ and http://***@e/"
 
 
 def test_classic_secrets_include_the_registry_passwords_of_the_plan(tmp_path, monkeypatch):

@@ -300,3 +300,100 @@ def test_contract_resolver_in_the_bootstrapper_matches_the_package(tmp_path):
             stepcontract.resolve_placeholders(text, paths)
     assert json.loads(stepcontract.to_bytes(stepcontract.document(
         step="s", script="s.R", args=[], env={}, inputs=[], outputs=[])))["format"] == bootstrapper.CONTRACT_FORMAT
+
+
+# -- metrics: a v2 job's snapshot forwards log_metric() values to MLflow --------------------------
+
+LOG_METRICS = """\
+f <- Sys.getenv("AMLR_METRICS_FILE")
+cat('{"name":"rmse","value":0.25}', '{"name":"model","value":"glm"}', '{"name":"rmse","value":0.125}',
+    file = f, sep = "\\n", append = TRUE)
+cat("\\n", file = f, append = TRUE)
+cat("R logged metrics\\n")
+"""
+
+
+class MlflowLoopback:
+    """MLflow's REST API on 127.0.0.1 (random port): the calls the MLflow client makes for one run."""
+
+    def __init__(self, run_id: str) -> None:
+        import http.server
+        import threading
+
+        self.run_id = run_id
+        self.calls: list[tuple[str, str, dict]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                outer.calls.append(("GET", self.path.split("?")[0], {}))
+                self._reply({"run": {"info": outer.info(), "data": {}}} if "/runs/get" in self.path else {})
+
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(size) or b"{}")
+                outer.calls.append(("POST", self.path.split("?")[0], body))
+                self._reply({"run_info": outer.info()} if self.path.endswith("/runs/update") else {})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def info(self) -> dict:
+        return {"run_id": self.run_id, "run_uuid": self.run_id, "experiment_id": "1", "status": "RUNNING",
+                "start_time": 0, "lifecycle_stage": "active", "artifact_uri": "file:///nonexistent"}
+
+    def posted(self, endpoint: str) -> list[dict]:
+        return [body for verb, path, body in self.calls if verb == "POST" and path.endswith(endpoint)]
+
+    def __enter__(self) -> "MlflowLoopback":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def test_v2_job_forwards_metrics_to_mlflow_from_its_snapshot_alone(tmp_path):
+    """Only the job's code folder is copied (as Azure ML does): the bootstrapper's companion
+    stepmetrics.py must be in it, and the values must reach the tracking server R's job logs to."""
+    pytest.importorskip("mlflow")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "fit.R").write_text(LOG_METRICS)
+    pipeline = validate({"name": "metrics", "compute": "cpu-cluster", "environment": image_env(),
+                         "steps": [{"name": "fit", "script": "fit.R", "source_dir": str(src)}]})
+    plan = v2.stage(pipeline, snapshots_dir=str(tmp_path / "snap"), environments_dir=str(tmp_path / "envs"),
+                    experiment_name="metrics")
+    job = v2.to_azure_job(plan)
+    service = Service(tmp_path, pipeline)
+    python = tmp_path / "bin" / "python"  # the image's python has mlflow: this venv's, not a bare symlink
+    python.unlink()
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    with MlflowLoopback("run-fit-1") as server:
+        service.run_all(lambda name: job.jobs[name].component.code,
+                        lambda name, i, o: v2_command(job.jobs[name].component.command, i, o),
+                        lambda i, o: {**v2_env(i, o), "MLFLOW_TRACKING_URI": server.url,
+                                      "MLFLOW_RUN_ID": "run-fit-1"})
+    done = service.results["fit"]
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"R logged metrics" in done.stdout
+    assert "metrics are not forwarded" not in done.stderr.decode()
+    got = [(m["run_id"], m["key"], m["value"], int(m.get("step", 0))) for m in server.posted("/runs/log-metric")]
+    assert got == [("run-fit-1", "rmse", 0.25, 0), ("run-fit-1", "rmse", 0.125, 1)], (server.calls, done.stderr)
+    tags = [(t["key"], t["value"]) for t in server.posted("/runs/set-tag")]
+    assert ("model", "glm") in tags, server.calls

@@ -40,7 +40,8 @@ everyone uses the run model below them::
                   procs          process spawn, identity and kill for runners and steps
                   errors         every error kind (AmlrError subclasses)
 
-    in the job    bootstrapper   starts R for one step; stdlib only, copied alone into each snapshot
+    in the job    bootstrapper   starts R for one step; stdlib only, copied into each snapshot's _amlr/
+                  stepmetrics    its companion: log_metric() values to AML run history / MLflow
                   gather         an r_map()'s gather node on Azure ML: a folder per item; stdlib only
     tools         dockerlint     a Dockerfile check without Docker
 

@@ -16,7 +16,19 @@ from typing import Callable, Iterable, Mapping, Optional
 from . import snapshot, stepcode, stepcontract
 from .spec import Pipeline, Step
 
-BOOTSTRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrapper.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+BOOTSTRAPPER = os.path.join(HERE, "bootstrapper.py")
+COMPANIONS = ("stepmetrics.py",)
+"""What the bootstrapper imports: copied next to it, to ``_amlr/``, in every snapshot."""
+
+
+def companions() -> dict[str, bytes]:
+    """The bootstrapper's companion files as snapshot entries (reserved path -> bytes)."""
+    out = {}
+    for name in COMPANIONS:
+        with open(os.path.join(HERE, name), "rb") as fh:
+            out[f"{snapshot.RESERVED_DIR}/{name}"] = fh.read()
+    return out
 
 
 @dataclass
@@ -63,13 +75,14 @@ def stage_steps(pipeline: Pipeline, snapshots_dir: str, *, metrics_sink: str,
             warn(message)
 
     out: dict[str, StagedStep] = {}
+    runtime = companions()
     for step in pipeline.steps:
         src = os.path.realpath(step.source_dir)
         script = step.script.replace(os.sep, "/")
         code = stepcode.step_code(script, listings[src], _reader(src), other_scripts=scripts[src] - {script},
                                   extra_files=step.files)
         contract = contract_for(step, metrics_sink=metrics_sink, values=values(step))
-        extra = {stepcontract.contract_path(step.name): stepcontract.to_bytes(contract)}
+        extra = {**runtime, stepcontract.contract_path(step.name): stepcontract.to_bytes(contract)}
         snap = snapshot.stage_snapshot(src, snapshots_dir, bootstrapper_path=BOOTSTRAPPER, warn=warn_once,
                                        exclude=exclude, files=code.files, extra=extra, store=store)
         out[step.name] = StagedStep(snap, code, contract)
