@@ -52,13 +52,17 @@ class Target:
     """The pytest files (relative to tests/python) that run against each mutant."""
     functions: list[str] = field(default_factory=list)
     """When set, only mutants of these functions (mutmut name globs, e.g. ``amlr.x.x_redact*``)."""
+    subprocess_tests: list[str] = field(default_factory=list)
+    """Test files (of ``tests``) that also run the target's code in a child process: their tests
+    run against every mutant of the target, whatever in-process coverage says."""
 
 
 TARGETS: dict[str, Target] = {
     "spec": Target(["spec.py"], ["test_spec.py", "test_spec_rules.py", "test_stepcontract.py"]),
-    "registry": Target(["registry.py"], ["test_registry.py"]),
+    "registry": Target(["registry.py", "runrecord.py"], ["test_registry.py"]),
     "bootstrapper": Target(["bootstrapper.py", "stepmetrics.py"],
-                           ["test_bootstrapper.py", "test_stepcontract.py", "test_redaction.py"]),
+                           ["test_bootstrapper.py", "test_stepcontract.py", "test_redaction.py"],
+                           subprocess_tests=["test_bootstrapper.py", "test_stepcontract.py"]),
     "snapshot": Target(["snapshot.py", "ignore.py"], ["test_snapshot.py"]),
     "redaction": Target(
         ["stepmetrics.py", "backends/azureml_v2/client.py", "backends/azureml/launch.py"],
@@ -119,21 +123,45 @@ def _results(work: Path) -> dict[str, str]:
     return found
 
 
+def _add_subprocess_tests(work: Path, target: Target, mutants: list[str]) -> int:
+    """Give every mutant's function the tests of ``target.subprocess_tests`` too.
+
+    mutmut picks a mutant's tests from the functions each test reached in its own
+    process; the bootstrapper's tests mostly start it as a child process (as a job
+    does), which that bookkeeping cannot see. The child runs the mutated file (see
+    the module docstring), so running those tests against the mutant is a real check.
+    """
+    path = work / "mutants" / "mutmut-stats.json"
+    stats = json.loads(path.read_text(encoding="utf-8"))
+    prefixes = tuple(f"tests/python/{f}::" for f in target.subprocess_tests)
+    extra = {t for t in stats["duration_by_test"] if t.startswith(prefixes)}
+    by_function = stats["tests_by_mangled_function_name"]
+    for mutant in mutants:
+        function = mutant.rsplit("__mutmut_", 1)[0]
+        by_function[function] = sorted(set(by_function.get(function, [])) | extra)
+    path.write_text(json.dumps(stats, indent=4), encoding="utf-8")
+    return len(extra)
+
+
 def run(name: str, target: Target, python: str, sample: int, seed: int, children: int) -> dict[str, object]:
     work = _setup(name, target)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     started = time.time()
     names = list(target.functions)
     population = 0
-    if sample:
-        # Generate the mutants first (a run of a name that matches nothing generates and stops).
+    if sample or target.subprocess_tests:
+        # Generate the mutants and collect coverage first (a run of a name that matches
+        # nothing does that, then stops).
         subprocess.run([python, "-m", "mutmut", "run", "amlr.__none__"], cwd=work, env=env,
                        capture_output=True, check=False)
         pool = [n for n in _mutant_names(work, python)
                 if not names or any(__import__("fnmatch").fnmatch(n, g) for g in names)]
         population = len(pool)
-        random.Random(seed).shuffle(pool)
-        names = sorted(pool[:sample])
+        if sample:
+            random.Random(seed).shuffle(pool)
+            names = sorted(pool[:sample])
+        if target.subprocess_tests:
+            _add_subprocess_tests(work, target, pool)
     cmd = [python, "-m", "mutmut", "run", "--max-children", str(children), *names]
     log = work / "mutmut.log"
     with open(log, "w", encoding="utf-8") as fh:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from amlr import registry as regmod
+from amlr import runrecord
 from amlr.errors import RunNotFound, StepNotFound
 from amlr.registry import Registry
 
@@ -122,22 +123,22 @@ def test_resolve_latest_ids_and_remote_ids(reg, tmp_path):
 
 def test_log_exit_reads_the_final_bootstrapper_line(tmp_path):
     log = tmp_path / "step.log"
-    assert regmod._log_exit(None) is None and regmod._log_exit(str(log)) is None
+    assert runrecord.log_exit(None) is None and runrecord.log_exit(str(log)) is None
     log.write_text("x\nPipeline step execution returned 3\ntrailing\n")
-    assert regmod._log_exit(str(log)) == 3
+    assert runrecord.log_exit(str(log)) == 3
     log.write_text("Pipeline step execution returned 0\nPipeline step execution was terminated by signal 15\n")
-    assert regmod._log_exit(str(log)) == 143
+    assert runrecord.log_exit(str(log)) == 143
     log.write_text("Pipeline step execution returned x\n")
-    assert regmod._log_exit(str(log)) is None
+    assert runrecord.log_exit(str(log)) is None
     log.write_text("y" * 10000 + "\nPipeline step execution returned 0\n")
-    assert regmod._log_exit(str(log)) == 0
+    assert runrecord.log_exit(str(log)) == 0
 
 
 def test_read_metrics_keeps_named_records(tmp_path):
     f = tmp_path / "m.jsonl"
-    assert regmod.read_metrics_file(str(f)) == []
+    assert runrecord.read_metrics_file(str(f)) == []
     f.write_text('{"name": "a", "value": 1}\nnot json\n[1]\n{"value": 2}\n{"name": "b", "value": "x"}\n')
-    assert regmod.read_metrics_file(str(f)) == [{"name": "a", "value": 1}, {"name": "b", "value": "x"}]
+    assert runrecord.read_metrics_file(str(f)) == [{"name": "a", "value": 1}, {"name": "b", "value": "x"}]
 
 
 def test_a_stored_steps_outputs_come_back_as_a_mapping(reg, tmp_path):
@@ -150,9 +151,9 @@ def test_a_stored_steps_outputs_come_back_as_a_mapping(reg, tmp_path):
 def test_log_exit_reads_a_log_that_is_only_the_final_line_and_bad_bytes(tmp_path):
     log = tmp_path / "step.log"
     log.write_bytes(b"Pipeline step execution returned 4\n")
-    assert regmod._log_exit(str(log)) == 4
+    assert runrecord.log_exit(str(log)) == 4
     log.write_bytes(b"R said \xff\xfe\n" + b"Pipeline step execution returned 5\n")
-    assert regmod._log_exit(str(log)) == 5
+    assert runrecord.log_exit(str(log)) == 5
 
 
 @pytest.mark.parametrize("marker", ["run.json", "spec.json"])
@@ -243,14 +244,14 @@ def test_the_run_folders_rebuild_the_registry(reg, tmp_path, amlr_home):
     assert (s1["reused"], s1["reused_from"], s1["fingerprint"], s1["status"]) == (True, "r0", "fp-1", "Completed")
     assert [(m["name"], m["value_num"]) for m in reg.get_metrics("r1")] == [("rmse", 1.5)]
     run2 = reg.get_run("r2")
-    assert (run2["status"], run2["error"], run2["backend"]) == ("Failed", regmod.REBUILT_REASON, "local")
+    assert (run2["status"], run2["error"], run2["backend"]) == ("Failed", runrecord.REBUILT_REASON, "local")
     steps2 = {s["name"]: (s["status"], s["exit_code"], s["error"], s["outputs"]) for s in reg.get_steps("r2")}
     assert steps2 == {"prep": ("Completed", 0, None, {"o": "/x"}), "fit": ("Failed", 137, "exit code 137", {}),
-                      "never": ("Failed", None, regmod.REBUILT_REASON, {})}
+                      "never": ("Failed", None, runrecord.REBUILT_REASON, {})}
     run3 = reg.get_run("r3")
-    assert (run3["status"], run3["error"]) == ("Failed", regmod.REBUILT_REASON)
+    assert (run3["status"], run3["error"]) == ("Failed", runrecord.REBUILT_REASON)
     assert [(s["status"], s["error"]) for s in reg.get_steps("r3")] == [
-        ("Failed", regmod.REBUILT_REASON), ("Completed", None)]
+        ("Failed", runrecord.REBUILT_REASON), ("Completed", None)]
     # a second rebuild of a usable registry keeps it and adds nothing
     again = reg.rebuild()
     assert again["added"] == [] and again["runs"] == 3 and again["moved_to"] is None

@@ -36,6 +36,7 @@ everyone uses the run model below them::
                   ignore         .amlrignore / .gitignore rules
                   limits         argument and environment size limits
                   registry       the run registry (SQLite, shared by sessions and runners)
+                  runrecord      a local run's record outside the database: statuses, run.json, metrics
                   store          the local asset store (versioned, content-addressed)
                   procs          process spawn, identity and kill for runners and steps
                   errors         every error kind (AmlrError subclasses)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from .errors import HomeUnusable, RegistryDamaged, RunNotFound, StepNotFound
+from .runrecord import ACTIVE, RUN_FILE, TERMINAL, read_metrics_file, record_from_folder, write_run_file
+
+__all__ = ["ACTIVE", "SCHEMA_VERSION", "TERMINAL", "Registry", "default_home", "new_run_id", "read_metrics_file"]
 
 SCHEMA_VERSION = 2  # 2: indexes on runs.remote_id and runs.experiment
-TERMINAL = ("Completed", "Failed", "Canceled")
-ACTIVE = ("NotStarted", "Queued", "Running")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -75,10 +76,6 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (run_id, step, name, idx)
 );
 """
-
-
-RUN_FILE = "run.json"
-"""In each local run folder: the run's own record, from which the registry can be rebuilt."""
 
 
 def default_home() -> str:
@@ -433,20 +430,8 @@ class Registry:
     def write_run_file(self, run_id: str) -> None:
         """Mirror a local run's row and steps into ``runs/<id>/run.json`` (atomically)."""
         folder = self.run_dir(run_id)
-        if not os.path.isdir(folder):
-            return
-        run = self.get_run(run_id)
-        record = {k: run.get(k) for k in ("id", "experiment", "pipeline", "backend", "status", "created",
-                                          "started", "ended", "error", "n_steps")}
-        record["steps"] = [
-            {k: s.get(k) for k in ("name", "position", "status", "reused", "reused_from", "exit_code", "started",
-                                   "ended", "fingerprint", "allow_reuse", "log_path", "outputs", "error")}
-            for s in self.get_steps(run_id)
-        ]
-        tmp = os.path.join(folder, f".{RUN_FILE}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1, sort_keys=True)
-        os.replace(tmp, os.path.join(folder, RUN_FILE))
+        if os.path.isdir(folder):
+            write_run_file(folder, self.get_run(run_id), self.get_steps(run_id))
 
     def rebuild(self) -> dict[str, Any]:
         """Re-create the registry from the run folders.
@@ -492,7 +477,7 @@ class Registry:
             if run_id in known:
                 continue
             try:
-                run, steps = _record_from_folder(self.run_dir(run_id), run_id)
+                run, steps = record_from_folder(self.run_dir(run_id), run_id)
             except (OSError, ValueError, KeyError, TypeError):
                 skipped.append(run_id)
                 continue
@@ -530,87 +515,3 @@ def _insert_metrics(con: sqlite3.Connection, run_id: str, step: str, records: li
             " VALUES (?,?,?,?,?,?,?)",
             (run_id, step, name, idx, num, text, rec.get("time")),
         )
-
-
-REBUILT_REASON = "the registry was rebuilt from the run folder; how this run ended was not recorded"
-
-
-def read_metrics_file(path: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    if not os.path.exists(path):
-        return out
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and "name" in rec:
-                out.append(rec)
-    return out
-
-
-def _log_exit(path: Optional[str]) -> Optional[int]:
-    """The exit code that a step log's final bootstrapper line reports."""
-    if not path or not os.path.exists(path):
-        return None
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, fh.tell() - 4096))
-        tail = fh.read().decode("utf-8", "replace").splitlines()
-    for line in reversed(tail):
-        if line.startswith("Pipeline step execution returned "):
-            try:
-                return int(line.rsplit(" ", 1)[1])
-            except ValueError:
-                return None
-        if line.startswith("Pipeline step execution was terminated by signal "):
-            try:
-                return 128 + int(line.rsplit(" ", 1)[1])
-            except ValueError:
-                return None
-    return None
-
-
-def _record_from_folder(folder: str, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A run row and its step rows from ``run.json``, else from ``spec.json`` and the logs."""
-    path = os.path.join(folder, RUN_FILE)
-    rec: Any = None
-    if os.path.isfile(path):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                rec = json.load(fh)
-        except (OSError, ValueError):
-            rec = None  # damaged: fall back to spec.json and the logs
-    if isinstance(rec, dict) and rec.get("experiment"):
-        steps = rec.get("steps") or []
-        run = {k: rec.get(k) for k in ("experiment", "pipeline", "backend", "status", "created", "started",
-                                       "ended", "error")}
-        run["id"] = run_id
-        run["run_dir"] = folder
-        if run["status"] not in TERMINAL:
-            run["status"], run["error"] = "Failed", REBUILT_REASON
-            for s in steps:
-                if s.get("status") not in TERMINAL:
-                    s["status"], s["error"] = "Failed", REBUILT_REASON
-        return run, steps
-    with open(os.path.join(folder, "spec.json"), encoding="utf-8") as fh:
-        plan = json.load(fh)
-    created = os.path.getmtime(os.path.join(folder, "spec.json"))
-    steps = []
-    codes = []
-    for pos, (name, info) in enumerate(plan["steps"].items()):
-        code = _log_exit(info.get("log"))
-        codes.append(code)
-        status = "Completed" if code == 0 else "Failed"
-        steps.append({"name": name, "position": pos, "status": status, "exit_code": code,
-                      "fingerprint": info.get("fingerprint"), "log_path": info.get("log"),
-                      "outputs": info.get("outputs") or {},
-                      "error": None if code == 0 else (REBUILT_REASON if code is None else f"exit code {code}")})
-    ok = all(c == 0 for c in codes)
-    name = plan["pipeline"]["name"]
-    run = {"id": run_id, "experiment": name, "pipeline": name, "backend": "local",
-           "status": "Completed" if ok else "Failed", "created": created, "run_dir": folder,
-           "error": None if ok else REBUILT_REASON}
-    return run, steps
-
