@@ -131,7 +131,10 @@ reticulate_api <- function(call = rlang::caller_env()) {
     bridge_env$api <- tryCatch(
       {
         if (!is.null(python)) reticulate::use_python(python, required = TRUE)
-        reticulate::import_from_path("amlr.api", path = amlr_python_path(), convert = TRUE)
+        api <- reticulate::import_from_path("amlr.api", path = amlr_python_path(), convert = TRUE)
+        # Local runs take a runner that is already started and warm (see ?amlr_options).
+        api$embedded(isTRUE(getOption("amlr.spare_runner", TRUE)))
+        api
       },
       error = function(e) {
         amlr_abort(c(

@@ -1,4 +1,4 @@
-"""``python -m amlr``: the bridge endpoint and the detached local runner."""
+"""``python -m amlr``: the bridge endpoint, the detached local runner and its warm spare."""
 from __future__ import annotations
 
 import sys
@@ -79,6 +79,30 @@ def stream() -> int:
     return 0
 
 
+def spare_runner() -> int:
+    """Wait, warm, for the run an embedded bridge hands over on stdin; then be its runner."""
+    import json
+    import os
+
+    from .backends.local import run_runner  # the point of a spare: imported before it is needed
+
+    line = sys.stdin.buffer.readline()
+    if not line.strip():  # the R session that started us is gone
+        return 0
+    job = json.loads(line)
+    log = os.open(job["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(devnull)
+    os.environ.clear()  # the submitting session's environment, as a runner started then would have
+    os.environ.update(job["env"])
+    return run_runner(job["home"], job["run_id"], int(job["max_parallel"]), cwd=job["cwd"],
+                      regenerate=bool(job["regenerate"]))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     site_on_demand()
@@ -86,6 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return call()
     if args_in == ["stream"]:
         return stream()
+    if args_in == ["spare-runner"]:
+        return spare_runner()
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -102,6 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runner.add_argument("--max-parallel", type=int, default=1, help="steps run at the same time")
     runner.add_argument("--regenerate-outputs", action="store_true", help="run every step, reusing nothing")
     runner.add_argument("run_id")
+    sub.add_parser("spare-runner", help="wait for a run on stdin, then run it (kept ready by an embedded bridge)")
     args = parser.parse_args(args_in)
     if args.version:
         from . import __version__
@@ -116,6 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .backends.local import run_runner
 
         return run_runner(args.home, args.run_id, args.max_parallel, regenerate=args.regenerate_outputs)
+    if args.command == "spare-runner":
+        return spare_runner()
     parser.print_help()
     return 0
 

@@ -336,6 +336,7 @@ def handle_json(text: str) -> str:
 Stream = Callable[[dict[str, Any]], Generator[dict[str, Any], None, Any]]
 STREAMS: dict[str, Stream] = {}
 HEARTBEAT_SECONDS = 0.25  # how often a silent stream says it is alive, so R can handle an interrupt
+EMBEDDED_WAIT_SLICE = 0.05  # an embedded follower blocks on the runner this long at most before R gets control back
 
 
 def stream_method(name: str) -> Callable[[Stream], Stream]:
@@ -377,7 +378,9 @@ def follow_events(reg: Registry, run_id: str, *, timeout: Optional[float] = None
     sleeps -- on the local runner's pidfd where there is one, so the end of
     the run wakes it at once -- or, with ``caller_sleeps``, yields ``{"event":
     "idle", "seconds": s}`` and lets the caller sleep: an embedded Python
-    (reticulate) then returns to R at once, where an interrupt is R's to handle.
+    (reticulate) then returns to R, where an interrupt is R's to handle. With
+    both, it waits on the pidfd in slices of EMBEDDED_WAIT_SLICE seconds and
+    returns to R between them (``seconds`` 0).
     """
     run = reg.get_run(run_id)
     backend = get_backend(run["backend"])
@@ -424,7 +427,13 @@ def follow_events(reg: Registry, run_id: str, *, timeout: Optional[float] = None
                     left = min(left, deadline - now)
                 if wake - now <= 0 or (deadline is not None and deadline - now <= 0):
                     break
-                if caller_sleeps:
+                if caller_sleeps and waiter is not None:
+                    # Block here in short slices (the end of the run wakes us at once), then
+                    # hand control back to R, where a pending interrupt is handled.
+                    if waiter(min(max(0.0, left), EMBEDDED_WAIT_SLICE)):
+                        break
+                    yield {"event": "idle", "seconds": 0}
+                elif caller_sleeps:
                     yield {"event": "idle", "seconds": round(max(0.0, left), 3)}
                 elif waiter is not None:
                     if waiter(max(0.0, left)):
@@ -498,6 +507,19 @@ def sync_environ(values: dict[str, str]) -> None:
     for key in [k for k in os.environ if k.startswith(SYNCED_PREFIXES) and k not in values]:
         del os.environ[key]
     os.environ.update({str(k): str(v) for k, v in values.items()})
+
+
+def embedded(spare_runner: bool = True) -> None:
+    """Called once by R's reticulate bridge: this Python lives inside an R session.
+
+    Local runs then start their runner from a warm spare (``procs.SpareRunner``)
+    instead of a new interpreter, unless ``spare_runner`` is false
+    (``options(amlr.spare_runner = FALSE)``).
+    """
+    from . import procs
+
+    procs.USE_SPARE_RUNNER = bool(spare_runner) and os.name == "posix"
+    procs.SPARE_RUNNER.start()
 
 
 # Methods that live with the features that need them, imported on first use so

@@ -352,3 +352,86 @@ def spawn_detached(argv: Sequence[str], *, cwd: str, log_path: str, env: Optiona
         )
     finally:
         log.close()
+
+
+# -- a spare runner for an embedded Python ------------------------------------------
+#
+# Python embedded in R (reticulate) cannot fork the runner -- that would copy the
+# whole R session into a process that lives as long as the run -- and a fresh
+# interpreter's start-up and imports are most of a short run's overhead. So the
+# embedded bridge keeps one spare runner waiting: ``python -S -m amlr
+# spare-runner``, started ahead of time in a session of its own with the local
+# backend already imported. A submit hands it the run as one JSON line on its
+# stdin and it becomes that run's runner; the next spare starts at once. A spare
+# that reads end-of-file (its R session ended) exits.
+
+USE_SPARE_RUNNER = False
+"""Set by the embedded bridge (``api.embedded``); never in a standalone ``python -m amlr``."""
+
+
+class SpareRunner:
+    """The one waiting spare runner of this (embedded) Python."""
+
+    def __init__(self) -> None:
+        self.proc: Optional[subprocess.Popen] = None
+        self.owner = 0  # a forked R child (mclapply) must not hand its runs to its parent's spare
+
+    def ready(self) -> bool:
+        return self.proc is not None and self.owner == os.getpid() and self.proc.poll() is None
+
+    def start(self) -> Optional[int]:
+        """Start the spare if none is waiting; its pid (None when spares are off or it cannot start)."""
+        if not USE_SPARE_RUNNER or os.name != "posix":
+            return None
+        if self.proc is not None and self.ready():
+            return self.proc.pid
+        env = dict(os.environ)
+        parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            self.proc = subprocess.Popen(
+                [python_executable(), "-S", "-m", "amlr", "spare-runner"], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=os.path.expanduser("~"),
+                close_fds=True, start_new_session=True,
+            )
+        except OSError:
+            self.proc = None
+            return None
+        self.owner = os.getpid()
+        return self.proc.pid
+
+    def take(self, job: dict[str, Any]) -> Optional[int]:
+        """Hand ``job`` (what ``run_runner`` needs, its log and environment) to the spare; its pid, or None.
+
+        None means no spare was ready and the caller starts a runner itself. The
+        next spare is started before returning, so it is warm by the next submit.
+        """
+        spare, ready = self.proc, self.ready()
+        self.proc = None
+        pid: Optional[int] = None
+        if spare is not None and ready and spare.stdin is not None:
+            import json
+
+            try:
+                spare.stdin.write(json.dumps(job).encode("utf-8") + b"\n")
+                spare.stdin.close()
+                spare.returncode = 0  # it outlives us as the run's runner: no warning about an unreaped child
+                pid = spare.pid
+            except OSError:  # it died between poll() and write(): the caller starts a runner
+                pid = None
+        self.start()
+        return pid
+
+    def stop(self) -> None:
+        """Let a waiting spare exit (it reads end-of-file)."""
+        spare, self.proc = self.proc, None
+        if spare is not None and spare.stdin is not None:
+            try:
+                spare.stdin.close()
+                spare.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+SPARE_RUNNER = SpareRunner()

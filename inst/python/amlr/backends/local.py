@@ -189,6 +189,34 @@ def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, opti
         raise
 
 
+def _start_runner(home: str, run_id: str, max_parallel: int, run_dir: str, regenerate: bool, log_path: str) -> int:
+    """Start the run's detached runner; its pid.
+
+    Forked from a standalone ``python -m amlr`` (no interpreter start-up); under
+    an embedded Python, the bridge's warm spare runner (``procs.SPARE_RUNNER``);
+    else a new interpreter.
+    """
+    if procs.FORK_RUNNER and os.name == "posix":
+        return procs.fork_detached(lambda: run_runner(home, run_id, max_parallel, cwd=run_dir,
+                                                      regenerate=regenerate), log_path=log_path)
+    if procs.USE_SPARE_RUNNER:
+        pid = procs.SPARE_RUNNER.take({"home": home, "run_id": run_id, "max_parallel": max_parallel,
+                                       "cwd": run_dir, "regenerate": regenerate, "log_path": log_path,
+                                       "env": dict(os.environ)})
+        if pid is not None:
+            return pid
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = procs.spawn_detached(
+        [procs.python_executable(), "-S", "-m", "amlr", "runner", "--home", home, "--max-parallel",
+         str(max_parallel), *(["--regenerate-outputs"] if regenerate else []), run_id],
+        cwd=run_dir, log_path=log_path, env=env,
+    )
+    proc.returncode = 0  # it outlives us: no warning about an unreaped child
+    return proc.pid
+
+
 def _record_and_start(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any],
                       plan: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     run_dir = reg.run_dir(run_id)
@@ -216,21 +244,7 @@ def _record_and_start(reg: Registry, pipeline: Pipeline, experiment: str, run_id
     max_parallel = int(options.get("max_parallel") or os.cpu_count() or 1)
     regenerate = bool(options.get("regenerate_outputs"))
     log_path = os.path.join(run_dir, "runner.log")
-    if procs.FORK_RUNNER and os.name == "posix":
-        pid = procs.fork_detached(lambda: run_runner(reg.home, run_id, max_parallel, cwd=run_dir,
-                                                     regenerate=regenerate), log_path=log_path)
-    else:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        proc = procs.spawn_detached(
-            [procs.python_executable(), "-S", "-m", "amlr", "runner", "--home", reg.home, "--max-parallel",
-             str(max_parallel), *(["--regenerate-outputs"] if regenerate else []), run_id],
-            cwd=run_dir, log_path=log_path, env=env,
-        )
-        # Let the runner outlive us without Python warning about an unreaped child.
-        proc.returncode = 0
-        pid = proc.pid
+    pid = _start_runner(reg.home, run_id, max_parallel, run_dir, regenerate, log_path)
     # Record the runner at once, so a reader can tell a dead runner from a slow start.
     reg.update_run(run_id, runner_pid=pid, runner_identity=procs.process_identity(pid))
     out = reg.get_run(run_id)
