@@ -55,6 +55,9 @@ class Target:
     subprocess_tests: list[str] = field(default_factory=list)
     """Test files (of ``tests``) that also run the target's code in a child process: their tests
     run against every mutant of the target, whatever in-process coverage says."""
+    scripts: dict[str, str] = field(default_factory=dict)
+    """Files the tests run as scripts (``python bootstrapper.py``), with the name each is
+    imported under then (``__main__``, or a sibling's bare name): see :func:`_name_scripts`."""
 
 
 TARGETS: dict[str, Target] = {
@@ -62,7 +65,8 @@ TARGETS: dict[str, Target] = {
     "registry": Target(["registry.py", "runrecord.py"], ["test_registry.py", "test_runrecord.py"]),
     "bootstrapper": Target(["bootstrapper.py", "stepmetrics.py"],
                            ["test_bootstrapper.py", "test_stepcontract.py", "test_redaction.py"],
-                           subprocess_tests=["test_bootstrapper.py", "test_stepcontract.py"]),
+                           subprocess_tests=["test_bootstrapper.py", "test_stepcontract.py"],
+                           scripts={"bootstrapper.py": "__main__", "stepmetrics.py": "stepmetrics"}),
     "snapshot": Target(["snapshot.py", "ignore.py"], ["test_snapshot.py"]),
     "redaction": Target(
         ["stepmetrics.py", "backends/azureml_v2/client.py", "backends/azureml/launch.py"],
@@ -143,13 +147,38 @@ def _add_subprocess_tests(work: Path, target: Target, mutants: list[str]) -> int
     return len(extra)
 
 
+def _name_scripts(work: Path, target: Target) -> None:
+    """Make a mutated file that runs as a script answer to its module's mutant names.
+
+    mutmut's trampolines switch to a mutant only when ``MUTANT_UNDER_TEST`` names
+    the module the function was defined in; a file run as ``python bootstrapper.py``
+    defines its functions in ``__main__`` (and the ``stepmetrics`` it imports is
+    plain ``stepmetrics``), so without this every child process would run the
+    original code and every mutant would seem to survive the subprocess tests.
+    The generated files are patched (only here, in the scratch copy) to take the
+    package name while keeping the script's entry point.
+    """
+    for rel, runs_as in target.scripts.items():
+        path = work / "mutants" / "src" / "amlr" / rel
+        text = path.read_text(encoding="utf-8")
+        module = "amlr." + rel[:-3].replace("/", ".")
+        marker = "from mutmut.mutation.trampoline import"
+        head, sep, rest = text.partition(marker)
+        line, nl, rest = rest.partition("\n")
+        patch = (f"_mutmut_as_script = __name__ == {runs_as!r}\n"
+                 f"if _mutmut_as_script:\n    __name__ = {module!r}\n")
+        text = head + sep + line + nl + patch + rest
+        text = text.replace('if __name__ == "__main__":', "if _mutmut_as_script:")
+        path.write_text(text, encoding="utf-8")
+
+
 def run(name: str, target: Target, python: str, sample: int, seed: int, children: int) -> dict[str, object]:
     work = _setup(name, target)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     started = time.time()
     names = list(target.functions)
     population = 0
-    if sample or target.subprocess_tests:
+    if sample or target.subprocess_tests or target.scripts:
         # Generate the mutants and collect coverage first (a run of a name that matches
         # nothing does that, then stops).
         subprocess.run([python, "-m", "mutmut", "run", "amlr.__none__"], cwd=work, env=env,
@@ -162,6 +191,7 @@ def run(name: str, target: Target, python: str, sample: int, seed: int, children
             names = sorted(pool[:sample])
         if target.subprocess_tests:
             _add_subprocess_tests(work, target, pool)
+        _name_scripts(work, target)
     cmd = [python, "-m", "mutmut", "run", "--max-children", str(children), *names]
     log = work / "mutmut.log"
     with open(log, "w", encoding="utf-8") as fh:
