@@ -62,7 +62,7 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "spec": Target(["spec.py"], ["test_spec.py", "test_spec_rules.py", "test_stepcontract.py"]),
-    "registry": Target(["registry.py", "runrecord.py"], ["test_registry.py", "test_runrecord.py"]),
+    "registry": Target(["registry.py", "runrecord.py", "sqlitedb.py"], ["test_registry.py", "test_runrecord.py", "test_sqlitedb.py"]),
     "bootstrapper": Target(["bootstrapper.py", "stepmetrics.py"],
                            ["test_bootstrapper.py", "test_stepcontract.py", "test_redaction.py"],
                            subprocess_tests=["test_bootstrapper.py", "test_stepcontract.py"],

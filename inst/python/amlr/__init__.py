@@ -38,6 +38,7 @@ everyone uses the run model below them::
                   registry       the run registry (SQLite, shared by sessions and runners)
                   runrecord      a local run's record outside the database: statuses, run.json, metrics
                   store          the local asset store (versioned, content-addressed)
+                  sqlitedb       how the registry and the store index open SQLite and create their schema
                   procs          process spawn, identity and kill for runners and steps
                   errors         every error kind (AmlrError subclasses)
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+from . import sqlitedb
 from .errors import HomeUnusable, RegistryDamaged, RunNotFound, StepNotFound
 from .runrecord import ACTIVE, RUN_FILE, TERMINAL, read_metrics_file, record_from_folder, write_run_file
 
@@ -173,15 +174,9 @@ class Registry:
             self.ensure_home()
         self._check_file()  # one stat: an emptied or removed file is damage, never a fresh start
         try:
-            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA busy_timeout = 60000")
+            con = sqlitedb.connect(self.path)
             if not ready:
-                self._ensure_schema(con)
-            # WAL + NORMAL: a commit is in the WAL file before it returns, so a
-            # crash of any process loses nothing; only a power cut can lose the
-            # last commits (tests/python/test_registry_durability.py shows the first).
-            con.execute("PRAGMA synchronous = NORMAL")
+                sqlitedb.ensure_schema(con, _SCHEMA, SCHEMA_VERSION)
         except sqlite3.Error as exc:
             raise self._translate(exc) from None
         self._local.ready = os.getpid()
@@ -236,23 +231,6 @@ class Registry:
             raise self._translate(exc) from None
         finally:
             con.close()
-
-    def _ensure_schema(self, con: sqlite3.Connection) -> None:
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        if version >= SCHEMA_VERSION:
-            return
-        # WAL is a property of the file: set once, outside a transaction.
-        con.execute("PRAGMA journal_mode = WAL")
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                    con.execute(statement)
-                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     # -- runs -----------------------------------------------------------------
 
@@ -446,7 +424,7 @@ class Registry:
         usable = False
         if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
             try:
-                con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                con = sqlitedb.connect(self.path)
                 try:
                     con.execute("PRAGMA quick_check").fetchall()
                     con.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -464,9 +442,9 @@ class Registry:
             for suffix in stale:
                 os.replace(self.path + suffix, moved + suffix)
         # A fresh file: create the schema before _check_file can object to the folders.
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        con = sqlitedb.connect(self.path)
         try:
-            self._ensure_schema(con)
+            sqlitedb.ensure_schema(con, _SCHEMA, SCHEMA_VERSION)
         finally:
             con.close()
         with self.read() as con:

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional
 
-from . import snapshot
+from . import snapshot, sqlitedb
 from .errors import AssetNotFound, AssetVersionExists, InvalidAssetName, SourceUnreadable, StoreDamaged
 
 KINDS = ("data", "model")
@@ -193,36 +193,16 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(self.root, exist_ok=True)
-        con = sqlite3.connect(self.index_path, timeout=60, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                con.execute("PRAGMA busy_timeout = 60000")
-                if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    # Switching to WAL does not wait for a busy file: two processes creating
-                    # the index at once retry here instead of calling it damaged.
-                    con.execute("PRAGMA journal_mode = WAL")
-                    con.execute("BEGIN IMMEDIATE")
-                    try:
-                        if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                            for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                                con.execute(statement)
-                            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                        con.execute("COMMIT")
-                    except BaseException:
-                        con.execute("ROLLBACK")
-                        raise
-                return con
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    continue
-                con.close()
-                raise self._damaged(exc) from exc
-            except sqlite3.DatabaseError as exc:
-                con.close()
-                raise self._damaged(exc) from exc
+        try:
+            con = sqlitedb.connect(self.index_path)
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
+        try:
+            sqlitedb.ensure_schema(con, _SCHEMA, SCHEMA_VERSION)
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise self._damaged(exc) from exc
+        return con
 
     def _damaged(self, exc: BaseException) -> StoreDamaged:
         return StoreDamaged(
