@@ -113,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "stream":
         return stream()
     if args.command == "runner":
-        from .backends.local import run_runner
+        from .backends.local.runner import run_runner
 
         return run_runner(args.home, args.run_id, args.max_parallel, regenerate=args.regenerate_outputs)
     parser.print_help()

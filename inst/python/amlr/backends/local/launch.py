@@ -1,0 +1,96 @@
+"""Submitting a local run: expand sweeps and maps, write the plan, record the run, start its runner.
+
+:func:`submit` turns every ``r_sweep()``/``r_map()`` into ordinary steps
+(:mod:`amlr.sweep`), writes the plan (:mod:`.plan`), inserts the run and its
+steps into the registry and starts a detached runner -- forked from this
+process where :mod:`amlr.procs` allows it, else ``python -m amlr runner`` --
+recording its pid and identity at once. A submit that fails leaves neither a
+registry row nor a run folder behind.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from ... import procs, sweep
+from ...registry import Registry
+from ...spec import Pipeline
+from .plan import input_folder, prepare
+from .runner import run_runner
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def _remove_run_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def submit(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    warnings: list[str] = []
+    # r_sweep()/r_map(): ordinary steps per trial/item plus a collector step (amlr.sweep).
+    pipeline = sweep.expand(pipeline, lambda step, name: input_folder(reg, step, name))
+    run_dir = reg.run_dir(run_id)
+    try:
+        plan = prepare(reg, pipeline, run_id, warn=warnings.append)
+    except BaseException:
+        _remove_run_dir(run_dir)  # a failed submit leaves nothing behind
+        raise
+    try:
+        return _record_and_start(reg, pipeline, experiment, run_id, options, plan, warnings)
+    except BaseException:
+        try:
+            reg.delete_run(run_id)
+        except Exception:  # noqa: BLE001, S110 - the original error is the one to report
+            pass
+        _remove_run_dir(run_dir)
+        raise
+
+
+def _record_and_start(reg: Registry, pipeline: Pipeline, experiment: str, run_id: str, options: dict[str, Any],
+                      plan: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    run_dir = reg.run_dir(run_id)
+    reg.insert_run(
+        {
+            "id": run_id,
+            "experiment": experiment,
+            "pipeline": pipeline.name,
+            "backend": "local",
+            "status": "Queued",
+            "run_dir": run_dir,
+        },
+        [
+            {
+                "name": s.name,
+                "fingerprint": plan["steps"][s.name]["fingerprint"],
+                "allow_reuse": s.allow_reuse,
+                "log_path": plan["steps"][s.name]["log"],
+                "outputs": plan["steps"][s.name]["outputs"],
+            }
+            for s in pipeline.steps
+        ],
+    )
+    reg.write_run_file(run_id)
+    max_parallel = int(options.get("max_parallel") or os.cpu_count() or 1)
+    regenerate = bool(options.get("regenerate_outputs"))
+    log_path = os.path.join(run_dir, "runner.log")
+    if procs.FORK_RUNNER and os.name == "posix":
+        pid = procs.fork_detached(lambda: run_runner(reg.home, run_id, max_parallel, cwd=run_dir,
+                                                     regenerate=regenerate), log_path=log_path)
+    else:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        proc = procs.spawn_detached(
+            [procs.python_executable(), "-S", "-m", "amlr", "runner", "--home", reg.home, "--max-parallel",
+             str(max_parallel), *(["--regenerate-outputs"] if regenerate else []), run_id],
+            cwd=run_dir, log_path=log_path, env=env,
+        )
+        # Let the runner outlive us without Python warning about an unreaped child.
+        proc.returncode = 0
+        pid = proc.pid
+    # Record the runner at once, so a reader can tell a dead runner from a slow start.
+    reg.update_run(run_id, runner_pid=pid, runner_identity=procs.process_identity(pid))
+    out = reg.get_run(run_id)
+    out["warnings"] = warnings
+    return out
