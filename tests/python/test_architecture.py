@@ -42,6 +42,25 @@ def test_feature_modules_do_not_import_the_bridge():
     assert json.loads(out.stdout) == []
 
 
+def _imported_by(code):
+    out = subprocess.run([sys.executable, "-S", "-c", code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(importlib.import_module("amlr").__path__[0] + "/..")})
+    return set(json.loads(out.stdout))
+
+
+def test_readers_and_the_validator_import_only_what_they_use():
+    # Every bridge call validates or reads; only submit stages snapshots (issue 13: start-up is the cost).
+    staging = {"amlr.packaging", "amlr.snapshot", "amlr.stepcode", "amlr.sweep", "amlr.backends.local.launch"}
+    reader = _imported_by("import amlr.api, amlr.backends.local")
+    assert {"amlr.backends.local.status", "amlr.backends.local.logfiles"} <= reader
+    assert not staging & reader
+    assert not {"amlr.sweep", "amlr.sweepazure", "shutil"} & _imported_by("import amlr.spec")
+    runner = _imported_by("import amlr.backends.local.runner")
+    assert "amlr.sweep" in runner and not {"amlr.packaging", "amlr.snapshot"} & runner
+    assert staging <= _imported_by("from amlr.backends.local import launch")
+
+
 def test_every_lazily_registered_method_resolves_to_a_function():
     for name, target in api.LAZY_METHODS.items():
         module, function = target.split(":")

@@ -16,7 +16,7 @@ import pytest
 
 from bridge_calls import call, call_error
 from conftest import PYTHON_DIR, requires_rscript
-from amlr.backends import local
+from amlr.backends.local.plan import prepare
 from amlr.registry import Registry
 from amlr.spec import validate
 from amlr.store import (AssetNotFound, AssetVersionExists, InvalidAssetName, SourceUnreadable, Store, StoreDamaged,
@@ -418,7 +418,7 @@ def test_fingerprint_follows_what_latest_resolves_to(tmp_path):
     pinned = validate(spec_with(tmp_path, {"cars": {"type": "data_asset", "name": "cars", "version": "1"}}))
 
     def fp(pipeline, run_id):
-        return local.prepare(reg, pipeline, run_id)["steps"]["train"]["fingerprint"]
+        return prepare(reg, pipeline, run_id)["steps"]["train"]["fingerprint"]
 
     before = fp(latest, "r1")
     assert fp(latest, "r2") == before  # nothing changed: reusable
@@ -430,7 +430,7 @@ def test_fingerprint_follows_what_latest_resolves_to(tmp_path):
     after = fp(latest, "r4")
     assert after != before  # "latest" now means version 2
     assert fp(pinned, "r5") == fp(pinned, "r6")
-    plan = local.prepare(reg, latest, "r7")
+    plan = prepare(reg, latest, "r7")
     assert plan["steps"]["train"]["data_assets"]["cars"]["version"] == "2"
 
 

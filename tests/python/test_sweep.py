@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bridge_calls import call, call_error
-from amlr import bootstrapper, stepcontract, sweep
+from amlr import bootstrapper, stepcontract, sweep, sweepspec
 from amlr.errors import InvalidSpec, Unsupported
 from amlr.spec import validate
 
@@ -143,13 +143,13 @@ def test_random_sampling_is_seeded_recorded_and_repeatable(src):
     assert isinstance(a.fanout["seed"], int)  # picked and recorded
     again = validate({"name": "p", "steps": [sweep_step(src, params, sampling="random", max_trials=6,
                                                          seed=a.fanout["seed"])]}).steps[0]
-    assert sweep.trial_values(a.fanout) == sweep.trial_values(again.fanout)
-    values = sweep.trial_values(a.fanout)
+    assert sweepspec.trial_values(a.fanout) == sweepspec.trial_values(again.fanout)
+    values = sweepspec.trial_values(a.fanout)
     assert len(values) == 6 and all(0 < v["alpha"] <= 1 and v["depth"] in range(4) for v in values)
     # A small discrete space gives its distinct combinations only, never duplicate trials.
     small = validate({"name": "p", "steps": [sweep_step(src, {"alpha": [1, 2], "depth": [0]}, sampling="random",
                                                         max_trials=50, seed=3)]}).steps[0]
-    assert sorted(v["alpha"] for v in sweep.trial_values(small.fanout)) == [1, 2]
+    assert sorted(v["alpha"] for v in sweepspec.trial_values(small.fanout)) == [1, 2]
 
 
 def test_trial_names_depend_only_on_their_values(src):

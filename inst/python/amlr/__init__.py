@@ -19,16 +19,22 @@ everyone uses the run model below them::
                   workspace      which Azure ML workspace, and credentials
                   doctor         amlr_doctor()'s Python-side checks
                   prune          run_prune(): old runs and the content only they use
-                  sweep          r_sweep() / r_map(): trials and items as steps, the best trial, gathering
+                  sweep          r_sweep() / r_map() locally: trials and items as steps, the best trial,
+                                 gathering, run_trials()
+                  sweepazure     r_sweep() / r_map() on Azure ML: a sweep node, a node per item, gather
                     |
     backends      backends/      Backend protocol + RunRecord, get_backend(), shared status/options
-                  backends/local        steps as local processes, in DAG order, with reuse
+                  backends/local/       steps as local processes, in DAG order, with reuse: env (what a
+                                        step inherits), plan (snapshots, fingerprints), launch (submit),
+                                        runner (the run), steprun (one step: reuse, R, outputs), status
+                                        (refresh, cancel), logfiles (logs, follow), outputs (download)
                   backends/azureml/     classic azureml-core pipelines: common, plan (plan, uploads),
                                         build (SDK objects, offline), launch (submit, publish), runs
                   backends/azureml_v2/  azure-ai-ml v2 pipeline jobs: common, plan (plan, SDK job),
                                         client (MLClient, errors), launch (submit), runs
                     |
     run model     spec           the pipeline spec and its one validator
+                  sweepspec      r_sweep() / r_map() in a spec: fanout checked, trials sampled
                   stepcontract   what a step runs (script, args, env, ports), as a JSON file
                   stepcode       a step's code identity (the files it can read)
                   packaging      per-step snapshots, the same on every backend

@@ -84,7 +84,7 @@ def spare_runner() -> int:
     import json
     import os
 
-    from .backends.local import run_runner  # the point of a spare: imported before it is needed
+    from .backends.local.runner import run_runner  # the point of a spare: imported before it is needed
 
     line = sys.stdin.buffer.readline()
     if not line.strip():  # the R session that started us is gone
@@ -140,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "stream":
         return stream()
     if args.command == "runner":
-        from .backends.local import run_runner
+        from .backends.local.runner import run_runner
 
         return run_runner(args.home, args.run_id, args.max_parallel, regenerate=args.regenerate_outputs)
     if args.command == "spare-runner":

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import sweep
+from . import sweepspec
 from .errors import InvalidSpec
 from .stepcontract import OUTPUTS_DIR, placeholder_problem, placeholders
 
@@ -257,10 +257,10 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool, pending: bool = Fals
                 f"Input name `{in_name}` of step `{name}` must be letters, digits and `_`, starting with a letter or `_`.",
             )
         inputs[in_name] = _parse_input(name, in_name, value)
-    fanout = sweep.parse_fanout(raw.get("fanout"), name, where + ".fanout")
+    fanout = sweepspec.parse_fanout(raw.get("fanout"), name, where + ".fanout")
     over = (raw.get("fanout") or {}).get("over") if isinstance(raw.get("fanout"), dict) else None
     if fanout and fanout["role"] == "map" and isinstance(over, dict) and over.get("input") is not None:
-        inputs[sweep.OVER_INPUT] = _parse_input(name, sweep.OVER_INPUT, over["input"])
+        inputs[sweepspec.OVER_INPUT] = _parse_input(name, sweepspec.OVER_INPUT, over["input"])
     outputs = [str(o) for o in _as_list(raw.get("outputs"))]
     seen_out: set[str] = set()
     for out in outputs:
@@ -309,7 +309,7 @@ def _parse_step(raw: Any, index: int, *, check_paths: bool, pending: bool = Fals
     )
     _check_script(step, check_paths=check_paths)
     _check_placeholders(step, pending=pending)
-    sweep.check_step(step, where)
+    sweepspec.check_step(step, where)
     return step
 
 

@@ -15,7 +15,7 @@ from ...environment import (
     write_build_context,
 )
 from ...errors import InvalidSpec
-from ... import packaging, sweep
+from ... import packaging, sweepazure
 from ...spec import Pipeline, Step
 from .common import METRICS_SINK, INPUTS_PREFIX, _read_json, _write_json
 
@@ -79,7 +79,7 @@ def plan_pipeline(pipeline: Pipeline, run_dir: str, *, default_compute: Optional
                   warn: Optional[Callable[[str], None]] = None,
                   default_dockerfile: Optional[str] = None) -> Plan:
     """Snapshots (under ``run_dir/snapshots``), resolved environments and compute per step."""
-    sweep.refuse_on_classic(pipeline)
+    sweepazure.refuse_on_classic(pipeline)
     computes = {s.name: s.compute or pipeline.compute or default_compute for s in pipeline.steps}
     for name, compute in computes.items():
         if not compute:

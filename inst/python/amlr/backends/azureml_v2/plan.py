@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from ...environment import ResolvedEnvironment, resolve_environment, write_build_context
 from ...errors import (BackendUnavailable)
-from ... import packaging, stepcontract, sweep
+from ... import packaging, stepcontract, sweep, sweepazure
 from ...spec import Pipeline, Step
 from .common import METRICS_SINK, SERVERLESS
 
@@ -50,7 +50,7 @@ class CommandNode:
     reuse: bool
     env: tuple[tuple[str, str], ...] = ()  # r_step(env =), also set on the job
     registered: tuple[tuple[str, str], ...] = ()  # output -> data asset name Azure ML registers it as
-    sweep: Optional[dict] = None  # r_sweep(): amlr.sweep.azure_sweep()'s search space, objective, limits
+    sweep: Optional[dict] = None  # r_sweep(): amlr.sweepazure.azure_sweep()'s search space, objective, limits
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def plan_node(step: Step, *, code: str, environment: NodeEnvironment, compute: O
     ``${{inputs.x}}`` / ``${{outputs.x}}`` word that Azure ML replaces before
     ``bash -c`` runs it; the R arguments are in the step's contract file.
     """
-    swept = sweep.azure_sweep(step) if step.fanout and step.fanout["role"] == "sweep" else None
+    swept = sweepazure.azure_sweep(step) if step.fanout and step.fanout["role"] == "sweep" else None
     argv = stepcontract.command(
         step.name, list(step.inputs), step.outputs,
         lambda kind, name: input_binding(name) if kind == "input" else output_binding(name),
@@ -158,7 +158,7 @@ def gather_node(step: Step, *, snapshots_dir: str, environment: NodeEnvironment)
     for output in sorted(step.outputs):
         words += ["--to", output, output_binding(output)]
     return CommandNode(
-        name=step.name, code=sweep.gather_code(snapshots_dir), command=stepcontract.command_line(words),
+        name=step.name, code=sweepazure.gather_code(snapshots_dir), command=stepcontract.command_line(words),
         inputs=tuple(sorted(inputs)), outputs=tuple(sorted(step.outputs)), environment=environment,
         compute=compute_ref(step.compute), reuse=True, registered=tuple(sorted(step.register.items())),
     )
@@ -194,7 +194,7 @@ def stage(pipeline: Pipeline, *, snapshots_dir: str, environments_dir: str, expe
     pipeline gives the same folders and Azure ML uploads each code once.
     """
     warnings: list[str] = []
-    pipeline = sweep.expand_maps_for_azure(pipeline, _map_folder)  # r_map(): one node per item, then a gather node
+    pipeline = sweepazure.expand_maps_for_azure(pipeline, _map_folder)  # r_map(): one node per item, then a gather node
     runnable = dataclasses.replace(pipeline, steps=[s for s in pipeline.steps if not sweep.is_collector(s)])
     staged = packaging.stage_steps(runnable, snapshots_dir, metrics_sink=METRICS_SINK, warn=warnings.append)
     resolved_by_spec: dict[str, ResolvedEnvironment] = {}
