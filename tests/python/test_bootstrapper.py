@@ -353,6 +353,21 @@ def test_parse_args_keeps_r_arguments():
     assert bs.parse_args(["s.R"]).metrics_sink == "auto"
 
 
+@pytest.mark.parametrize("step", [["--step", "c.json"], ["--step=c.json"]], ids=["two words", "equals"])
+def test_step_mode_takes_two_word_ports_whichever_way_step_is_given(step):
+    opts = bs.parse_args(["--input", "data", "/in", *step, "--output", "model", "", "--param", "lr", "0.1"])
+    assert (opts.step, opts.script, opts.args) == ("c.json", "", [])
+    assert (opts.inputs, opts.outputs, opts.params) == ({"data": "/in"}, {"model": ""}, {"lr": "0.1"})
+    with pytest.raises(bs.BootstrapError, match="--input expects NAME=PATH"):
+        bs.parse_args(["--input", "data", "/in", "s.R"])  # without --step, a port is one word
+
+
+@pytest.mark.parametrize("word", ["-h", "--help"])
+def test_help_wins_over_everything_before_it(word):
+    assert bs.parse_args(["--input", "a=/p", word, "--bogus"]) == bs.Options("", [], {}, {}, help=True)
+    assert bs.parse_args(["s.R", word]).help is False  # after the script it is R's
+
+
 def test_build_env():
     env = bs.build_env({"PATH": "/bin", "AMLR_IN_STEP": "0"}, {"Raw": "/i"}, {"out": "/o"}, "/m.jsonl")
     assert env == {

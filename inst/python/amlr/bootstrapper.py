@@ -140,7 +140,7 @@ def parse_args(argv: Sequence[str]) -> Options:
             i += 1
             break
         if word in ("-h", "--help"):
-            return Options("", [], inputs, outputs, sink, help=True)
+            return Options("", [], {}, {}, help=True)
         if not word.startswith("-") or word == "-":
             break
         option, eq, value = word.partition("=")
