@@ -331,6 +331,27 @@ def test_bad_command_line(tmp_path, args):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_relative_contract_is_found_from_the_snapshot_root_too(tmp_path):
+    """Azure ML may start the command elsewhere than the code folder: the contract path is also
+    tried from the folder holding ``_amlr/``."""
+    snap = tmp_path / "snap"
+    (snap / "_amlr" / "steps").mkdir(parents=True)
+    shutil.copy2(BOOTSTRAPPER, snap / "_amlr" / "bootstrapper.py")
+    write(snap / "s.R", 'cat("ran from", basename(getwd()), "\\n")\n')
+    (snap / "_amlr" / "steps" / "s.json").write_text(json.dumps(
+        {"format": "amlr-step/1", "script": str(snap / "s.R"), "args": [], "inputs": [], "outputs": [],
+         "metrics_sink": "none"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = subprocess.run([sys.executable, str(snap / "_amlr" / "bootstrapper.py"), "--step", "_amlr/steps/s.json"],
+                         cwd=elsewhere, capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout.decode() == "ran from elsewhere \n"
+    res = run_bs(["--step", "_amlr/steps/missing.json"], elsewhere)
+    assert res.returncode == 2
+    assert f"step contract not found: _amlr/steps/missing.json (working directory {elsewhere})" in res.stderr.decode()
+
+
 def test_help(tmp_path):
     res = run_bs(["--help"], tmp_path)
     assert res.returncode == 0
@@ -585,6 +606,10 @@ def _main(tmp_path, monkeypatch, capfd, argv, env=None):
 
 
 @pytest.mark.parametrize("argv, code, message", [
+    (["--step", "c.json", "--param", "1x", "v"], 2, "--param expects NAME VALUE"),
+    (["--step", "c.json", "--param", "lr"], 2, "--param expects NAME VALUE"),
+    (["--input", "a=/p", "--input", "a=/q", "a.R"], 2, "--input a is given twice"),
+    (["--step", "c.json", "--output", "m", "/o", "--output", "m", "/p"], 2, "--output m is given twice"),
     (["--input", "data", "a.R"], 2, "--input expects NAME=PATH, got 'data'"),
     (["--output", "m=", "a.R"], 2, "--output m= has an empty path"),
     (["--input", "1x=/p", "a.R"], 2, "--input name '1x' is not valid: use letters, digits and _, not starting with a digit"),

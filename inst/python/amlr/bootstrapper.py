@@ -203,9 +203,9 @@ _PARAM = re.compile(r"^search_space\.([A-Za-z_][A-Za-z0-9_]*)$")
 _UNEXPANDED = re.compile(r"^\$(\{\{.*\}\}|AZUREML_DATAREFERENCE_\w+|\{?AZURE_ML_\w+\}?)$")
 
 
-def _read_contract(path: str) -> Dict[str, object]:
+def _read_contract(path: str, workdir: str) -> Dict[str, object]:
     """The contract JSON; relative paths are tried from the working directory, then the snapshot root."""
-    candidates = [path]
+    candidates = [os.path.join(workdir, path)]
     if not os.path.isabs(path):
         candidates.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path))
     for candidate in candidates:
@@ -220,7 +220,7 @@ def _read_contract(path: str) -> Dict[str, object]:
             if not isinstance(data, dict) or data.get("format") != CONTRACT_FORMAT:
                 raise BootstrapError(f"{candidate} is not an amlr step contract ({CONTRACT_FORMAT})", EXIT_USAGE)
             return data
-    raise BootstrapError(f"step contract not found: {path} (working directory {os.getcwd()})", EXIT_USAGE)
+    raise BootstrapError(f"step contract not found: {path} (working directory {workdir})", EXIT_USAGE)
 
 
 def _port_path(kind: str, name: str, given: Optional[str], env: Mapping[str, str]) -> str:
@@ -271,8 +271,7 @@ def from_contract(options: Options, env: Mapping[str, str], workdir: Optional[st
     ``workdir``: the step's working directory (default: the current one).
     """
     workdir = workdir or os.getcwd()
-    step_file = options.step or ""
-    data = _read_contract(step_file if os.path.isabs(step_file) else os.path.join(workdir, step_file))
+    data = _read_contract(options.step or "", workdir)
     script = data.get("script")
     if not isinstance(script, str) or not script:
         raise BootstrapError("the step contract names no script", EXIT_USAGE)
