@@ -189,3 +189,51 @@ def test_unsubstituted_bindings_fall_back_to_the_service_variables(tmp_path):
     assert got.args == ["/mnt/d", "/mnt/m"] and got.script == "echo.R"
     with pytest.raises(bootstrapper.BootstrapError, match="input data has no path"):
         bootstrapper.from_contract(opts, {})
+
+
+@pytest.mark.parametrize("given", ["", "${{inputs.data}}", "$AZURE_ML_INPUT_data", "${AZURE_ML_INPUT_data}"])
+def test_every_variable_the_service_may_set_is_a_port_path(tmp_path, given):
+    snap = _step_folder(tmp_path, ["${{inputs.data}}"], {}, inputs=["data"], outputs=["model"], values=None)
+    opts = bootstrapper.parse_args(["--step", str(snap / sc.contract_path("echo")), "--input", "data", given,
+                                    "--output", "model", ""])
+    for env, want in (({"AZURE_ML_INPUT_data": "/v2/d", "AZURE_ML_OUTPUT_model": "/v2/m"}, ("/v2/d", "/v2/m")),
+                      ({"AZURE_ML_INPUT_DATA": "/up/d", "AZURE_ML_OUTPUT_MODEL": "/up/m"}, ("/up/d", "/up/m")),
+                      ({"AZUREML_DATAREFERENCE_data": "/v1/d", "AZUREML_DATAREFERENCE_model": "/v1/m",
+                        "AZURE_ML_INPUT_data": "/no"}, ("/v1/d", "/v1/m"))):
+        got = bootstrapper.from_contract(opts, env, workdir=str(tmp_path))
+        assert (got.inputs["data"], got.outputs["model"]) == want
+        assert got.args == [want[0]]
+    with pytest.raises(bootstrapper.BootstrapError) as err:
+        bootstrapper.from_contract(opts, {"AZURE_ML_OUTPUT_model": "/m"}, workdir=str(tmp_path))
+    assert str(err.value) == (f"input data has no path: the command gave {given!r} and neither "
+                              "AZUREML_DATAREFERENCE_data nor AZURE_ML_INPUT_data is set")
+    with pytest.raises(bootstrapper.BootstrapError) as err:
+        bootstrapper.from_contract(opts, {"AZURE_ML_INPUT_data": "/d"}, workdir=str(tmp_path))
+    assert str(err.value) == ("output model has no path: the command gave '' and neither "
+                              "AZUREML_DATAREFERENCE_model nor AZURE_ML_OUTPUT_model is set")
+
+
+def test_search_space_placeholders_take_the_trials_values():
+    got = bootstrapper.resolve_placeholders("--lr=${{search_space.lr}}:${{ inputs.d }}", {"d": "/d"}, {},
+                                            {"lr": "0.1"})
+    assert got == "--lr=0.1:/d"
+    with pytest.raises(bootstrapper.BootstrapError) as err:
+        bootstrapper.resolve_placeholders("${{search_space.depth}}", {}, {}, {"lr": "0.1"})
+    assert str(err.value) == "argument placeholder ${{search_space.depth}} has no --param value"
+    with pytest.raises(bootstrapper.BootstrapError, match="has no --param value"):
+        bootstrapper.resolve_placeholders("${{search_space.lr}}", {}, {})
+    with pytest.raises(bootstrapper.BootstrapError) as err:
+        bootstrapper.resolve_placeholders("${{outputs.nope}}", {}, {"m": "/m"})
+    assert str(err.value) == "argument placeholder ${{outputs.nope}} names no port of this step"
+
+
+def test_a_json_file_that_is_not_a_contract_is_refused_by_name(tmp_path):
+    for body in ('{"format": "amlr-step/2", "script": "a.R"}', '["amlr-step/1"]'):
+        (tmp_path / "c.json").write_text(body)
+        with pytest.raises(bootstrapper.BootstrapError) as err:
+            bootstrapper.from_contract(bootstrapper.parse_args(["--step", "c.json"]), {}, workdir=str(tmp_path))
+        assert (str(err.value), err.value.exit_code) == (
+            f"{tmp_path / 'c.json'} is not an amlr step contract (amlr-step/1)", 2)
+    (tmp_path / "c.json").write_text("{torn")
+    with pytest.raises(bootstrapper.BootstrapError, match=r"cannot read the step contract .*c\.json: "):
+        bootstrapper.from_contract(bootstrapper.parse_args(["--step", "c.json"]), {}, workdir=str(tmp_path))
