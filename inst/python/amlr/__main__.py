@@ -17,12 +17,19 @@ class SiteOnDemand:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if path is not None or self not in sys.meta_path:
             return None
+        if name.partition(".")[0] in NEVER_INSTALLED:  # a probe that is allowed to fail: not worth site
+            return None
         sys.meta_path.remove(self)
         import importlib.machinery
         import site
 
         site.main()
         return importlib.machinery.PathFinder.find_spec(name, path, target)
+
+
+# The standard library's own optional imports (subprocess's `import msvcrt`, copy's
+# Jython `org.python.core`) miss on every start; they are never in site-packages.
+NEVER_INSTALLED = frozenset(sys.stdlib_module_names) | {"org"}
 
 
 def site_on_demand() -> None:

@@ -1,0 +1,35 @@
+"""``python -m amlr``'s start-up: ``-S`` and site-packages added only at the first real miss."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PYTHON_DIR = Path(__file__).resolve().parents[2] / "inst" / "python"
+
+
+def run_s(code: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    done = subprocess.run([sys.executable, "-S", "-c", "from amlr.__main__ import site_on_demand\n"
+                           "site_on_demand()\n" + code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_standard_librarys_own_probes_do_not_pull_in_site_packages():
+    # subprocess probes `msvcrt`, copy probes Jython's `org.python.core`: both miss on Linux.
+    out = run_s("import subprocess, copy, sys\n"
+                "print(any('site-packages' in p for p in sys.path), 'site' in sys.modules)")
+    assert out == "False False"
+
+
+def test_an_installed_package_is_found_at_its_first_import():
+    out = run_s("import sys\nbefore = any('site-packages' in p for p in sys.path)\n"
+                "import yaml\nprint(before, 'site-packages' in yaml.__file__)")
+    assert out == "False True"
+
+
+def test_a_module_that_exists_nowhere_is_still_an_import_error():
+    out = run_s("try:\n    import amlr_no_such_module\nexcept ImportError as e:\n    print(type(e).__name__)")
+    assert out == "ModuleNotFoundError"
