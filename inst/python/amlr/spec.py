@@ -199,10 +199,10 @@ def _parse_data_asset(where: str, value: dict) -> Input:
 
 def _parse_register(where: str, raw: Any, outputs: list[str]) -> dict[str, str]:
     """``r_step(register = c(output = "asset-name"))``: outputs registered as data assets on completion."""
-    from .store import InvalidAssetName, check_name
-
     if raw in (None, [], {}):
         return {}
+    from .store import InvalidAssetName, check_name
+
     if not isinstance(raw, dict):
         raise _fail(where, "`register` must be a named character vector: c(output = \"asset-name\").")
     out: dict[str, str] = {}

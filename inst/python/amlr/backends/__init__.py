@@ -161,12 +161,12 @@ def _scalar(value: Any) -> Any:
 
 def check_options(backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Options checked against the backend's known names and types; scalars unwrapped."""
-    import difflib
-
     known = known_options(backend)
     out: dict[str, Any] = {}
     for key, raw in options.items():
         if key not in known:
+            import difflib  # only to word the error
+
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise BadOption(
