@@ -8,6 +8,7 @@ and real folders, and the record functions it reads from.
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,113 @@ def json_dumps(value) -> str:
     import json
 
     return json.dumps(value)
+
+
+# -- details a silent change would break (found by mutation testing, docs/mutation.md) ---------------
+
+
+def test_the_default_home_follows_r_user_dir(monkeypatch, tmp_path):
+    for var in ("AMLR_HOME", "R_USER_DATA_DIR", "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    assert regmod.default_home() == str(tmp_path / "me" / ".local" / "share" / "R" / "amlr")
+    monkeypatch.setenv("XDG_DATA_HOME", "/xdg")
+    assert regmod.default_home() == "/xdg/R/amlr"
+    monkeypatch.setenv("R_USER_DATA_DIR", "/r-data")
+    assert regmod.default_home() == "/r-data/R/amlr"
+    monkeypatch.setenv("AMLR_HOME", "/mine")
+    assert regmod.default_home() == "/mine"
+
+
+def test_run_ids_are_utc_time_stamped_and_random():
+    import re
+    import time
+
+    before = time.strftime("%Y%m%d_%H%M", time.gmtime())
+    ids = {regmod.new_run_id() for _ in range(50)}
+    after = time.strftime("%Y%m%d_%H%M", time.gmtime())
+    assert len(ids) == 50
+    for run_id in ids:
+        assert re.fullmatch(r"amlr_\d{8}_\d{6}_[0-9a-f]{6}", run_id), run_id
+        assert run_id[5:18] in (before, after)
+    assert regmod.new_run_id("trial").startswith("trial_")
+
+
+def test_a_remote_run_keeps_its_remote_id_and_workspace(reg):
+    ws = {"subscription_id": "s", "resource_group": "g", "name": "w"}
+    reg.insert_run({"id": "r1", "experiment": "e", "pipeline": "p", "backend": "azureml_v2", "remote_id": "job-9",
+                    "portal_url": "https://ml.azure.com/x", "workspace": ws}, [{"name": "s"}])
+    run = reg.get_run("r1")
+    assert (run["remote_id"], run["portal_url"], run["workspace"]) == ("job-9", "https://ml.azure.com/x", ws)
+    assert reg.resolve("job-9") == "r1"
+    reg.insert_run({"id": "r2", "experiment": "e", "pipeline": "p", "backend": "local"}, [{"name": "s"}])
+    assert reg.get_run("r2")["workspace"] is None and reg.get_run("r2")["remote_id"] is None
+
+
+def test_a_step_ends_with_its_fields_and_metrics_in_one_write(reg):
+    reg.insert_run({"id": "r1", "experiment": "e", "pipeline": "p", "backend": "local"}, [{"name": "s"}])
+    reg.add_metrics("r1", "s", [{"name": "loss", "value": 3}])
+    reg.finish_step("r1", "s", [{"name": "loss", "value": 2}, {"name": "model", "value": "glm"}],
+                    status="Completed", exit_code=0, outputs={"o": "/x"})
+    step = reg.get_step("r1", "s")
+    assert (step["status"], step["exit_code"], step["outputs"]) == ("Completed", 0, {"o": "/x"})
+    got = [(m["name"], m["idx"], m["value_num"], m["value_str"]) for m in reg.get_metrics("r1", "s")]
+    assert got == [("loss", 0, 3.0, None), ("loss", 1, 2.0, None), ("model", 0, None, "glm")]
+    reg.finish_step("r1", "s", [], status="Failed")
+    assert reg.get_step("r1", "s")["status"] == "Failed" and len(reg.get_metrics("r1")) == 3
+
+
+def test_the_home_and_schema_are_checked_once_per_process(reg, monkeypatch):
+    from amlr import sqlitedb
+
+    calls = []
+    real = sqlitedb.ensure_schema
+    monkeypatch.setattr(sqlitedb, "ensure_schema", lambda *a: (calls.append(1), real(*a))[1])
+    for _ in range(3):
+        reg.list_runs()
+    assert len(calls) == 1
+    reg.close()  # forget: the next operation checks again
+    reg.list_runs()
+    assert len(calls) == 2
+
+
+def test_a_home_that_cannot_be_created_or_written_says_so(tmp_path, monkeypatch):
+    fix = "Set AMLR_HOME to a folder you can write to (Sys.setenv(AMLR_HOME = ...)), or unset it."
+    monkeypatch.setattr(os, "makedirs", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with pytest.raises(regmod.HomeUnusable) as err:
+        Registry(str(tmp_path / "new")).list_runs()
+    assert (err.value.message, err.value.field) == (
+        f"AMLR_HOME `{tmp_path / 'new'}` cannot be created (Permission denied). {fix}", "home")
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as an unprivileged user would find it
+    with pytest.raises(regmod.HomeUnusable) as err:
+        Registry(str(tmp_path)).list_runs()
+    assert (err.value.message, err.value.field) == (f"AMLR_HOME `{tmp_path}` is not writable. {fix}", "home")
+
+
+def test_sqlite_errors_become_the_errors_users_can_act_on(reg):
+    damaged = reg._translate(sqlite3.DatabaseError("file is not a database"))
+    assert isinstance(damaged, regmod.RegistryDamaged) and "is not a valid SQLite database" in damaged.message
+    for text in ("attempt to write a readonly database", "unable to open database file", "read-only file system"):
+        err = reg._translate(sqlite3.OperationalError(text))
+        assert isinstance(err, regmod.HomeUnusable), text
+        assert err.message == (f"The run registry `{reg.path}` cannot be written ({text}): AMLR_HOME `{reg.home}` "
+                               "or the file is read-only. Make it writable, or set AMLR_HOME to a folder you can "
+                               "write to.")
+    other = sqlite3.OperationalError("disk I/O error")
+    assert reg._translate(other) is other
+
+
+def test_a_journal_left_without_its_registry_goes_aside_with_it(reg, tmp_path):
+    import re
+
+    _run(reg, tmp_path, "r1")
+    os.makedirs(reg.run_dir("r1"))
+    reg.write_run_file("r1")
+    os.remove(reg.path)
+    Path(reg.path + "-wal").write_bytes(b"stale journal")
+    result = reg.rebuild()
+    moved = result["moved_to"]
+    assert re.fullmatch(re.escape(reg.path) + r"\.damaged-\d{8}-\d{6}", moved), moved
+    assert not os.path.exists(moved) and Path(moved + "-wal").read_bytes() == b"stale journal"
+    assert result["added"] == ["r1"]

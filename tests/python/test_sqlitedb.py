@@ -113,3 +113,26 @@ def test_other_errors_while_creating_the_schema_are_raised_at_once(tmp_path):
     con = LockedOnce(sqlitedb.connect(str(tmp_path / "db.sqlite")), "disk I/O error")
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
         sqlitedb.ensure_schema(con, SCHEMA, 2)  # type: ignore[arg-type]
+
+
+class StaleVersionOnce:
+    """A real connection whose first look at user_version is stale: another process made the schema meanwhile."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.con, self.stale = con, True
+
+    def execute(self, sql: str, *args):
+        if "user_version" in sql and "=" not in sql and self.stale:
+            self.stale = False
+            return self.con.execute("SELECT 0")
+        return self.con.execute(sql, *args)
+
+
+def test_a_schema_made_by_another_process_meanwhile_is_not_made_again(tmp_path):
+    path = str(tmp_path / "db.sqlite")
+    first = sqlitedb.connect(path)
+    sqlitedb.ensure_schema(first, SCHEMA, 1)
+    first.execute("INSERT INTO t (x) VALUES (1)")
+    late = StaleVersionOnce(sqlitedb.connect(path))
+    sqlitedb.ensure_schema(late, SCHEMA, 1)  # type: ignore[arg-type]  # checks again inside its transaction
+    assert late.con.execute("SELECT count(*) FROM t").fetchone()[0] == 1
