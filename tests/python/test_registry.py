@@ -316,6 +316,12 @@ def test_a_remote_run_keeps_its_remote_id_and_workspace(reg):
     assert reg.get_run("r2")["workspace"] is None and reg.get_run("r2")["remote_id"] is None
 
 
+def test_a_step_inserted_without_a_status_has_not_started(reg):
+    reg.insert_run({"id": "r1", "experiment": "e", "pipeline": "p", "backend": "local"},
+                   [{"name": "a"}, {"name": "b", "status": "Queued"}])
+    assert [s["status"] for s in reg.get_steps("r1")] == ["NotStarted", "Queued"]
+
+
 def test_a_step_ends_with_its_fields_and_metrics_in_one_write(reg):
     reg.insert_run({"id": "r1", "experiment": "e", "pipeline": "p", "backend": "local"}, [{"name": "s"}])
     reg.add_metrics("r1", "s", [{"name": "loss", "value": 3}])
@@ -351,7 +357,7 @@ def test_a_home_that_cannot_be_created_or_written_says_so(tmp_path, monkeypatch)
     assert (err.value.message, err.value.field) == (
         f"AMLR_HOME `{tmp_path / 'new'}` cannot be created (Permission denied). {fix}", "home")
     monkeypatch.undo()
-    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as an unprivileged user would find it
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)  # as an unprivileged user finds it
     with pytest.raises(regmod.HomeUnusable) as err:
         Registry(str(tmp_path)).list_runs()
     assert (err.value.message, err.value.field) == (f"AMLR_HOME `{tmp_path}` is not writable. {fix}", "home")
