@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "inst" / "python" / "amlr"
 TESTS = REPO / "tests" / "python"
 WORK = REPO / "build" / "mutate"
+DEFAULT_SEED = 17
 
 
 @dataclass
@@ -116,6 +118,59 @@ def _mutant_names(work: Path, python: str) -> list[str]:
     out = subprocess.run([python, "-m", "mutmut", "results", "--all", "true"], cwd=work,
                          capture_output=True, text=True, check=False).stdout
     return [line.split(":")[0].strip() for line in out.splitlines() if "__mutmut_" in line]
+
+
+_LITERAL = re.compile(r"(?P<q>[\"'])(?P<body>(?:\\.|(?!(?P=q)).)*)(?P=q)")
+_SQL = re.compile(r"\b(select|insert|update|delete|pragma|order by|values|create|where|from)\b", re.IGNORECASE)
+_CODECS = {"utf-8", "utf8", "ascii"}
+
+
+def equivalent_kind(old: str, new: str) -> str | None:
+    """Why a mutated line behaves exactly like the original, for the two mechanical kinds; else None.
+
+    Only a change of letter case inside string literals qualifies, and only where
+    case means nothing: SQL text (SQLite's keywords, identifiers and pragmas are
+    case-insensitive) and codec names (``"utf-8"`` is ``"UTF-8"``). Everything
+    else a survivor changes stays a survivor.
+    """
+    if old == new or old.lower() != new.lower():
+        return None
+    kinds = set()
+    last = 0
+    for m_old, m_new in zip(_LITERAL.finditer(old), _LITERAL.finditer(new)):
+        if old[last:m_old.start()] != new[last:m_new.start()] or m_old.span() != m_new.span():
+            return None
+        last = m_old.end()
+        if m_old.group("body") == m_new.group("body"):
+            continue
+        if _SQL.search(m_old.group("body")):
+            kinds.add("SQL letter case")
+        elif m_old.group("body").lower() in _CODECS:
+            kinds.add("codec name case")
+        else:
+            return None
+    if old[last:] != new[last:] or not kinds:
+        return None
+    return ", ".join(sorted(kinds))
+
+
+def _diff_lines(work: Path, python: str, mutant: str) -> tuple[str, str] | None:
+    out = subprocess.run([python, "-m", "mutmut", "show", mutant], cwd=work, capture_output=True, text=True,
+                         check=False).stdout
+    minus = [line[1:] for line in out.splitlines() if line.startswith("-") and not line.startswith("---")]
+    plus = [line[1:] for line in out.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return (minus[0], plus[0]) if len(minus) == 1 and len(plus) == 1 else None
+
+
+def _classify(work: Path, python: str, results: dict[str, str]) -> dict[str, str]:
+    """Survivors whose change is mechanically equivalent (see equivalent_kind): name -> kind."""
+    found = {}
+    for name in sorted(k for k, v in results.items() if v == "survived"):
+        lines = _diff_lines(work, python, name)
+        kind = equivalent_kind(*lines) if lines else None
+        if kind:
+            found[name] = kind
+    return found
 
 
 def _results(work: Path) -> dict[str, str]:
@@ -200,12 +255,15 @@ def run(name: str, target: Target, python: str, sample: int, seed: int, children
     if names:
         import fnmatch
         results = {k: v for k, v in results.items() if any(fnmatch.fnmatch(k, g) for g in names)}
+    equivalent = _classify(work, python, results)
+    for name in equivalent:
+        results[name] = "equivalent"
     counts: dict[str, int] = {}
     for status in results.values():
         counts[status] = counts.get(status, 0) + 1
     if not results or not any(v in ("killed", "survived", "timeout") for v in results.values()):
         print(f"{name}: mutmut ran no mutant; see {log}", file=sys.stderr)
-    checked = sum(v for k, v in counts.items() if k not in ("not checked", "no tests", "skipped"))
+    checked = sum(v for k, v in counts.items() if k not in ("not checked", "no tests", "skipped", "equivalent"))
     survived = counts.get("survived", 0)
     summary = {
         "target": name, "files": target.files, "tests": target.tests, "functions": target.functions,
@@ -214,6 +272,7 @@ def run(name: str, target: Target, python: str, sample: int, seed: int, children
         "survival_rate": round(survived / checked, 3) if checked else None,
         "survivors": sorted(k for k, v in results.items() if v == "survived"),
         "no_tests": sorted(k for k, v in results.items() if v == "no tests"),
+        "equivalent": equivalent,
         "seconds": round(time.time() - started),
     }
     return summary
@@ -222,8 +281,8 @@ def run(name: str, target: Target, python: str, sample: int, seed: int, children
 def report(path: Path) -> str:
     """The results in summary.json as the Markdown table of docs/mutation.md."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    rows = ["| target | files | mutants tested | killed | survived | timeout | no tests | survival |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| target | files | mutants tested | killed | survived | equivalent | timeout | no tests | survival |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, res in data.items():
         c = res["counts"]
         tested = sum(v for k, v in c.items() if k != "not checked")
@@ -231,7 +290,8 @@ def report(path: Path) -> str:
         sample = f"{tested} (seeded sample of {res.get('population', '?')})" if res.get("sample") else str(tested)
         rate = res["survival_rate"]
         rows.append(f"| {name} | {scope} | {sample} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
-                    f"{c.get('timeout', 0)} | {c.get('no tests', 0)} | {'-' if rate is None else f'{rate:.1%}'} |")
+                    f"{c.get('equivalent', 0)} | {c.get('timeout', 0)} | {c.get('no tests', 0)} | "
+                    f"{'-' if rate is None else f'{rate:.1%}'} |")
     return "\n".join(rows) + "\n"
 
 
@@ -240,7 +300,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("targets", nargs="*", help=f"some of: {' '.join(TARGETS)} (default: all)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--sample", type=int, default=0, help="test only this many mutants per target (seeded)")
-    ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--max-children", type=int, default=1, help="parallel mutants (the machine is shared)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--report", action="store_true", help="print build/mutate/summary.json as a Markdown table")
@@ -265,11 +325,12 @@ def main(argv: list[str]) -> int:
         res = run(name, TARGETS[name], args.python, args.sample, args.seed, args.max_children)
         # re-read: another `make mutate` of other targets may have written meanwhile
         all_results = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        all_results[name] = res
+        all_results[name if args.seed == DEFAULT_SEED or not args.sample else f"{name} (seed {args.seed})"] = res
         summary_path.write_text(json.dumps(all_results, indent=1) + "\n", encoding="utf-8")
         c = res["counts"]
         rate = res["survival_rate"]
         print(f"{name:13s} killed {c.get('killed', 0):4d}  survived {c.get('survived', 0):3d}  "
+              f"equivalent {c.get('equivalent', 0):3d}  "
               f"timeout {c.get('timeout', 0):2d}  no tests {c.get('no tests', 0):3d}  "
               f"survival {'-' if rate is None else f'{rate:.1%}'}  ({res['seconds']}s)", flush=True)
         for s in res["survivors"]:
