@@ -58,7 +58,7 @@ TARGETS: dict[str, Target] = {
     "spec": Target(["spec.py"], ["test_spec.py", "test_spec_rules.py", "test_stepcontract.py"]),
     "registry": Target(["registry.py"], ["test_registry.py"]),
     "bootstrapper": Target(["bootstrapper.py"], ["test_bootstrapper.py", "test_stepcontract.py", "test_redaction.py"]),
-    "snapshot": Target(["snapshot.py", "ignore.py"], ["test_snapshot.py"]),
+    "snapshot": Target(["snapshot.py", "ignore.py"], ["test_snapshot.py", "test_ignore.py"]),
     "redaction": Target(
         ["bootstrapper.py", "backends/azureml_v2.py", "backends/azureml.py"],
         ["test_redaction.py"],
