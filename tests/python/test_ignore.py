@@ -57,6 +57,8 @@ CASES: List[Case] = [
     ('[[-a]x\n', ['[x', '\\x', ']x', '^x', 'ax', 'bx'], ['[x', '\\x', ']x', '^x', 'ax']),
     ('[a-[:alpha:]]x\n', ['a]x', ':]x', 'l]x', 'b]x', 'ax'], ['a]x', ':]x', 'l]x']),
     ('x[a-c\n', ['x[a-c', 'xa'], []),
+    ('x[\n', ['x[', 'x'], []),
+    ('[\n', ['[', 'a'], []),
     ('[!]\n', ['!', 'a'], []),
     # escapes
     ('\\[a]x\n', ['[a]x', 'ax'], ['[a]x']),
@@ -114,6 +116,10 @@ CASES: List[Case] = [
     ('*/**/f\n', ['f', 'e/f', 'e/g/f'], ['e/f', 'e/g/f']),
     ('?*/f\n', ['f', 'e/f', 'ee/f', 'e/g/f'], ['e/f', 'ee/f']),
     ('[de]**/f\n', ['df', 'd/f', 'd/e/f'], ['d/f']),
+    # a newline is a character of a name like any other
+    ('a**\n', ['a\nb', 'ab', 'b'], ['a\nb', 'ab']),
+    ('n/**\n', ['n/a\nb', 'n/c'], ['n/a\nb', 'n/c']),
+    ('?\n', ['\n', 'ab'], ['\n']),
     # anchoring (a '/' at the start or in the middle) and folder-only patterns
     ('e/f\n', ['e/f', 'x/e/f'], ['e/f']),
     ('/f\n', ['f', 'e/f'], ['f']),

@@ -1,9 +1,13 @@
 """Snapshots and ignore rules, on real folders (and cross-checked against git)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Union
@@ -626,3 +630,139 @@ def test_a_too_large_snapshot_names_its_folder(tmp_path: Path, boot: Path) -> No
     with pytest.raises(snapshot.SnapshotTooLarge) as err:
         snapshot.build_snapshot(str(src), str(tmp_path / "s"), bootstrapper_path=str(boot), max_bytes=1000)
     assert str(src) in err.value.message and "big.bin" in err.value.message
+
+
+# --------------------------------------------------------------------------
+# pinned formats and exact messages
+
+
+@pytest.mark.skipif(not POSIX, reason="exec bit")
+def test_the_snapshot_hash_format_is_pinned(tmp_path: Path) -> None:
+    """Snapshots are stored and reused under their hash: the v1 format must not drift.
+
+    sha256 over ``amlr-snapshot-v1\\0`` and, per file sorted by path, ``path \\0
+    sha256(content) \\0 x|- \\n``; extra entries (the bootstrapper) are never executable.
+    """
+    src = make_tree(tmp_path / "src", {"main.R": "print(1)\n", "R/u.R": "u <- 1\n", "run.sh": "#!/bin/sh\n"})
+    (src / "run.sh").chmod(0o755)
+    extra = {BOOTSTRAPPER_PATH: b"boot\n"}
+    spelled = hashlib.sha256(b"amlr-snapshot-v1\0")
+    for rel, data, mark in sorted([("main.R", b"print(1)\n", b"-"), ("R/u.R", b"u <- 1\n", b"-"),
+                                   ("run.sh", b"#!/bin/sh\n", b"x"), (BOOTSTRAPPER_PATH, b"boot\n", b"-")]):
+        spelled.update(rel.encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\0" + mark + b"\n")
+    pinned = "8012db36a95247d596b0b4a1a14e2edf6c04da9b2aa30cc7d53997b13c5e33a4"
+    assert spelled.hexdigest() == pinned
+    assert content_hash(str(src), extra=extra) == pinned
+    boot = tmp_path / "boot.py"
+    boot.write_bytes(b"boot\n")
+    assert build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot)).hash == pinned
+    assert content_hash(str(src)) == "1f340617c6cdaa9c09f7549f0d1c21c95d3e88349a57570e6c840cc2e7f1605b"
+
+
+def test_a_missing_or_non_folder_source_is_named_exactly(tmp_path: Path) -> None:
+    missing, a_file = tmp_path / "nope", tmp_path / "job.R"
+    a_file.write_text("1\n")
+    advice = "Check the step's source_dir (by default the folder of its script)."
+    with pytest.raises(SnapshotSourceMissing) as err:
+        list_files(str(missing))
+    assert err.value.message == f"The source folder '{missing}' does not exist. {advice}"
+    with pytest.raises(SnapshotSourceMissing) as err:
+        list_files(str(a_file))
+    assert err.value.message == f"The source folder '{a_file}' is not a folder. {advice}"
+
+
+def test_the_credential_warning_lists_twenty_names_then_counts(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "id_rsa": "KEY"})
+    told: List[str] = []
+    list_files(str(src), warn=told.append)
+    assert told == [f"Left out of the snapshot of '{src}' as key or credential files: id_rsa. To ship one on "
+                    "purpose, add a line `!<name>` to .amlignore in that folder (better: pass secrets to the job "
+                    "another way)."]
+    make_tree(src, {f"k{i:02d}.pem": "PEM" for i in range(22)})
+    told.clear()
+    list_files(str(src), warn=told.append)
+    names = ", ".join(["id_rsa"] + [f"k{i:02d}.pem" for i in range(19)])
+    assert len(told) == 1 and f"files: {names} and 3 more. To ship" in told[0]
+
+
+def test_a_credential_folder_named_back_in_is_warned_about_as_a_folder(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", ".ssh/config": "Host x\n", ".aws/credentials": "k\n",
+                                       ".amlignore": "!.ssh/\n"})
+    told: List[str] = []
+    assert list_files(str(src), warn=told.append) == [".ssh/config", "a.R"]
+    assert told[0] == f"Left out of the snapshot of '{src}' as key or credential files: .aws/. To ship one on " \
+                      "purpose, add a line `!<name>` to .amlignore in that folder (better: pass secrets to the job " \
+                      "another way)."
+    assert told[1] == f"Shipping key or credential files in the snapshot of '{src}' because an ignore file names " \
+                      "them back in: .ssh/. Anyone who can read the job's snapshot can read them."
+
+
+# --------------------------------------------------------------------------
+# the blob store and its digest cache
+
+
+def _second_file_system(near: Path) -> Optional[str]:
+    """A writable folder on another file system than ``near`` (/dev/shm on Linux), if there is one."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(near).st_dev:
+        return shm
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics (/dev/shm)")
+def test_a_store_on_another_file_system_is_copied_from_not_linked(tmp_path: Path, boot: Path) -> None:
+    """A hard link cannot cross file systems: the snapshot gets a copy of the blob instead."""
+    other = _second_file_system(tmp_path)
+    assert other is not None, "no second file system (/dev/shm) to put the store on"
+    src = make_tree(tmp_path / "src", {"a.R": "cat(1)\n", "data/x.csv": "1,2\n", "run.sh": "#!/bin/sh\n"})
+    os.chmod(src / "run.sh", 0o755)
+    top = tempfile.mkdtemp(prefix="amlr-test-store-", dir=other)
+    try:
+        store = os.path.join(top, "objects")
+        plain = build_snapshot(str(src), str(tmp_path / "plain"), bootstrapper_path=str(boot))
+        for name in ("s1", "s2"):  # the first build stores the blobs, the second finds them stored
+            snap = build_snapshot(str(src), str(tmp_path / name), bootstrapper_path=str(boot), store=store)
+            assert snap.hash == plain.hash and snap.records == plain.records
+            for rel, digest, executable in snap.records:
+                copied = tmp_path / name / rel
+                blob = os.path.join(store, digest[:2], digest[2:] + ("-x" if executable else ""))
+                assert copied.read_bytes() == (src / rel).read_bytes() == Path(blob).read_bytes()
+                assert os.stat(copied).st_nlink == 1 and os.stat(blob).st_nlink == 1
+                assert os.access(copied, os.X_OK) is (rel == "run.sh")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_the_digest_cache_keeps_settled_files_only(tmp_path: Path, boot: Path) -> None:
+    """Files changed in the last seconds are not cached (their next change may keep the mtime)."""
+    src = make_tree(tmp_path / "src", {"a.R": "cat(1)\n", "data/x.csv": "1,2\n"})
+    store = tmp_path / "home" / "objects"
+    cache = tmp_path / "home" / snapshot.DIGEST_CACHE
+    build_snapshot(str(src), str(tmp_path / "s1"), bootstrapper_path=str(boot), store=str(store))
+    assert not cache.exists()  # every file is new: nothing to keep, nothing written
+    old = time.time() - 3600
+    for rel in ("a.R", "data/x.csv"):
+        os.utime(src / rel, (old, old))
+    snap = build_snapshot(str(src), str(tmp_path / "s2"), bootstrapper_path=str(boot), store=str(store))
+    entries = json.loads(cache.read_text(encoding="utf-8"))
+    expected = {}
+    for rel, digest, _ in snap.records:
+        st = os.stat(src / rel)
+        expected[str(src / rel)] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+        assert digest == hashlib.sha256((src / rel).read_bytes()).hexdigest()
+    assert entries == expected
+    assert not list(cache.parent.glob("*.tmp"))
+    # Like git's index, a settled file is trusted by (size, mtime, inode): the cached digest is used.
+    st = os.stat(src / "a.R")
+    with open(src / "a.R", "r+b") as fh:
+        fh.write(b"cat(2)\n")
+    os.utime(src / "a.R", ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = build_snapshot(str(src), str(tmp_path / "s3"), bootstrapper_path=str(boot), store=str(store))
+    assert again.records == snap.records
+    # A damaged cache is a cache lost, not an error: it is rebuilt.
+    cache.write_text("{not json", encoding="utf-8")
+    os.utime(src / "a.R", (old - 10, old - 10))
+    fresh = build_snapshot(str(src), str(tmp_path / "s4"), bootstrapper_path=str(boot), store=str(store))
+    assert dict((r, d) for r, d, _ in fresh.records)["a.R"] == hashlib.sha256(b"cat(2)\n").hexdigest()
+    assert json.loads(cache.read_text(encoding="utf-8"))[str(src / "a.R")][3] == \
+        hashlib.sha256(b"cat(2)\n").hexdigest()
