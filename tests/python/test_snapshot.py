@@ -763,6 +763,6 @@ def test_the_digest_cache_keeps_settled_files_only(tmp_path: Path, boot: Path) -
     cache.write_text("{not json", encoding="utf-8")
     os.utime(src / "a.R", (old - 10, old - 10))
     fresh = build_snapshot(str(src), str(tmp_path / "s4"), bootstrapper_path=str(boot), store=str(store))
-    assert dict((r, d) for r, d, _ in fresh.records)["a.R"] == hashlib.sha256(b"cat(2)\n").hexdigest()
+    assert {r: d for r, d, _ in fresh.records}["a.R"] == hashlib.sha256(b"cat(2)\n").hexdigest()
     assert json.loads(cache.read_text(encoding="utf-8"))[str(src / "a.R")][3] == \
         hashlib.sha256(b"cat(2)\n").hexdigest()

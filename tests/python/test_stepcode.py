@@ -141,3 +141,13 @@ def test_a_missing_script_is_just_not_there():
 
 def test_iter_r_files():
     assert list(sc.iter_r_files(["a.R", "b.r", "c.Rmd", "d.R.bak", "e.csv"])) == ["a.R", "b.r"]
+
+
+@pytest.mark.parametrize("path, normal", [
+    ("R/a.R", "R/a.R"), ("./R/../R/a.R", "R/a.R"), ("R\\b.R", "R/b.R"), ("R//c.R", "R/c.R"), ("a/../b.R", "b.R"),
+    ("/abs/x.R", None), ("//x.R", None), ("/../x.R", None), ("C:/x.R", None), ("c:x.R", None), ("~/x.R", None),
+    ("~", None), ("..", None), ("../x.R", None), ("a/../../b.R", None), ("..\\x.R", None),
+    ("\\x.R", None), ("\\\\server\\x.R", None),
+])
+def test_a_sourced_path_is_normalised_within_the_folder_or_refused(path, normal):
+    assert sc._normal(path) == normal
