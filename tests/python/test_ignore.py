@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -53,6 +54,8 @@ CASES: List[Case] = [
     ('[[:alpha:]x\n', ['ax', 'xx'], []),
     ('[[:alpha]]x\n', ['a]x', '[]x', ':]x', 'ax', 'b]x'], ['a]x', '[]x', ':]x']),
     ('[[:]]x\n', ['[]x', ':]x', ']x'], ['[]x', ':]x']),
+    ('[[::]]x\n', [':]x', '[]x', 'x', '::]x'], []),
+    ('[[:a]]x\n', ['a]x', '[]x', ':]x'], ['a]x', '[]x', ':]x']),
     ('[[]x\n', ['[x', 'x'], ['[x']),
     ('[[-a]x\n', ['[x', '\\x', ']x', '^x', 'ax', 'bx'], ['[x', '\\x', ']x', '^x', 'ax']),
     ('[a-[:alpha:]]x\n', ['a]x', ':]x', 'l]x', 'b]x', 'ax'], ['a]x', ':]x', 'l]x']),
@@ -199,3 +202,19 @@ def test_a_walk_leaves_out_what_git_leaves_out(tmp_path: Path) -> None:
     assert ignored(whole, "{}/") == expected
     if shutil.which("git") is not None:
         assert ignored(_git_included(repo, tmp_path), "{}/") == expected
+
+
+def test_names_and_patterns_that_are_not_utf8_are_compared_as_bytes(tmp_path: Path) -> None:
+    """A Latin-1 ignore file and Latin-1 file names (any bytes but NUL and / are a name on POSIX)."""
+    if os.name == "nt" or sys.platform == "darwin":  # these file systems insist on Unicode names
+        return
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    names = [b"caf\xe9.R", b"caf\xc3\xa9.R", b"cafe.R", b"na\xefve.csv", b"x\xff"]
+    for name in names:
+        (repo / os.fsdecode(name)).write_bytes(b"")
+    (repo / ".gitignore").write_bytes(b"caf\xe9.R\nna?ve.csv\nx[\xfe-\xff]\n")
+    kept = sorted(os.fsencode(p) for p in walk_included(str(repo), skip=lambda rel, is_dir: rel == ".git"))
+    assert kept == sorted([b".gitignore", b"caf\xc3\xa9.R", b"cafe.R"])
+    if shutil.which("git") is not None:
+        assert sorted(os.fsencode(p) for p in _git_included(repo, tmp_path)) == kept

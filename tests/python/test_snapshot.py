@@ -1,6 +1,7 @@
 """Snapshots and ignore rules, on real folders (and cross-checked against git)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -10,7 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Union
 
 import pytest
 
@@ -766,3 +767,114 @@ def test_the_digest_cache_keeps_settled_files_only(tmp_path: Path, boot: Path) -
     assert {r: d for r, d, _ in fresh.records}["a.R"] == hashlib.sha256(b"cat(2)\n").hexdigest()
     assert json.loads(cache.read_text(encoding="utf-8"))[str(src / "a.R")][3] == \
         hashlib.sha256(b"cat(2)\n").hexdigest()
+
+
+@pytest.mark.parametrize("n, shown", [
+    (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KB"), (1536, "1.5 KB"), (300 * 1024 ** 2, "300.0 MB"),
+    (5 * 1024 ** 3, "5.0 GB"), (2 * 1024 ** 4, "2.0 TB"), (1024 ** 5, "1024.0 TB"),
+])
+def test_human_size(n: int, shown: str) -> None:
+    assert snapshot.human_size(n) == shown
+
+
+def test_the_size_limits_are_exclusive_and_the_messages_whole(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.bin": b"x" * 3000, "b.R": b"x" * 72})  # 3072 B = 3.0 KB
+    messages: List[str] = []
+    build_snapshot(str(src), str(tmp_path / "at"), bootstrapper_path=str(boot), warn_bytes=3072, max_bytes=3072,
+                   warn=messages.append)
+    assert messages == []  # at the limit is not above it
+    build_snapshot(str(src), str(tmp_path / "warn"), bootstrapper_path=str(boot), warn_bytes=3071,
+                   max_bytes=3072, warn=messages.append)
+    advice = ("Add them to .amlignore in that folder, or move the data to a datastore and pass it to the step "
+              "as an input.")
+    assert messages == [f"The snapshot of '{src}' is 3.0 KB (warning above 3.0 KB; AMLR_SNAPSHOT_WARN_MB changes "
+                        f"this). Largest files: a.bin (2.9 KB), b.R (72 B). {advice}"]
+    with pytest.raises(SnapshotTooLarge) as err:
+        build_snapshot(str(src), str(tmp_path / "over"), bootstrapper_path=str(boot), max_bytes=3071)
+    assert err.value.message == (
+        f"The snapshot of '{src}' is 3.0 KB, over the limit of 3.0 KB (Azure ML refuses snapshots above 300 MB; "
+        f"AMLR_SNAPSHOT_MAX_MB sets amlr's limit). Largest files: a.bin (2.9 KB), b.R (72 B). {advice}")
+
+
+def test_build_snapshot_leaves_out_the_excluded_folders(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "home/runs/r1/log.txt": "x", "homework/b.R": "2\n"})
+    snap = build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot), exclude=[str(src / "home")])
+    assert [rel for rel, _, _ in snap.records] == ["a.R", "homework/b.R"]
+    assert not (tmp_path / "d" / "home").exists()
+
+
+def test_blobs_that_share_a_fan_out_folder_are_all_stored(tmp_path: Path, boot: Path) -> None:
+    """The store files a blob under the first two hex digits of its digest; many blobs share one."""
+    by_prefix: Dict[str, List[str]] = {}
+    i = 0
+    while not any(len(v) == 3 for v in by_prefix.values()):
+        text = f"x <- {i}\n"
+        by_prefix.setdefault(hashlib.sha256(text.encode()).hexdigest()[:2], []).append(text)
+        i += 1
+    texts = next(v for v in by_prefix.values() if len(v) == 3)
+    src = make_tree(tmp_path / "src", {f"f{k}.R": t for k, t in enumerate(texts)})
+    store = tmp_path / "objects"
+    snap = build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot), store=str(store))
+    assert len({digest[:2] for _, digest, _ in snap.records}) == 1
+    for rel, digest, _ in snap.records:
+        assert (store / digest[:2] / digest[2:]).read_text() == (src / rel).read_text() == \
+            (tmp_path / "d" / rel).read_text()
+
+
+@contextlib.contextmanager
+def _permissions_bind() -> Iterator[None]:
+    """Root reads anything: drop this process's effective ids to ``nobody`` for the block (and back)."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics (file permissions)")
+def test_an_unreadable_file_or_folder_is_named_with_its_source_folder() -> None:
+    top = Path(tempfile.mkdtemp(prefix="amlr-test-unreadable-"))
+    try:
+        src = make_tree(top / "src", {"a.R": "1\n", "secret.R": "2\n", "locked/x.R": "3\n"})
+        boot = make_tree(top, {"boot.py": "print(1)\n"}) / "boot.py"
+        for path in [top, *top.rglob("*")]:
+            os.chmod(path, 0o777 if path == top else 0o755 if path.is_dir() else 0o644)
+        os.chmod(src / "locked", 0)
+        with _permissions_bind(), pytest.raises(snapshot.SourceUnreadable) as err:
+            list_files(str(src))
+        assert err.value.message == (
+            f"The folder '{src / 'locked'}' in the source folder '{src}' cannot be read (Permission denied). "
+            "Make it readable (chmod), or leave it out with a line in .amlignore.")
+        os.chmod(src / "locked", 0o755)
+        unreadable = (f"The file 'secret.R' in the source folder '{src}' cannot be read (permission denied), so the "
+                      "snapshot cannot include it. Make it readable (chmod u+r), or leave it out with a line "
+                      "`secret.R` in .amlignore.")
+        old = time.time() - 3600
+        for rel in ("a.R", "secret.R", "locked/x.R"):
+            os.utime(src / rel, (old, old))
+        store = top / "home" / "objects"
+        with _permissions_bind():
+            (top / "home").mkdir()
+            cached = build_snapshot(str(src), str(top / "s0"), bootstrapper_path=str(boot), store=str(store))
+        digest = {rel: d for rel, d, _ in cached.records}["secret.R"]
+        os.remove(store / digest[:2] / digest[2:])  # cleaned from the store, still in the digest cache
+        os.chmod(src / "secret.R", 0)
+        for name, kw in (("s1", {}), ("s2", {"store": str(store)})):
+            with _permissions_bind(), pytest.raises(snapshot.SourceUnreadable) as err:
+                build_snapshot(str(src), str(top / name), bootstrapper_path=str(boot), **kw)
+            assert err.value.message == unreadable
+        with open(top / "home" / snapshot.DIGEST_CACHE, encoding="utf-8") as fh:
+            del_entry = json.load(fh)
+        del_entry.pop(str(src / "secret.R"))  # not cached: the digest needs the content
+        with open(top / "home" / snapshot.DIGEST_CACHE, "w", encoding="utf-8") as fh:
+            json.dump(del_entry, fh)
+        with _permissions_bind(), pytest.raises(snapshot.SourceUnreadable) as err:
+            build_snapshot(str(src), str(top / "s3"), bootstrapper_path=str(boot), store=str(store))
+        assert err.value.message == unreadable
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

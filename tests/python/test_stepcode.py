@@ -46,6 +46,7 @@ def test_tokens_strings_comments_raw_strings_and_backticks():
     ("lapply(files, source)", [], True),
     ("source()", [], True),
     ('x$source("a.R"); y@source("b.R")', [], False),
+    ('x$source("a.R"); source("b.R")', ["b.R"], False),
     ('f(source = "a.R")', [], False),
     ('g(x, source = "a.R")', [], False),
     ('# source("a.R")\ncat("source(\'b.R\')")', [], False),
@@ -133,6 +134,9 @@ def test_extra_files_and_folders_count():
     got = code(files, "s.R", extra_files=["R/", "t.R", "nope.R"])
     assert got == sc.StepCode(["R/helpers.R", "R/more/deep.R", "s.R", "t.R"], False)
     assert code(files, "s.R", extra_files=["R"]).files == ["R/helpers.R", "R/more/deep.R", "s.R"]
+    # a folder is matched by its whole name, whatever its last letter
+    files = {"s.R": "1\n", "XX/a.R": "2\n", "X/b.R": "3\n", "Data/c.R": "4\n", "DataX/d.R": "5\n"}
+    assert code(files, "s.R", extra_files=["DataX/", "XX"]).files == ["DataX/d.R", "XX/a.R", "s.R"]
 
 
 def test_a_missing_script_is_just_not_there():
