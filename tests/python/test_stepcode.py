@@ -47,6 +47,10 @@ def test_tokens_strings_comments_raw_strings_and_backticks():
     ("source()", [], True),
     ('x$source("a.R"); y@source("b.R")', [], False),
     ('x$source("a.R"); source("b.R")', ["b.R"], False),
+    ('f(source = "a.R"); source("b.R")', ["b.R"], False),
+    ('otherpkg::source("a.R"); base::source("b.R")', ["b.R"], False),
+    ('source(encoding = "UTF-8", "a.R")', [], True),  # the first argument is not the path
+    ('x <- r"(a)"; source("b.R"); y <- r"(c)"', ["b.R"], False),
     ('f(source = "a.R")', [], False),
     ('g(x, source = "a.R")', [], False),
     ('# source("a.R")\ncat("source(\'b.R\')")', [], False),
