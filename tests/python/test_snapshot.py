@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Dict, Iterator, List, Optional, Union
 
 import pytest
@@ -878,3 +879,31 @@ def test_an_unreadable_file_or_folder_is_named_with_its_source_folder() -> None:
         assert err.value.message == unreadable
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_staged_snapshot_is_named_by_its_hash_and_leaves_no_staging(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "data/x.csv": "1,2\n"})
+    snaps = tmp_path / "run" / "snapshots"  # made when missing
+    first = snapshot.stage_snapshot(str(src), str(snaps), bootstrapper_path=str(boot))
+    again = snapshot.stage_snapshot(str(src), str(snaps), bootstrapper_path=str(boot))
+    assert first.path == again.path == str(snaps / first.hash[:12])
+    assert (Path(first.path) / "data" / "x.csv").read_text() == "1,2\n"
+    (src / "a.R").write_text("2\n")
+    changed = snapshot.stage_snapshot(str(src), str(snaps), bootstrapper_path=str(boot))
+    assert changed.path == str(snaps / changed.hash[:12]) != first.path
+    # the second staging of an unchanged folder is dropped: only the named snapshots remain
+    assert sorted(p.name for p in snaps.iterdir()) == sorted({first.hash[:12], changed.hash[:12]})
+
+
+def test_a_script_left_out_by_an_ignore_rule_is_refused_with_the_rule_to_add(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"main.R": "1\n", "R/prep.R": "2\n", ".amlignore": "R/\n"})
+    ok = SimpleNamespace(name="train", source_dir=str(src), script="./main.R")
+    snapshot.require_scripts([ok])
+    bad = SimpleNamespace(name="prep", source_dir=str(src), script="R/prep.R")
+    with pytest.raises(snapshot.ScriptExcluded) as err:
+        snapshot.require_scripts([ok, bad], {os.path.realpath(src): ["main.R"]})
+    assert err.value.kind == "script_excluded" and err.value.field == "steps[prep].script"
+    assert err.value.message == (
+        f"The script 'R/prep.R' of step `prep` is left out of its snapshot of '{src}' by an ignore rule "
+        "(.amlignore, else .gitignore, in that folder or above the script), so the job could not run it. Add a "
+        f"line `!R/prep.R` to .amlignore in '{src}', or remove the rule that matches it.")
