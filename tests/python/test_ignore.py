@@ -119,6 +119,7 @@ CASES: List[Case] = [
     ('*/**/f\n', ['f', 'e/f', 'e/g/f'], ['e/f', 'e/g/f']),
     ('?*/f\n', ['f', 'e/f', 'ee/f', 'e/g/f'], ['e/f', 'ee/f']),
     ('[de]**/f\n', ['df', 'd/f', 'd/e/f'], ['d/f']),
+    ('?**/x\n', ['ax', 'a/x', 'ab/x', 'a/b/x', 'x'], ['a/x', 'ab/x']),
     # a newline is a character of a name like any other
     ('a**\n', ['a\nb', 'ab', 'b'], ['a\nb', 'ab']),
     ('n/**\n', ['n/a\nb', 'n/c'], ['n/a\nb', 'n/c']),
@@ -218,3 +219,17 @@ def test_names_and_patterns_that_are_not_utf8_are_compared_as_bytes(tmp_path: Pa
     assert kept == sorted([b".gitignore", b"caf\xc3\xa9.R", b"cafe.R"])
     if shutil.which("git") is not None:
         assert sorted(os.fsencode(p) for p in _git_included(repo, tmp_path)) == kept
+
+
+def test_rules_from_text_apply_below_their_base_folder() -> None:
+    rules = IgnoreRules.from_text("x\n/y\n", base="sub")
+    assert [rules.match(p, False) for p in ("x", "y", "sub/x", "sub/y", "sub/deep/x", "sub/deep/y", "subx/x")] == \
+        [None, None, True, True, True, None, None]
+
+
+def test_a_lone_surrogate_in_a_name_or_pattern_is_matched_not_an_error() -> None:
+    """No file name decodes to one, but a caller's string may hold it: it is compared as its UTF-8 bytes."""
+    rules = IgnoreRules.from_text("a\ud800?\n")
+    assert rules.match("a\ud800b", False) is True
+    assert rules.match("a\ud800", False) is None
+    assert rules.match("ab", False) is None

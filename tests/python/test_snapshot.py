@@ -438,8 +438,10 @@ def test_build_into_existing_empty_dir_but_not_a_full_one(tmp_path: Path, boot: 
     src = make_tree(tmp_path / "src", {"a.R": "1"})
     (tmp_path / "empty").mkdir()
     build_snapshot(str(src), str(tmp_path / "empty"), bootstrapper_path=str(boot))
-    with pytest.raises(SnapshotDestinationNotEmpty):
+    with pytest.raises(SnapshotDestinationNotEmpty) as err:
         build_snapshot(str(src), str(tmp_path / "empty"), bootstrapper_path=str(boot))
+    assert err.value.message == (f"The snapshot folder '{tmp_path / 'empty'}' is not empty; amlr builds snapshots "
+                                 "into a new folder.")
 
 
 @pytest.mark.skipif(not POSIX, reason="exec bit")
@@ -674,9 +676,10 @@ def test_a_missing_or_non_folder_source_is_named_exactly(tmp_path: Path) -> None
 
 
 def test_the_credential_warning_lists_twenty_names_then_counts(tmp_path: Path) -> None:
-    src = make_tree(tmp_path / "src", {"a.R": "1\n", "id_rsa": "KEY"})
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "id_rsa": "KEY", ".amlignore": "*.csv\nout/\n", "x.csv": "1",
+                                       "out/y.R": "2"})
     told: List[str] = []
-    list_files(str(src), warn=told.append)
+    assert list_files(str(src), warn=told.append) == ["a.R"]  # only the key file is named, not what .amlignore drops
     assert told == [f"Left out of the snapshot of '{src}' as key or credential files: id_rsa. To ship one on "
                     "purpose, add a line `!<name>` to .amlignore in that folder (better: pass secrets to the job "
                     "another way)."]
