@@ -61,6 +61,7 @@ CASES: List[Case] = [
     ('[a-[:alpha:]]x\n', ['a]x', ':]x', 'l]x', 'b]x', 'ax'], ['a]x', ':]x', 'l]x']),
     ('x[a-c\n', ['x[a-c', 'xa'], []),
     ('x[\n', ['x[', 'x'], []),
+    ('x[a-\n', ['x[a-', 'xa', 'x-'], []),
     ('[\n', ['[', 'a'], []),
     ('[!]\n', ['!', 'a'], []),
     # escapes
@@ -233,3 +234,11 @@ def test_a_lone_surrogate_in_a_name_or_pattern_is_matched_not_an_error() -> None
     assert rules.match("a\ud800b", False) is True
     assert rules.match("a\ud800", False) is None
     assert rules.match("ab", False) is None
+
+
+def test_a_walk_without_a_report_still_leaves_out_credentials(tmp_path: Path) -> None:
+    for rel, text in {"a.R": "1", "id_rsa": "K", "keep/id_ed25519": "K", "x.pem": "P", ".amlignore": "!keep/*\n"}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert walk_included(str(tmp_path), credentials=True) == [".amlignore", "a.R", "keep/id_ed25519"]
+    assert walk_included(str(tmp_path)) == [".amlignore", "a.R", "id_rsa", "keep/id_ed25519", "x.pem"]

@@ -409,8 +409,9 @@ def test_hash_path_file_and_dir(tmp_path: Path) -> None:
     assert hash_path(str(moved / "renamed.csv")) == f  # a file's fingerprint is its content
     (data / "a.csv").write_text("changed")
     assert hash_path(str(data / "a.csv")) != f
-    with pytest.raises(SnapshotSourceMissing):
+    with pytest.raises(SnapshotSourceMissing) as err:
         hash_path(str(tmp_path / "absent"))
+    assert err.value.message == f"The path '{tmp_path / 'absent'}' does not exist."
 
 
 # --------------------------------------------------------------------------
