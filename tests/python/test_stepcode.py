@@ -159,3 +159,9 @@ def test_iter_r_files():
 ])
 def test_a_sourced_path_is_normalised_within_the_folder_or_refused(path, normal):
     assert sc._normal(path) == normal
+
+
+def test_a_file_sourced_twice_does_not_end_the_search():
+    files = {"s.R": 'source("R/b.R")\nsource("R/a.R")\nsource("R/a.R")\n', "R/a.R": "1\n",
+             "R/b.R": 'source("R/c.R")\n', "R/c.R": "3\n", "R/unused.R": "4\n"}
+    assert code(files, "s.R") == sc.StepCode(["R/a.R", "R/b.R", "R/c.R", "s.R"], False)
