@@ -64,12 +64,13 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "spec": Target(["spec.py"], ["test_spec.py", "test_spec_rules.py", "test_stepcontract.py"]),
-    "registry": Target(["registry.py", "runrecord.py", "sqlitedb.py"], ["test_registry.py", "test_runrecord.py", "test_sqlitedb.py"]),
+    "registry": Target(["registry.py", "runrecord.py", "sqlitedb.py"],
+                       ["test_registry.py", "test_runrecord.py", "test_sqlitedb.py"]),
     "bootstrapper": Target(["bootstrapper.py", "stepmetrics.py"],
                            ["test_bootstrapper.py", "test_stepcontract.py", "test_redaction.py"],
                            subprocess_tests=["test_bootstrapper.py", "test_stepcontract.py"],
                            scripts={"bootstrapper.py": "__main__", "stepmetrics.py": "stepmetrics"}),
-    "snapshot": Target(["snapshot.py", "ignore.py"], ["test_snapshot.py"]),
+    "snapshot": Target(["snapshot.py", "ignore.py"], ["test_snapshot.py", "test_ignore.py"]),
     "redaction": Target(
         ["stepmetrics.py", "backends/azureml_v2/client.py", "backends/azureml/launch.py"],
         ["test_redaction.py"],

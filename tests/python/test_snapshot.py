@@ -1,12 +1,18 @@
 """Snapshots and ignore rules, on real folders (and cross-checked against git)."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from types import SimpleNamespace
+from typing import Dict, Iterator, List, Optional, Union
 
 import pytest
 
@@ -403,8 +409,9 @@ def test_hash_path_file_and_dir(tmp_path: Path) -> None:
     assert hash_path(str(moved / "renamed.csv")) == f  # a file's fingerprint is its content
     (data / "a.csv").write_text("changed")
     assert hash_path(str(data / "a.csv")) != f
-    with pytest.raises(SnapshotSourceMissing):
+    with pytest.raises(SnapshotSourceMissing) as err:
         hash_path(str(tmp_path / "absent"))
+    assert err.value.message == f"The path '{tmp_path / 'absent'}' does not exist."
 
 
 # --------------------------------------------------------------------------
@@ -432,8 +439,10 @@ def test_build_into_existing_empty_dir_but_not_a_full_one(tmp_path: Path, boot: 
     src = make_tree(tmp_path / "src", {"a.R": "1"})
     (tmp_path / "empty").mkdir()
     build_snapshot(str(src), str(tmp_path / "empty"), bootstrapper_path=str(boot))
-    with pytest.raises(SnapshotDestinationNotEmpty):
+    with pytest.raises(SnapshotDestinationNotEmpty) as err:
         build_snapshot(str(src), str(tmp_path / "empty"), bootstrapper_path=str(boot))
+    assert err.value.message == (f"The snapshot folder '{tmp_path / 'empty'}' is not empty; amlr builds snapshots "
+                                 "into a new folder.")
 
 
 @pytest.mark.skipif(not POSIX, reason="exec bit")
@@ -626,3 +635,279 @@ def test_a_too_large_snapshot_names_its_folder(tmp_path: Path, boot: Path) -> No
     with pytest.raises(snapshot.SnapshotTooLarge) as err:
         snapshot.build_snapshot(str(src), str(tmp_path / "s"), bootstrapper_path=str(boot), max_bytes=1000)
     assert str(src) in err.value.message and "big.bin" in err.value.message
+
+
+# --------------------------------------------------------------------------
+# pinned formats and exact messages
+
+
+@pytest.mark.skipif(not POSIX, reason="exec bit")
+def test_the_snapshot_hash_format_is_pinned(tmp_path: Path) -> None:
+    """Snapshots are stored and reused under their hash: the v1 format must not drift.
+
+    sha256 over ``amlr-snapshot-v1\\0`` and, per file sorted by path, ``path \\0
+    sha256(content) \\0 x|- \\n``; extra entries (the bootstrapper) are never executable.
+    """
+    src = make_tree(tmp_path / "src", {"main.R": "print(1)\n", "R/u.R": "u <- 1\n", "run.sh": "#!/bin/sh\n"})
+    (src / "run.sh").chmod(0o755)
+    extra = {BOOTSTRAPPER_PATH: b"boot\n"}
+    spelled = hashlib.sha256(b"amlr-snapshot-v1\0")
+    for rel, data, mark in sorted([("main.R", b"print(1)\n", b"-"), ("R/u.R", b"u <- 1\n", b"-"),
+                                   ("run.sh", b"#!/bin/sh\n", b"x"), (BOOTSTRAPPER_PATH, b"boot\n", b"-")]):
+        spelled.update(rel.encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\0" + mark + b"\n")
+    pinned = "8012db36a95247d596b0b4a1a14e2edf6c04da9b2aa30cc7d53997b13c5e33a4"
+    assert spelled.hexdigest() == pinned
+    assert content_hash(str(src), extra=extra) == pinned
+    boot = tmp_path / "boot.py"
+    boot.write_bytes(b"boot\n")
+    assert build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot)).hash == pinned
+    assert content_hash(str(src)) == "1f340617c6cdaa9c09f7549f0d1c21c95d3e88349a57570e6c840cc2e7f1605b"
+
+
+def test_a_missing_or_non_folder_source_is_named_exactly(tmp_path: Path) -> None:
+    missing, a_file = tmp_path / "nope", tmp_path / "job.R"
+    a_file.write_text("1\n")
+    advice = "Check the step's source_dir (by default the folder of its script)."
+    with pytest.raises(SnapshotSourceMissing) as err:
+        list_files(str(missing))
+    assert err.value.message == f"The source folder '{missing}' does not exist. {advice}"
+    with pytest.raises(SnapshotSourceMissing) as err:
+        list_files(str(a_file))
+    assert err.value.message == f"The source folder '{a_file}' is not a folder. {advice}"
+
+
+def test_the_credential_warning_lists_twenty_names_then_counts(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "id_rsa": "KEY", ".amlignore": "*.csv\nout/\n", "x.csv": "1",
+                                       "out/y.R": "2"})
+    told: List[str] = []
+    assert list_files(str(src), warn=told.append) == ["a.R"]  # only the key file is named, not what .amlignore drops
+    assert told == [f"Left out of the snapshot of '{src}' as key or credential files: id_rsa. To ship one on "
+                    "purpose, add a line `!<name>` to .amlignore in that folder (better: pass secrets to the job "
+                    "another way)."]
+    make_tree(src, {f"k{i:02d}.pem": "PEM" for i in range(22)})
+    told.clear()
+    list_files(str(src), warn=told.append)
+    names = ", ".join(["id_rsa"] + [f"k{i:02d}.pem" for i in range(19)])
+    assert len(told) == 1 and f"files: {names} and 3 more. To ship" in told[0]
+
+
+def test_a_credential_folder_named_back_in_is_warned_about_as_a_folder(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", ".ssh/config": "Host x\n", ".aws/credentials": "k\n",
+                                       ".amlignore": "!.ssh/\n"})
+    told: List[str] = []
+    assert list_files(str(src), warn=told.append) == [".ssh/config", "a.R"]
+    assert told[0] == f"Left out of the snapshot of '{src}' as key or credential files: .aws/. To ship one on " \
+                      "purpose, add a line `!<name>` to .amlignore in that folder (better: pass secrets to the job " \
+                      "another way)."
+    assert told[1] == f"Shipping key or credential files in the snapshot of '{src}' because an ignore file names " \
+                      "them back in: .ssh/. Anyone who can read the job's snapshot can read them."
+
+
+# --------------------------------------------------------------------------
+# the blob store and its digest cache
+
+
+def _second_file_system(near: Path) -> Optional[str]:
+    """A writable folder on another file system than ``near`` (/dev/shm on Linux), if there is one."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(near).st_dev:
+        return shm
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics (/dev/shm)")
+def test_a_store_on_another_file_system_is_copied_from_not_linked(tmp_path: Path, boot: Path) -> None:
+    """A hard link cannot cross file systems: the snapshot gets a copy of the blob instead."""
+    other = _second_file_system(tmp_path)
+    assert other is not None, "no second file system (/dev/shm) to put the store on"
+    src = make_tree(tmp_path / "src", {"a.R": "cat(1)\n", "data/x.csv": "1,2\n", "run.sh": "#!/bin/sh\n"})
+    os.chmod(src / "run.sh", 0o755)
+    top = tempfile.mkdtemp(prefix="amlr-test-store-", dir=other)
+    try:
+        store = os.path.join(top, "objects")
+        plain = build_snapshot(str(src), str(tmp_path / "plain"), bootstrapper_path=str(boot))
+        for name in ("s1", "s2"):  # the first build stores the blobs, the second finds them stored
+            snap = build_snapshot(str(src), str(tmp_path / name), bootstrapper_path=str(boot), store=store)
+            assert snap.hash == plain.hash and snap.records == plain.records
+            for rel, digest, executable in snap.records:
+                copied = tmp_path / name / rel
+                blob = os.path.join(store, digest[:2], digest[2:] + ("-x" if executable else ""))
+                assert copied.read_bytes() == (src / rel).read_bytes() == Path(blob).read_bytes()
+                assert os.stat(copied).st_nlink == 1 and os.stat(blob).st_nlink == 1
+                assert os.access(copied, os.X_OK) is (rel == "run.sh")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_the_digest_cache_keeps_settled_files_only(tmp_path: Path, boot: Path) -> None:
+    """Files changed in the last seconds are not cached (their next change may keep the mtime)."""
+    src = make_tree(tmp_path / "src", {"a.R": "cat(1)\n", "data/x.csv": "1,2\n"})
+    store = tmp_path / "home" / "objects"
+    cache = tmp_path / "home" / snapshot.DIGEST_CACHE
+    build_snapshot(str(src), str(tmp_path / "s1"), bootstrapper_path=str(boot), store=str(store))
+    assert not cache.exists()  # every file is new: nothing to keep, nothing written
+    old = time.time() - 3600
+    for rel in ("a.R", "data/x.csv"):
+        os.utime(src / rel, (old, old))
+    snap = build_snapshot(str(src), str(tmp_path / "s2"), bootstrapper_path=str(boot), store=str(store))
+    entries = json.loads(cache.read_text(encoding="utf-8"))
+    expected = {}
+    for rel, digest, _ in snap.records:
+        st = os.stat(src / rel)
+        expected[str(src / rel)] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+        assert digest == hashlib.sha256((src / rel).read_bytes()).hexdigest()
+    assert entries == expected
+    assert not list(cache.parent.glob("*.tmp"))
+    # Like git's index, a settled file is trusted by (size, mtime, inode): the cached digest is used.
+    st = os.stat(src / "a.R")
+    with open(src / "a.R", "r+b") as fh:
+        fh.write(b"cat(2)\n")
+    os.utime(src / "a.R", ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = build_snapshot(str(src), str(tmp_path / "s3"), bootstrapper_path=str(boot), store=str(store))
+    assert again.records == snap.records
+    # A damaged cache is a cache lost, not an error: it is rebuilt.
+    cache.write_text("{not json", encoding="utf-8")
+    os.utime(src / "a.R", (old - 10, old - 10))
+    fresh = build_snapshot(str(src), str(tmp_path / "s4"), bootstrapper_path=str(boot), store=str(store))
+    assert {r: d for r, d, _ in fresh.records}["a.R"] == hashlib.sha256(b"cat(2)\n").hexdigest()
+    assert json.loads(cache.read_text(encoding="utf-8"))[str(src / "a.R")][3] == \
+        hashlib.sha256(b"cat(2)\n").hexdigest()
+
+
+@pytest.mark.parametrize("n, shown", [
+    (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KB"), (1536, "1.5 KB"), (300 * 1024 ** 2, "300.0 MB"),
+    (5 * 1024 ** 3, "5.0 GB"), (2 * 1024 ** 4, "2.0 TB"), (1024 ** 5, "1024.0 TB"),
+])
+def test_human_size(n: int, shown: str) -> None:
+    assert snapshot.human_size(n) == shown
+
+
+def test_the_size_limits_are_exclusive_and_the_messages_whole(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.bin": b"x" * 3000, "b.R": b"x" * 72})  # 3072 B = 3.0 KB
+    messages: List[str] = []
+    build_snapshot(str(src), str(tmp_path / "at"), bootstrapper_path=str(boot), warn_bytes=3072, max_bytes=3072,
+                   warn=messages.append)
+    assert messages == []  # at the limit is not above it
+    build_snapshot(str(src), str(tmp_path / "warn"), bootstrapper_path=str(boot), warn_bytes=3071,
+                   max_bytes=3072, warn=messages.append)
+    advice = ("Add them to .amlignore in that folder, or move the data to a datastore and pass it to the step "
+              "as an input.")
+    assert messages == [f"The snapshot of '{src}' is 3.0 KB (warning above 3.0 KB; AMLR_SNAPSHOT_WARN_MB changes "
+                        f"this). Largest files: a.bin (2.9 KB), b.R (72 B). {advice}"]
+    with pytest.raises(SnapshotTooLarge) as err:
+        build_snapshot(str(src), str(tmp_path / "over"), bootstrapper_path=str(boot), max_bytes=3071)
+    assert err.value.message == (
+        f"The snapshot of '{src}' is 3.0 KB, over the limit of 3.0 KB (Azure ML refuses snapshots above 300 MB; "
+        f"AMLR_SNAPSHOT_MAX_MB sets amlr's limit). Largest files: a.bin (2.9 KB), b.R (72 B). {advice}")
+
+
+def test_build_snapshot_leaves_out_the_excluded_folders(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "home/runs/r1/log.txt": "x", "homework/b.R": "2\n"})
+    snap = build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot), exclude=[str(src / "home")])
+    assert [rel for rel, _, _ in snap.records] == ["a.R", "homework/b.R"]
+    assert not (tmp_path / "d" / "home").exists()
+
+
+def test_blobs_that_share_a_fan_out_folder_are_all_stored(tmp_path: Path, boot: Path) -> None:
+    """The store files a blob under the first two hex digits of its digest; many blobs share one."""
+    by_prefix: Dict[str, List[str]] = {}
+    i = 0
+    while not any(len(v) == 3 for v in by_prefix.values()):
+        text = f"x <- {i}\n"
+        by_prefix.setdefault(hashlib.sha256(text.encode()).hexdigest()[:2], []).append(text)
+        i += 1
+    texts = next(v for v in by_prefix.values() if len(v) == 3)
+    src = make_tree(tmp_path / "src", {f"f{k}.R": t for k, t in enumerate(texts)})
+    store = tmp_path / "objects"
+    snap = build_snapshot(str(src), str(tmp_path / "d"), bootstrapper_path=str(boot), store=str(store))
+    assert len({digest[:2] for _, digest, _ in snap.records}) == 1
+    for rel, digest, _ in snap.records:
+        assert (store / digest[:2] / digest[2:]).read_text() == (src / rel).read_text() == \
+            (tmp_path / "d" / rel).read_text()
+
+
+@contextlib.contextmanager
+def _permissions_bind() -> Iterator[None]:
+    """Root reads anything: drop this process's effective ids to ``nobody`` for the block (and back)."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process semantics (file permissions)")
+def test_an_unreadable_file_or_folder_is_named_with_its_source_folder() -> None:
+    top = Path(tempfile.mkdtemp(prefix="amlr-test-unreadable-"))
+    try:
+        src = make_tree(top / "src", {"a.R": "1\n", "secret.R": "2\n", "locked/x.R": "3\n"})
+        boot = make_tree(top, {"boot.py": "print(1)\n"}) / "boot.py"
+        for path in [top, *top.rglob("*")]:
+            os.chmod(path, 0o777 if path == top else 0o755 if path.is_dir() else 0o644)
+        os.chmod(src / "locked", 0)
+        with _permissions_bind(), pytest.raises(snapshot.SourceUnreadable) as err:
+            list_files(str(src))
+        assert err.value.message == (
+            f"The folder '{src / 'locked'}' in the source folder '{src}' cannot be read (Permission denied). "
+            "Make it readable (chmod), or leave it out with a line in .amlignore.")
+        os.chmod(src / "locked", 0o755)
+        unreadable = (f"The file 'secret.R' in the source folder '{src}' cannot be read (permission denied), so the "
+                      "snapshot cannot include it. Make it readable (chmod u+r), or leave it out with a line "
+                      "`secret.R` in .amlignore.")
+        old = time.time() - 3600
+        for rel in ("a.R", "secret.R", "locked/x.R"):
+            os.utime(src / rel, (old, old))
+        store = top / "home" / "objects"
+        with _permissions_bind():
+            (top / "home").mkdir()
+            cached = build_snapshot(str(src), str(top / "s0"), bootstrapper_path=str(boot), store=str(store))
+        digest = {rel: d for rel, d, _ in cached.records}["secret.R"]
+        os.remove(store / digest[:2] / digest[2:])  # cleaned from the store, still in the digest cache
+        os.chmod(src / "secret.R", 0)
+        for name, kw in (("s1", {}), ("s2", {"store": str(store)})):
+            with _permissions_bind(), pytest.raises(snapshot.SourceUnreadable) as err:
+                build_snapshot(str(src), str(top / name), bootstrapper_path=str(boot), **kw)
+            assert err.value.message == unreadable
+        with open(top / "home" / snapshot.DIGEST_CACHE, encoding="utf-8") as fh:
+            del_entry = json.load(fh)
+        del_entry.pop(str(src / "secret.R"))  # not cached: the digest needs the content
+        with open(top / "home" / snapshot.DIGEST_CACHE, "w", encoding="utf-8") as fh:
+            json.dump(del_entry, fh)
+        with _permissions_bind(), pytest.raises(snapshot.SourceUnreadable) as err:
+            build_snapshot(str(src), str(top / "s3"), bootstrapper_path=str(boot), store=str(store))
+        assert err.value.message == unreadable
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_staged_snapshot_is_named_by_its_hash_and_leaves_no_staging(tmp_path: Path, boot: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a.R": "1\n", "data/x.csv": "1,2\n"})
+    snaps = tmp_path / "run" / "snapshots"  # made when missing
+    first = snapshot.stage_snapshot(str(src), str(snaps), bootstrapper_path=str(boot))
+    again = snapshot.stage_snapshot(str(src), str(snaps), bootstrapper_path=str(boot))
+    assert first.path == again.path == str(snaps / first.hash[:12])
+    assert (Path(first.path) / "data" / "x.csv").read_text() == "1,2\n"
+    (src / "a.R").write_text("2\n")
+    changed = snapshot.stage_snapshot(str(src), str(snaps), bootstrapper_path=str(boot))
+    assert changed.path == str(snaps / changed.hash[:12]) != first.path
+    # the second staging of an unchanged folder is dropped: only the named snapshots remain
+    assert sorted(p.name for p in snaps.iterdir()) == sorted({first.hash[:12], changed.hash[:12]})
+
+
+def test_a_script_left_out_by_an_ignore_rule_is_refused_with_the_rule_to_add(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"main.R": "1\n", "R/prep.R": "2\n", ".amlignore": "R/\n"})
+    ok = SimpleNamespace(name="train", source_dir=str(src), script="./main.R")
+    snapshot.require_scripts([ok])
+    bad = SimpleNamespace(name="prep", source_dir=str(src), script="R/prep.R")
+    with pytest.raises(snapshot.ScriptExcluded) as err:
+        snapshot.require_scripts([ok, bad], {os.path.realpath(src): ["main.R"]})
+    assert err.value.kind == "script_excluded" and err.value.field == "steps[prep].script"
+    assert err.value.message == (
+        f"The script 'R/prep.R' of step `prep` is left out of its snapshot of '{src}' by an ignore rule "
+        "(.amlignore, else .gitignore, in that folder or above the script), so the job could not run it. Add a "
+        f"line `!R/prep.R` to .amlignore in '{src}', or remove the rule that matches it.")

@@ -46,6 +46,11 @@ def test_tokens_strings_comments_raw_strings_and_backticks():
     ("lapply(files, source)", [], True),
     ("source()", [], True),
     ('x$source("a.R"); y@source("b.R")', [], False),
+    ('x$source("a.R"); source("b.R")', ["b.R"], False),
+    ('f(source = "a.R"); source("b.R")', ["b.R"], False),
+    ('otherpkg::source("a.R"); base::source("b.R")', ["b.R"], False),
+    ('source(encoding = "UTF-8", "a.R")', [], True),  # the first argument is not the path
+    ('x <- r"(a)"; source("b.R"); y <- r"(c)"', ["b.R"], False),
     ('f(source = "a.R")', [], False),
     ('g(x, source = "a.R")', [], False),
     ('# source("a.R")\ncat("source(\'b.R\')")', [], False),
@@ -133,6 +138,9 @@ def test_extra_files_and_folders_count():
     got = code(files, "s.R", extra_files=["R/", "t.R", "nope.R"])
     assert got == sc.StepCode(["R/helpers.R", "R/more/deep.R", "s.R", "t.R"], False)
     assert code(files, "s.R", extra_files=["R"]).files == ["R/helpers.R", "R/more/deep.R", "s.R"]
+    # a folder is matched by its whole name, whatever its last letter
+    files = {"s.R": "1\n", "XX/a.R": "2\n", "X/b.R": "3\n", "Data/c.R": "4\n", "DataX/d.R": "5\n"}
+    assert code(files, "s.R", extra_files=["DataX/", "XX"]).files == ["DataX/d.R", "XX/a.R", "s.R"]
 
 
 def test_a_missing_script_is_just_not_there():
@@ -141,3 +149,19 @@ def test_a_missing_script_is_just_not_there():
 
 def test_iter_r_files():
     assert list(sc.iter_r_files(["a.R", "b.r", "c.Rmd", "d.R.bak", "e.csv"])) == ["a.R", "b.r"]
+
+
+@pytest.mark.parametrize("path, normal", [
+    ("R/a.R", "R/a.R"), ("./R/../R/a.R", "R/a.R"), ("R\\b.R", "R/b.R"), ("R//c.R", "R/c.R"), ("a/../b.R", "b.R"),
+    ("/abs/x.R", None), ("//x.R", None), ("/../x.R", None), ("C:/x.R", None), ("c:x.R", None), ("~/x.R", None),
+    ("~", None), ("..", None), ("../x.R", None), ("a/../../b.R", None), ("..\\x.R", None),
+    ("\\x.R", None), ("\\\\server\\x.R", None),
+])
+def test_a_sourced_path_is_normalised_within_the_folder_or_refused(path, normal):
+    assert sc._normal(path) == normal
+
+
+def test_a_file_sourced_twice_does_not_end_the_search():
+    files = {"s.R": 'source("R/b.R")\nsource("R/a.R")\nsource("R/a.R")\n', "R/a.R": "1\n",
+             "R/b.R": 'source("R/c.R")\n', "R/c.R": "3\n", "R/unused.R": "4\n"}
+    assert code(files, "s.R") == sc.StepCode(["R/a.R", "R/b.R", "R/c.R", "s.R"], False)

@@ -12,6 +12,9 @@ Semantics follow git's ``gitignore(5)``:
 * ``*`` and ``?`` never match ``/``; ``[...]`` classes support ranges, ``!``/``^``
   negation and ``[:alpha:]``-style classes; ``**`` as a leading ``**/``, a trailing
   ``/**`` or a middle ``/**/`` spans folders, any other ``**`` is a ``*``;
+* as in git, names and patterns are compared as UTF-8 bytes (``?`` matches one
+  byte, so not an ``é``), and a pattern's literal start is compared before the
+  rest is matched, so a ``**`` right after it (``src**/x``) spans folders too;
 * once a folder is excluded nothing below it is looked at, so nothing below it
   can be re-included.
 
@@ -82,12 +85,22 @@ class Pattern:
                 return False
             relpath = relpath[len(prefix):]
         target = relpath if self.anchored else relpath.rsplit("/", 1)[-1]
-        return self.regex.fullmatch(target) is not None
+        return self.regex.fullmatch(_octets(target)) is not None
+
+
+def _octets(text: str) -> str:
+    """``text`` as its UTF-8 bytes, one character per byte: git's wildmatch compares bytes."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("latin-1")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        return text.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
 def parse_line(line: str, base: str = "") -> Optional[Pattern]:
     """Parse one ignore-file line; ``None`` for blanks and comments."""
-    text = _trim_trailing_spaces(line.rstrip("\r"))
+    text = _trim_trailing_spaces(line[:-1] if line.endswith("\r") else line)
     if not text or text.startswith("#"):
         return None
     negated = text.startswith("!")
@@ -100,7 +113,7 @@ def parse_line(line: str, base: str = "") -> Optional[Pattern]:
         body = body[1:]
     if not body:
         return None
-    return Pattern(text=text, base=base, regex=translate(body), negated=negated,
+    return Pattern(text=text, base=base, regex=translate(_octets(body)), negated=negated,
                    dir_only=dir_only, anchored=anchored)
 
 
@@ -143,6 +156,9 @@ def translate(pattern: str) -> "re.Pattern[str]":
 
 def _translate(pat: str) -> str:
     out: List[str] = []
+    # git compares the literal start (up to the first wildcard) on its own and
+    # matches the rest as a pattern of its own: a "**" there starts a pattern.
+    prefix = next((k for k, ch in enumerate(pat) if ch in "*?[\\"), len(pat))
     i = 0
     while i < len(pat):
         c = pat[i]
@@ -152,7 +168,7 @@ def _translate(pat: str) -> str:
             out.append(re.escape(pat[i + 1]))
             i += 2
         elif c == "*":
-            piece, i = _stars(pat, i)
+            piece, i = _stars(pat, i, i == prefix)
             out.append(piece)
         elif c == "?":
             out.append("[^/]")
@@ -166,13 +182,18 @@ def _translate(pat: str) -> str:
     return "".join(out)
 
 
-def _stars(pat: str, start: int) -> Tuple[str, int]:
-    """A run of ``*`` at ``start``: a globstar when it is a whole path component."""
+def _stars(pat: str, start: int, first: bool = False) -> Tuple[str, int]:
+    """A run of ``*`` at ``start``: a globstar when it is a whole path component.
+
+    ``first``: the run is the pattern's first wildcard (git then matches it as
+    the start of a pattern, whatever precedes it). A globstar before ``\\/``
+    spans folders but, unlike one before ``/``, needs that slash.
+    """
     end = start
     while end < len(pat) and pat[end] == "*":
         end += 1
-    if end - start >= 2 and (start == 0 or pat[start - 1] == "/"):
-        if end == len(pat):
+    if end - start >= 2 and (first or start == 0 or pat[start - 1] == "/"):
+        if end == len(pat) or pat.startswith("\\/", end):
             return ".*", end
         if pat[end] == "/":
             return "(?:.*/)?", end + 1
@@ -287,7 +308,7 @@ class IgnoreRules:
     def last_match(self, relpath: str, is_dir: bool) -> Optional[Pattern]:
         """The pattern that decides ``relpath`` (the last one matching), or None."""
         quick, others = self._prefilter
-        if quick is not None and not quick.fullmatch(relpath.rsplit("/", 1)[-1]) \
+        if quick is not None and not quick.fullmatch(_octets(relpath.rsplit("/", 1)[-1])) \
                 and not any(p.matches(relpath, is_dir) for p in others):
             return None  # the usual case, decided by one regex instead of one per pattern
         for pattern in reversed(self.patterns):

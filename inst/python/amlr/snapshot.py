@@ -478,14 +478,22 @@ def _materialize(entries: List[_Entry], root: str, dest_dir: str, store: Optiona
         else:
             digest = cache.digest(e, root)
             try:
-                os.link(_blob_path(store, digest, e.executable), dest)
-            except FileNotFoundError:
+                _link_or_copy(_blob_path(store, digest, e.executable), dest)
+            except FileNotFoundError:  # not stored yet
                 digest = _store_blob(e, root, store, digest)
-                os.link(_blob_path(store, digest, e.executable), dest)
-            except OSError:
-                shutil.copy2(_blob_path(store, digest, e.executable), dest)
+                _link_or_copy(_blob_path(store, digest, e.executable), dest)
         records.append((e.rel, digest, e.executable))
     return records
+
+
+def _link_or_copy(blob: str, dest: str) -> None:
+    """Hard-link ``blob`` to ``dest``; copy it where a link is not possible (another file system)."""
+    try:
+        os.link(blob, dest)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copy2(blob, dest)
 
 
 def build_snapshot(source_dir: str, dest_dir: str, *, bootstrapper_path: str,

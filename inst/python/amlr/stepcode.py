@@ -164,9 +164,10 @@ def scan(code: str) -> Scan:
 
 def _normal(rel: str) -> Optional[str]:
     """A POSIX path relative to the folder root, or None when it leaves the folder or is absolute."""
+    rel = rel.replace("\\", "/")
     if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or rel.startswith("~"):
         return None
-    norm = posixpath.normpath(rel.replace("\\", "/"))
+    norm = posixpath.normpath(rel)
     if norm == ".." or norm.startswith("../"):
         return None
     return norm
