@@ -67,7 +67,7 @@ TARGETS: dict[str, Target] = {
     "registry": Target(["registry.py", "runrecord.py", "sqlitedb.py"],
                        ["test_registry.py", "test_runrecord.py", "test_sqlitedb.py"]),
     "bootstrapper": Target(["bootstrapper.py", "stepmetrics.py"],
-                           ["test_bootstrapper.py", "test_stepcontract.py", "test_redaction.py"],
+                           ["test_bootstrapper.py", "test_stepmetrics.py", "test_stepcontract.py", "test_redaction.py"],
                            subprocess_tests=["test_bootstrapper.py", "test_stepcontract.py"],
                            scripts={"bootstrapper.py": "__main__", "stepmetrics.py": "stepmetrics"}),
     "snapshot": Target(["snapshot.py", "ignore.py"], ["test_snapshot.py", "test_ignore.py"]),

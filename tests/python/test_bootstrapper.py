@@ -648,6 +648,50 @@ def test_rscript_settings_in_process(tmp_path, monkeypatch, capfd):
     assert bs.find_rscript({"PATH": str(tmp_path / "bin")}) == str(tmp_path / "bin" / "Rscript")
 
 
+def test_a_contract_without_a_sink_forwards_to_auto_and_names_its_bad_lists(tmp_path):
+    contract = tmp_path / "c.json"
+    contract.write_text(json.dumps({"format": "amlr-step/1", "script": "a.R", "args": [], "inputs": [], "outputs": []}))
+    assert bs.from_contract(bs.parse_args(["--step", str(contract)]), {}).metrics_sink == "auto"
+    for field in ("inputs", "outputs"):
+        contract.write_text(json.dumps({"format": "amlr-step/1", "script": "a.R", field: "data"}))
+        with pytest.raises(bs.BootstrapError) as err:
+            bs.from_contract(bs.parse_args(["--step", str(contract)]), {})
+        assert str(err.value) == f"the step contract's {field} must be a list of strings"
+
+
+def test_rscript_is_looked_up_on_the_steps_path_not_ours(tmp_path, monkeypatch):
+    (tmp_path / "bin").mkdir()
+    mine = tmp_path / "bin" / "MyRscript"
+    mine.write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(mine, 0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert bs.find_rscript({"AMLR_RSCRIPT": "MyRscript", "PATH": str(tmp_path / "bin")}) == str(mine)
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_usage_error(tmp_path, monkeypatch, capfd):
+    (tmp_path / "a.R").write_text("1\n")
+    (tmp_path / "file").write_text("x")
+    got, err = _main(tmp_path, monkeypatch, capfd, ["--output", f"o={tmp_path / 'file' / 'o'}", "a.R"])
+    assert (got, err[-1]) == (2, "Pipeline step execution returned 2")
+    assert err[0].startswith(f"amlr bootstrapper: cannot create the folder of output o ({tmp_path / 'file' / 'o'}): ")
+
+
+def test_a_signal_that_came_before_r_existed_is_passed_on_once_r_starts():
+    forwarder = bs._SignalForwarder()
+    forwarder.install()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)  # lands in our handler: R is not there yet
+        assert forwarder.pending == [signal.SIGUSR1]
+        child = subprocess.Popen(["sleep", "30"])
+        forwarder.attach(child)
+        assert child.wait(10) == -signal.SIGUSR1
+        assert forwarder.pending == [] and forwarder.outcome(child.returncode) == -signal.SIGUSR1
+        assert forwarder.outcome(0) == -signal.SIGUSR1  # R caught it and exited 0: still reported as told
+    finally:
+        forwarder.restore()
+    assert signal.getsignal(signal.SIGUSR1) is not forwarder._handle
+
+
 def test_contract_values_are_fixed_inputs(tmp_path, monkeypatch):
     contract = tmp_path / "c.json"
     contract.write_text(json.dumps({"format": "amlr-step/1", "script": "a.R", "args": ["${{inputs.u}}"],
