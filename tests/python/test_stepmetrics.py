@@ -146,3 +146,37 @@ def test_start_picks_the_sink_and_none_forwards_nothing(tmp_path, monkeypatch):
         fwd.sink = None  # nothing to flush to
         fwd.stop(timeout=10)
     assert said == [] and os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") == "10"
+
+
+@pytest.mark.parametrize("kind", ["mlflow", "mlflow-unset", "azureml"])
+def test_a_hung_service_is_left_behind_with_one_warning_naming_it(tmp_path, monkeypatch, kind):
+    import threading
+
+    release = threading.Event()
+    base = sm.AzureMLSink if kind == "azureml" else sm.MLflowSink
+
+    class Hung(base):  # type: ignore[valid-type,misc]
+        def __call__(self, metric: sm.Metric) -> None:
+            release.wait(30)
+
+    for name in sm.MLFLOW_BOUNDS:
+        monkeypatch.delenv(name, raising=False)
+    if kind == "mlflow":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://me:secret@127.0.0.1:9")
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    fwd, said = forwarder(tmp_path, b'{"name": "a", "value": 1}\n', Hung())
+    fwd.poll_interval = 0.01
+    fwd.start()
+    try:
+        assert fwd.stop(timeout=0.3) is False
+    finally:
+        release.set()
+    where = {"mlflow": " to the MLflow tracking server http://***@127.0.0.1:9, which is slow or unreachable",
+             "mlflow-unset": " to the MLflow tracking server (MLFLOW_TRACKING_URI not set), which is slow or "
+                             "unreachable",
+             "azureml": " to Azure ML run history, which is slow or unreachable"}[kind]
+    assert said == [f"metrics were still being forwarded{where} after 0.3 s; the step goes on without waiting, "
+                    "and some metrics may be missing"]
+    fwd._thread.join(10)
+    assert said[1:] == []  # nothing more: the final line must stay the last
