@@ -11,6 +11,7 @@ import pytest
 
 
 from bridge_calls import call, call_error
+from bridge_calls import wait_run as wait
 from amlr import api, procs
 from amlr.registry import Registry
 
@@ -19,14 +20,6 @@ pytestmark = pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript
 
 
 
-def wait(home, run_id, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = call(home, "status", run=run_id)
-        if run["status"] in ("Completed", "Failed", "Canceled"):
-            return run
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not end in {timeout}s: {run}")
 
 
 def step(src, name, outputs=(), inputs=None, args=(), allow_reuse=True, script=None):

@@ -16,7 +16,8 @@ import time
 
 import pytest
 from bridge_calls import call
-from test_local_backend import home, src, step, wait, write  # noqa: F401
+from bridge_calls import wait_run as wait
+from test_local_backend import home, src, step, write  # noqa: F401
 
 from amlr import api, procs
 

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from bridge_calls import call, call_error
+from bridge_calls import wait_run as wait
 from conftest import PYTHON_DIR, requires_rscript
 from amlr.backends.local.plan import prepare
 from amlr.registry import Registry
@@ -445,14 +446,6 @@ def test_an_unknown_asset_fails_submit_before_anything_is_recorded(tmp_path):
 # -- with R: registering outputs and models ---------------------------------------------------------
 
 
-def wait(home, run_id, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = call(home, "status", run=run_id)
-        if run["status"] in ("Completed", "Failed", "Canceled"):
-            return run
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not end: {run}")
 
 
 TRAIN = """

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bridge_calls import call, call_error
+from bridge_calls import wait_run as wait
 from amlr import bootstrapper, stepcontract, sweep, sweepspec
 from amlr.errors import InvalidSpec, Unsupported
 from amlr.spec import validate
@@ -62,14 +63,6 @@ def report_step(src, of="train"):
             "inputs": {"model": {"type": "step_output", "step": of, "output": "model"}}}
 
 
-def wait(home, run_id, timeout=90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = call(home, "status", run=run_id)
-        if run["status"] in ("Completed", "Failed", "Canceled"):
-            return run
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not end in {timeout}s")
 
 
 def run_pipeline(home, steps, **options):
