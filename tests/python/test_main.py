@@ -54,7 +54,7 @@ def test_a_plain_local_submit_imports_neither_site_nor_what_it_does_not_use(tmp_
              "sys.argv = ['amlr', 'call']\n"
              "try:\n    runpy.run_module('amlr', run_name='__main__')\n"
              "except SystemExit:\n    pass\n"
-             "sys.stderr.write(' '.join(sorted(m for m in ('site', 'amlr.store', 'difflib', 'amlr.assets') "
+             "sys.stderr.write(' '.join(sorted(m for m in ('site', 'amlr.store', 'difflib', 'amlr.assets', 'traceback', 'random') "
              "if m in seen)) + '\\n')\n")
     env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR), AMLR_HOME=str(tmp_path / "home"))
     done = subprocess.run([sys.executable, "-S", "-c", probe], input=request, env=env, capture_output=True,

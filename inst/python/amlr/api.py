@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from typing import Any, Callable, Generator, Iterator, Optional
 
 from . import __version__
@@ -290,6 +289,8 @@ def _error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, AmlrError):
         return {"error": exc.to_json()}
     # An unexpected failure: say where to look, keep the traceback out of R's face.
+    import traceback  # only here: its imports (linecache, tokenize, textwrap) cost every bridge start
+
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return {
         "error": {

@@ -15,9 +15,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import random
 import re
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
+
+if TYPE_CHECKING:
+    import random
 
 from .errors import InvalidSpec
 from .stepcontract import fanout_placeholder, placeholders
@@ -198,6 +200,8 @@ def _parse_sweep(raw: dict, step: str, where: str) -> dict[str, Any]:
         if max_trials > MAX_RUNS:
             raise _fail(where + ".max_trials", f"max_trials = {max_trials} is over amlr's limit of {MAX_RUNS}.")
         if out["seed"] is None:  # recorded with the run, so the same draws can be made again
+            import random  # only for sweeps: a plain spec does not pay for it
+
             out["seed"] = random.SystemRandom().randrange(1, 2**31 - 1)
     return out
 
@@ -266,6 +270,8 @@ def trial_values(f: Mapping[str, Any]) -> list[dict[str, Any]]:
         combos = itertools.product(*(params[n]["values"] for n in names))
         out = [dict(zip(names, c)) for c in combos]
         return out[: f["max_trials"]] if f.get("max_trials") else out
+    import random
+
     rng = random.Random(f["seed"])
     out, seen = [], set()
     attempts = 0
@@ -279,7 +285,7 @@ def trial_values(f: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _draw(rng: random.Random, p: Mapping[str, Any]) -> Any:
+def _draw(rng: "random.Random", p: Mapping[str, Any]) -> Any:
     if p["type"] == "choice":
         return rng.choice(p["values"])
     if p["type"] == "uniform":
