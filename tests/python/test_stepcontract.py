@@ -237,3 +237,66 @@ def test_a_json_file_that_is_not_a_contract_is_refused_by_name(tmp_path):
     (tmp_path / "c.json").write_text("{torn")
     with pytest.raises(bootstrapper.BootstrapError, match=r"cannot read the step contract .*c\.json: "):
         bootstrapper.from_contract(bootstrapper.parse_args(["--step", "c.json"]), {}, workdir=str(tmp_path))
+
+
+# -- sweep and map placeholders (r_sweep(): ${{search_space.NAME}}; r_map(): ${{item}}) -------------
+
+
+def test_fanout_placeholders_are_told_apart_from_ports():
+    assert sc.fanout_placeholder("item") == ("item", "")
+    assert sc.fanout_placeholder("search_space.alpha") == ("param", "alpha")
+    assert sc.fanout_placeholder("inputs.data") is None and sc.fanout_placeholder("search_space.") is None
+
+
+@pytest.mark.parametrize("expr, kwargs, problem", [
+    ("search_space.lr", {}, "`${{search_space.lr}}` is a sweep parameter, but step is not in an r_sweep(); "
+                            "wrap it: r_sweep(step, params = list(lr = ...), objective = ...)"),
+    ("search_space.lr", {"params": ["alpha", "depth"]},
+     "`${{search_space.lr}}` names no parameter of the sweep (its params: alpha, depth); add `lr` to `params` "
+     "or fix the name"),
+    ("search_space.lr", {"params": []},
+     "`${{search_space.lr}}` names no parameter of the sweep (its params: none); add `lr` to `params` or fix the "
+     "name"),
+    ("search_space.lr", {"params": ["lr"]}, None),
+    ("search_space.lr", {"pending": True}, None),  # r_step() on its own: r_sweep() may still wrap it
+    ("item", {}, "`${{item}}` is a map item, but the step is not in an r_map(); wrap it: r_map(step, over = ...)"),
+    ("item", {"item": True}, None),
+    ("item", {"pending": True}, None),
+    ("inputs.nope", {"pending": True}, "`${{inputs.nope}}` names no input of the step (its inputs: data)"),
+    ("outputs.nope", {}, "`${{outputs.nope}}` names no output of the step (its outputs: none)"),
+    ("outputs.outputs", {}, None),
+])
+def test_placeholder_problems_name_the_fix(expr, kwargs, problem):
+    assert sc.placeholder_problem(expr, ["data"], [], **kwargs) == problem
+
+
+def test_a_trials_values_and_an_items_value_are_put_into_arguments():
+    text = "--lr=${{search_space.lr}} --in=${{inputs.data}} --item=${{item}} ${{outputs.model}}"
+    assert sc.substitute_fanout(text, {"lr": "0.1"}, item="a.csv") == \
+        "--lr=0.1 --in=${{inputs.data}} --item=a.csv ${{outputs.model}}"
+    assert sc.substitute_fanout("${{ search_space.lr }}", {"lr": "1"}) == "1"
+    with pytest.raises(KeyError) as err:
+        sc.substitute_fanout("${{item}}", {})
+    assert err.value.args == ("item",)
+    with pytest.raises(KeyError) as err:
+        sc.substitute_fanout("x ${{search_space.depth}}", {"lr": "1"})
+    assert err.value.args == ("search_space.depth",)
+
+
+def test_resolving_takes_search_space_values_before_ports():
+    paths = {"inputs": {"data": "/d"}, "outputs": {}, "search_space": {"lr": "0.5"}}
+    assert sc.resolve_placeholders("${{search_space.lr}}:${{inputs.data}}", paths) == "0.5:/d"
+    with pytest.raises(KeyError) as err:
+        sc.resolve_placeholders("${{search_space.depth}}", paths)
+    assert err.value.args == ("search_space.depth",)
+    with pytest.raises(KeyError):
+        sc.resolve_placeholders("${{search_space.lr}}", {"inputs": {}})
+
+
+def test_a_sweep_steps_command_passes_each_parameter_as_a_service_input():
+    argv = sc.command("train", [], [], lambda kind, name: None, params=["lr", "alpha"])
+    assert argv == ["python", "_amlr/bootstrapper.py", "--step", "_amlr/steps/train.json",
+                    "--param", "alpha", "${{inputs.alpha}}", "--param", "lr", "${{inputs.lr}}"]
+    opts = bootstrapper.parse_args([w.replace("${{inputs.alpha}}", "0.1").replace("${{inputs.lr}}", "2")
+                                    for w in argv[2:]])
+    assert opts.params == {"alpha": "0.1", "lr": "2"}
