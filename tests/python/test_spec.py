@@ -156,3 +156,48 @@ def test_empty_and_malformed(src):
     with pytest.raises(InvalidSpec) as err:
         validate({"name": "p", "steps": [step(src, "train", allow_reuse="yes")]})
     assert err.value.field == "steps[train].allow_reuse"
+
+
+# -- details a silent change would break (found by mutation testing, docs/mutation.md) ---------------
+
+
+def test_an_empty_env_from_r_is_no_variables(src):
+    for empty in ([], {}, None):
+        p = validate({"name": "p", "steps": [step(src, "train", env=empty)]})
+        assert p.step("train").env == {}
+
+
+def test_a_field_of_the_wrong_type_is_named_exactly(src):
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": 5, "steps": [step(src, "train")]})
+    assert err.value.field == "name"
+    with pytest.raises(InvalidSpec) as err:
+        validate({"name": "p", "steps": [step(src, "train", compute=["a", "b"])]})
+    assert err.value.field == "steps[train].compute"
+
+
+def test_asking_a_pipeline_for_a_step_it_lacks_names_the_step(src):
+    p = validate({"name": "p", "steps": [step(src, "train")]})
+    with pytest.raises(KeyError) as err:
+        p.step("nope")
+    assert err.value.args == ("nope",)
+
+
+def test_the_order_of_steps_refuses_a_cycle_by_itself_too(src):
+    from amlr.spec import Input, topological_order
+
+    p = validate({"name": "p", "steps": [step(src, "prepare", outputs=["d"]), step(src, "train", outputs=["m"])]})
+    a, b = p.step("prepare"), p.step("train")
+    a.inputs = {"m": Input("step_output", step="train", output="m")}
+    b.inputs = {"d": Input("step_output", step="prepare", output="d")}
+    with pytest.raises(InvalidSpec) as err:
+        topological_order([a, b])
+    assert (err.value.field, err.value.message) == ("steps", "The steps form a cycle.")
+
+
+def test_a_collector_waits_for_its_inputs_and_its_members(src):
+    p = validate({"name": "p", "steps": [step(src, "prepare", outputs=["d"]),
+                                         step(src, "train", inputs={"d": ref("prepare", "d")})]})
+    s = p.step("train")
+    s.fanout = {"role": "gather", "members": [{"step": "t_2"}, {"step": "t_1"}]}
+    assert s.upstream() == ["prepare", "t_1", "t_2"]

@@ -453,7 +453,7 @@ def topological_order(steps: list[Step]) -> list[Step]:
                 order.append(s)
                 done.add(s.name)
                 progressed = True
-        if not progressed:  # pragma: no cover - find_cycle runs first
+        if not progressed:  # validate() names the cycle first (find_cycle); this guards direct callers
             raise _fail("steps", "The steps form a cycle.")
     assert set(by_name) == done
     return order
