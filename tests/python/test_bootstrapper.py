@@ -664,8 +664,38 @@ def test_rscript_is_looked_up_on_the_steps_path_not_ours(tmp_path, monkeypatch):
     mine = tmp_path / "bin" / "MyRscript"
     mine.write_text("#!/bin/sh\nexit 0\n")
     os.chmod(mine, 0o755)
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("PATH", "/nonexistent")
     assert bs.find_rscript({"AMLR_RSCRIPT": "MyRscript", "PATH": str(tmp_path / "bin")}) == str(mine)
+    plain = tmp_path / "bin" / "Rscript"
+    plain.write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(plain, 0o755)
+    assert bs.find_rscript({"PATH": str(tmp_path / "bin")}) == str(plain)
+
+
+def test_resolving_a_step_reads_its_contract_in_its_folder_with_the_steps_variables(tmp_path):
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "a.R").write_text("1\n")
+    (tmp_path / "steps" / "a.json").write_text(json.dumps(
+        {"format": "amlr-step/1", "script": "a.R", "args": ["${{inputs.d}}"], "inputs": ["d"], "outputs": [],
+         "metrics_sink": "none"}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "Rscript").write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(bin_dir / "Rscript", 0o755)
+    opts = bs.parse_args(["--step", "steps/a.json", "--input", "d", "${{inputs.d}}"])
+    got, rscript = bs.resolve_step(opts, {"AZURE_ML_INPUT_d": "/mnt/d", "PATH": str(bin_dir)}, str(tmp_path))
+    assert (got.script, got.args, got.inputs) == ("a.R", ["/mnt/d"], {"d": "/mnt/d"})
+    assert rscript == str(bin_dir / "Rscript")
+
+
+def test_an_rscript_that_cannot_be_executed_says_why(tmp_path, monkeypatch, capfd):
+    (tmp_path / "a.R").write_text("1\n")
+    junk = tmp_path / "Rscript"
+    junk.write_bytes(b"\x7fELF-not-really")
+    os.chmod(junk, 0o755)
+    got, err = _main(tmp_path, monkeypatch, capfd, ["--metrics-sink", "none", "a.R"], {"AMLR_RSCRIPT": str(junk)})
+    assert (got, err[-1]) == (126, "Pipeline step execution returned 126")
+    assert err[0] == f"amlr bootstrapper: cannot run {junk}: Exec format error"
 
 
 def test_an_output_folder_that_cannot_be_made_is_a_usage_error(tmp_path, monkeypatch, capfd):

@@ -180,3 +180,12 @@ def test_a_hung_service_is_left_behind_with_one_warning_naming_it(tmp_path, monk
                     "and some metrics may be missing"]
     fwd._thread.join(10)
     assert said[1:] == []  # nothing more: the final line must stay the last
+
+
+def test_a_metrics_file_that_was_truncated_is_read_again_from_its_start(tmp_path):
+    got: list[sm.Metric] = []
+    fwd, said = forwarder(tmp_path, b'{"name": "a", "value": 1}\n{"name": "b", "value": 2}\n', got.append)
+    fwd.poll()
+    (tmp_path / "m.jsonl").write_bytes(b'{"name": "c", "value": 3}\n')  # replaced by a shorter file
+    fwd.poll()
+    assert [(m.name, m.value) for m in got] == [("a", 1), ("b", 2), ("c", 3)] and said == []
