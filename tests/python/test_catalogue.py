@@ -527,6 +527,9 @@ FAULTS = [
      "test_hardening.py::test_failed_submit_leaves_nothing"),
     ("fault-mlflow-down", "MLflow tracking server unreachable", "requests bounded; warning names the server",
      "test_hardening.py::test_unreachable_mlflow_is_bounded_and_explained"),
+    ("fault-step-writes-snapshot", "A step overwrites a file of its snapshot (its working directory), which is "
+     "hard-linked from the content store", "the store and the next run keep the source's content",
+     "test_local_backend.py::test_a_step_that_overwrites_a_source_file_does_not_change_the_next_run"),
 ]
 
 

@@ -468,3 +468,17 @@ def test_a_run_submitted_through_the_bridge_process_completes_in_its_forked_runn
     run = json.loads(proc.stdout)["result"]
     assert wait(home, run["id"])["status"] == "Completed"
     assert call(home, "logs", run=run["id"])["quick"][0] == "quick"
+
+
+def test_a_step_that_overwrites_a_source_file_does_not_change_the_next_run(home, src):
+    """The snapshot a step runs in is hard-linked from amlr's content store; a step writing to a file of it
+    must not change what the store holds, or the next run would read the step's output as its input."""
+    write(src, "data.txt", "original\n")
+    write(src, "s.R", 'cat("read:", readLines("data.txt"), "\\n"); writeLines("changed by the step", "data.txt")\n')
+    runs = []
+    for _ in range(2):
+        runs.append(call(home, "submit", spec={"name": "p", "steps": [step(src, "s", allow_reuse=False)]}, options={}))
+        assert wait(home, runs[-1]["id"])["status"] == "Completed"
+    for run in runs:
+        assert "read: original" in "\n".join(call(home, "logs", run=run["id"])["s"])
+    assert (src / "data.txt").read_text() == "original\n"

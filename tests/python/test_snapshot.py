@@ -33,6 +33,7 @@ from amlr.snapshot import (  # noqa: E402
     content_hash,
     hash_path,
     list_files,
+    stage_snapshot,
 )
 
 Tree = Dict[str, Union[str, bytes]]
@@ -911,3 +912,23 @@ def test_a_script_left_out_by_an_ignore_rule_is_refused_with_the_rule_to_add(tmp
         f"The script 'R/prep.R' of step `prep` is left out of its snapshot of '{src}' by an ignore rule "
         "(.amlignore, else .gitignore, in that folder or above the script), so the job could not run it. Add a "
         f"line `!R/prep.R` to .amlignore in '{src}', or remove the rule that matches it.")
+
+
+def test_a_step_writing_to_its_snapshot_does_not_change_the_store_or_the_next_snapshot(tmp_path):
+    """A step runs in its snapshot, whose files are hard links to the store's blobs: writing to one
+    writes to the blob. Such a blob is not trusted again; the next snapshot gets the source's content."""
+    src = make_tree(tmp_path / "src", {"data.txt": "original\n", "main.R": "1\n"})
+    boot = make_tree(tmp_path, {"b.py": ""}) / "b.py"
+    store = str(tmp_path / "objects")
+    first = stage_snapshot(str(src), str(tmp_path / "run1"), bootstrapper_path=str(boot), store=store)
+    with open(os.path.join(first.path, "data.txt"), "w") as fh:  # what R's writeLines("data.txt") does
+        fh.write("changed by the step\n")
+    second = stage_snapshot(str(src), str(tmp_path / "run2"), bootstrapper_path=str(boot), store=store)
+    assert second.hash == first.hash  # the same source
+    assert (Path(second.path) / "data.txt").read_text() == "original\n"
+    assert (Path(first.path) / "data.txt").read_text() == "changed by the step\n"  # the first run keeps its own
+    blobs = [p for p in Path(store).rglob("*") if p.is_file()]
+    assert sorted(p.read_text() for p in blobs) == ["1\n", "original\n"]
+    assert all(p.stat().st_mtime_ns == 0 for p in blobs)
+    third = stage_snapshot(str(src), str(tmp_path / "run3"), bootstrapper_path=str(boot), store=store)
+    assert os.path.samefile(os.path.join(third.path, "data.txt"), os.path.join(second.path, "data.txt"))

@@ -437,8 +437,26 @@ def _blob_path(store: str, digest: str, executable: bool) -> str:
     return f"{store}{os.sep}{digest[:2]}{os.sep}{digest[2:]}{'-x' if executable else ''}"
 
 
+SEALED_MTIME_NS = 0
+"""Every stored blob's modification time. A step runs in its snapshot, whose files are hard links to
+the blobs: a step that writes to one of them writes to the blob and so changes its mtime. A blob
+whose mtime is not this is no longer the content it is named after, and is stored again."""
+
+
+def _sealed_blob(store: str, digest: str, executable: bool) -> str:
+    """The blob's path if it holds the content it is named after; FileNotFoundError if not (or absent)."""
+    blob = _blob_path(store, digest, executable)
+    if os.stat(blob).st_mtime_ns != SEALED_MTIME_NS:  # FileNotFoundError when absent
+        raise FileNotFoundError(blob)
+    return blob
+
+
 def _store_blob(entry: _Entry, root: str, store: str, digest: str) -> str:
-    """Copy ``entry`` into the store under its digest; the digest of what was copied."""
+    """Copy ``entry`` into the store under its digest (sealed); the digest of what was copied.
+
+    A blob already there under that name -- one a step wrote to -- is replaced:
+    the snapshots linked to the old one keep what they had.
+    """
     blob = _blob_path(store, digest, entry.executable)
     os.makedirs(os.path.dirname(blob), exist_ok=True)
     tmp = f"{blob}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
@@ -447,6 +465,7 @@ def _store_blob(entry: _Entry, root: str, store: str, digest: str) -> str:
             copied = _copy_with_digest(entry.abspath, tmp)
         except PermissionError:
             raise _unreadable(root, entry.rel) from None
+        os.utime(tmp, ns=(SEALED_MTIME_NS, SEALED_MTIME_NS))
         os.replace(tmp, _blob_path(store, copied, entry.executable))  # changed while read: stored as it was read
         return copied
     finally:
@@ -478,8 +497,8 @@ def _materialize(entries: List[_Entry], root: str, dest_dir: str, store: Optiona
         else:
             digest = cache.digest(e, root)
             try:
-                _link_or_copy(_blob_path(store, digest, e.executable), dest)
-            except FileNotFoundError:  # not stored yet
+                _link_or_copy(_sealed_blob(store, digest, e.executable), dest)
+            except FileNotFoundError:  # not stored yet, or a step wrote to it
                 digest = _store_blob(e, root, store, digest)
                 _link_or_copy(_blob_path(store, digest, e.executable), dest)
         records.append((e.rel, digest, e.executable))
