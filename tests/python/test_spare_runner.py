@@ -17,7 +17,7 @@ import time
 import pytest
 from bridge_calls import call
 from bridge_calls import wait_run as wait
-from test_local_backend import home, src, step, write  # noqa: F401
+from test_local_backend import home, src, step, stream, write  # noqa: F401
 
 from amlr import api, procs
 
@@ -52,7 +52,11 @@ def test_each_run_takes_the_waiting_spare_with_the_submitting_environment(home, 
     done = wait(home, run["id"])
     assert done["status"] == "Completed", done
     assert "TZ is Pacific/Chatham" in log_of(home, run["id"])
-    # The next spare is already waiting, and the next run takes it.
+    # No second spare starts while the run does (it would compete with R's start-up); R's
+    # waiting over the embedded bridge starts it once the run is over, and the next run takes it.
+    assert embedded.proc is None
+    events = stream(home, "wait", run=run["id"], caller_sleeps=True)
+    assert events[-1]["result"]["status"] == "Completed"
     second = embedded.proc.pid
     assert second != first and embedded.ready()
     again = submit_hello(home, src)

@@ -445,6 +445,10 @@ def follow_events(reg: Registry, run_id: str, *, timeout: Optional[float] = None
         close = getattr(waiter, "close", None)
         if close is not None:
             close()
+        if caller_sleeps:  # an embedded Python: a spare runner for the next run, now that this one is done
+            from . import procs
+
+            procs.SPARE_RUNNER.start()
     run["cursor"] = cursor
     return run
 

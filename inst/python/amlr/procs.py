@@ -404,8 +404,10 @@ class SpareRunner:
     def take(self, job: dict[str, Any]) -> Optional[int]:
         """Hand ``job`` (what ``run_runner`` needs, its log and environment) to the spare; its pid, or None.
 
-        None means no spare was ready and the caller starts a runner itself. The
-        next spare is started before returning, so it is warm by the next submit.
+        None means no spare was ready and the caller starts a runner itself; a
+        new spare is started then. After a spare is taken the next one is
+        started when the run has been waited for (:meth:`start` from the
+        follower), so its start-up does not compete with the run's own.
         """
         spare, ready = self.proc, self.ready()
         self.proc = None
@@ -420,7 +422,8 @@ class SpareRunner:
                 pid = spare.pid
             except OSError:  # it died between poll() and write(): the caller starts a runner
                 pid = None
-        self.start()
+        if pid is None:
+            self.start()
         return pid
 
     def stop(self) -> None:
