@@ -437,10 +437,11 @@ def _blob_path(store: str, digest: str, executable: bool) -> str:
     return f"{store}{os.sep}{digest[:2]}{os.sep}{digest[2:]}{'-x' if executable else ''}"
 
 
-SEALED_MTIME_NS = 0
-"""Every stored blob's modification time. A step runs in its snapshot, whose files are hard links to
-the blobs: a step that writes to one of them writes to the blob and so changes its mtime. A blob
-whose mtime is not this is no longer the content it is named after, and is stored again."""
+SEALED_MTIME_NS = 946_684_800 * 10**9
+"""Every stored blob's modification time (2000-01-01 00:00 UTC: after 1980, which ZIP files cannot go
+below). A step runs in its snapshot, whose files are hard links to the blobs: a step that writes to
+one of them writes to the blob and so changes its mtime. A blob whose mtime is not this is no longer
+the content it is named after, and is stored again."""
 
 
 def _sealed_blob(store: str, digest: str, executable: bool) -> str:
