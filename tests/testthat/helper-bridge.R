@@ -31,11 +31,24 @@ skip_if_no_reticulate <- function() {
 # session when the calling test ends.
 local_python_patch <- function(bridge, code, undo, env = parent.frame()) {
   if (identical(bridge, "system2")) {
+    # The bridge runs `python -S -m amlr ...`: no site, so no sitecustomize. A stand-in
+    # interpreter applies the patch, then runs amlr as that command would.
     dir <- withr::local_tempdir("amlr-pypatch-", .local_envir = env)
-    writeLines(code, file.path(dir, "sitecustomize.py"))
-    old <- Sys.getenv("PYTHONPATH")
-    withr::local_envvar(PYTHONPATH = paste(c(dir, if (nzchar(old)) old), collapse = .Platform$path.sep),
-                        .local_envir = env)
+    writeLines(code, file.path(dir, "amlr_test_patch.py"))
+    wrapper <- file.path(dir, "python")
+    writeLines(c(
+      paste0("#!", amlr_python()$path, " -S"),
+      "import runpy, sys",
+      sprintf("sys.path.insert(0, %s)", encodeString(dir, quote = '"')),
+      "import amlr_test_patch",
+      "args = sys.argv[1:]",
+      "while args and args[0] != '-m':  # the interpreter's own flags (-S)",
+      "    args.pop(0)",
+      "sys.argv = ['amlr'] + args[2:]",
+      "runpy.run_module('amlr', run_name='__main__', alter_sys=True)"
+    ), wrapper)
+    Sys.chmod(wrapper, "755")
+    withr::local_options(amlr.python = wrapper, .local_envir = env)
   } else {
     amlr_call("ping") # binds Python and imports amlr.api before patching it
     reticulate::py_run_string(paste(code, collapse = "\n"))
