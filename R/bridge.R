@@ -58,23 +58,20 @@ amlr_call <- function(method, params = list(), call = rlang::caller_env()) {
 }
 
 bridge_system2 <- function(request, call = rlang::caller_env()) {
-  python <- amlr_python_or_abort(call = call)
-  req_file <- tempfile("amlr-req-", fileext = ".json")
-  err_file <- tempfile("amlr-err-", fileext = ".txt")
-  on.exit(unlink(c(req_file, err_file)), add = TRUE)
-  writeBin(charToRaw(enc2utf8(request)), req_file)
+  f <- request_files(request, call)
+  on.exit(unlink(c(f$req, f$err)), add = TRUE)
   old <- set_bridge_env()
   on.exit(restore_env(old), add = TRUE)
   out <- suppressWarnings(system2(
-    python, c("-S", "-m", "amlr", "call"),
-    stdin = req_file, stdout = TRUE, stderr = err_file
+    f$python, c("-S", "-m", "amlr", "call"),
+    stdin = f$req, stdout = TRUE, stderr = f$err
   ))
   status <- attr(out, "status") %||% 0L
   if (!identical(as.integer(status), 0L) || length(out) == 0L) {
-    err <- if (file.exists(err_file)) readLines(err_file, warn = FALSE) else character()
+    err <- if (file.exists(f$err)) readLines(f$err, warn = FALSE) else character()
     amlr_abort(c(
       "amlr's Python side failed (exit status {status}) before it could answer.",
-      i = "Python: {.path {python}}",
+      i = "Python: {.path {f$python}}",
       if (length(err)) c(x = "{utils::tail(err, 5)}"),
       i = "Run {.run amlr::amlr_doctor()} to check the set-up."
     ), "bridge", call = call)
@@ -201,15 +198,32 @@ stream_system2 <- function(request, call = rlang::caller_env()) {
   if (use_processx) stream_processx(request, call = call) else stream_pipe(request, call = call)
 }
 
-stream_processx <- function(request, call = rlang::caller_env()) {
+# What every system2 call starts from: the interpreter, the request in a file
+# (Python's stdin), and a file for Python's stderr.
+request_files <- function(request, call) {
   python <- amlr_python_or_abort(call = call)
   req_file <- tempfile("amlr-req-", fileext = ".json")
-  err_file <- tempfile("amlr-err-", fileext = ".txt")
   writeBin(charToRaw(enc2utf8(request)), req_file)
+  list(python = python, req = req_file, err = tempfile("amlr-err-", fileext = ".txt"))
+}
+
+# A stream that ended without its answer: what Python said on stderr becomes an
+# amlr_error_bridge; with nothing said, NULL (the caller reports the silence).
+stream_ended <- function(f, call) {
+  err <- if (file.exists(f$err)) readLines(f$err, warn = FALSE) else character()
+  if (length(err)) {
+    amlr_abort(c("amlr's Python side failed before it could answer.",
+                 i = "Python: {.path {f$python}}", x = "{utils::tail(err, 5)}"), "bridge", call = call)
+  }
+  NULL
+}
+
+stream_processx <- function(request, call = rlang::caller_env()) {
+  f <- request_files(request, call)
   old <- set_bridge_env()
   proc <- tryCatch(
-    processx::process$new(python, c("-S", "-m", "amlr", "stream"), stdin = req_file, stdout = "|",
-                          stderr = err_file, encoding = "UTF-8"),
+    processx::process$new(f$python, c("-S", "-m", "amlr", "stream"), stdin = f$req, stdout = "|",
+                          stderr = f$err, encoding = "UTF-8"),
     finally = restore_env(old)
   )
   pending <- character()
@@ -217,7 +231,7 @@ stream_processx <- function(request, call = rlang::caller_env()) {
     if (close) {
       # An interrupted reader: end the follower (the run goes on).
       if (proc$is_alive()) proc$signal(tools::SIGTERM)
-      unlink(c(req_file, err_file))
+      unlink(c(f$req, f$err))
       return(invisible())
     }
     repeat {
@@ -229,12 +243,7 @@ stream_processx <- function(request, call = rlang::caller_env()) {
       }
       if (!proc$is_incomplete_output()) {
         proc$wait(1000)
-        err <- if (file.exists(err_file)) readLines(err_file, warn = FALSE) else character()
-        if (length(err)) {
-          amlr_abort(c("amlr's Python side failed before it could answer.",
-                       i = "Python: {.path {python}}", x = "{utils::tail(err, 5)}"), "bridge", call = call)
-        }
-        return(NULL)
+        return(stream_ended(f, call))
       }
       proc$poll_io(200L) # short waits keep R responsive to an interrupt
       pending <<- c(pending, proc$read_output_lines())
@@ -243,12 +252,9 @@ stream_processx <- function(request, call = rlang::caller_env()) {
 }
 
 stream_pipe <- function(request, call = rlang::caller_env()) {
-  python <- amlr_python_or_abort(call = call)
-  req_file <- tempfile("amlr-req-", fileext = ".json")
-  err_file <- tempfile("amlr-err-", fileext = ".txt")
-  writeBin(charToRaw(enc2utf8(request)), req_file)
+  f <- request_files(request, call)
   old <- set_bridge_env()
-  cmd <- paste(shQuote(python), "-S -m amlr stream <", shQuote(req_file), "2>", shQuote(err_file))
+  cmd <- paste(shQuote(f$python), "-S -m amlr stream <", shQuote(f$req), "2>", shQuote(f$err))
   con <- tryCatch(pipe(cmd, open = "r", encoding = "UTF-8"), finally = restore_env(old))
   pid <- NULL
   function(close = FALSE) {
@@ -256,19 +262,12 @@ stream_pipe <- function(request, call = rlang::caller_env()) {
       # An interrupted reader: end the follower (the run goes on), then the pipe.
       if (!is.null(pid)) tools::pskill(pid, tools::SIGTERM)
       try(base::close(con), silent = TRUE)
-      unlink(c(req_file, err_file))
+      unlink(c(f$req, f$err))
       return(invisible())
     }
     repeat {
       line <- readLines(con, n = 1L, warn = FALSE)
-      if (!length(line)) {
-        err <- if (file.exists(err_file)) readLines(err_file, warn = FALSE) else character()
-        if (length(err)) {
-          amlr_abort(c("amlr's Python side failed before it could answer.",
-                       i = "Python: {.path {python}}", x = "{utils::tail(err, 5)}"), "bridge", call = call)
-        }
-        return(NULL)
-      }
+      if (!length(line)) return(stream_ended(f, call))
       if (startsWith(line, "{\"event\": \"hello\"")) {
         pid <<- jsonlite::fromJSON(line)$pid
         next

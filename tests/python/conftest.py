@@ -84,6 +84,20 @@ def amlr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An AMLR_HOME for bridge calls that name it (``call(home, ...)``); created by amlr on first use."""
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """An empty source folder for a test's R scripts (a test file may extend it: ``def src(src)``)."""
+    d = tmp_path / "src"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
 def rscript() -> str:
     if RSCRIPT is None:
         pytest.skip("Rscript is not on the PATH")

@@ -118,16 +118,6 @@ def test_r_dies_with_a_killed_bootstrapper(tmp_path: Path) -> None:
 # -- the local runner --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    d = tmp_path / "src"
-    d.mkdir()
-    return d
 
 
 def spec(src: Path, name: str = "s", **step) -> dict:

@@ -35,16 +35,6 @@ def write(src, name, code):
     (src / name).write_text(code)
 
 
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def src(tmp_path):
-    d = tmp_path / "src"
-    d.mkdir()
-    return d
 
 
 def submit(home, src_steps, name="p", **options):

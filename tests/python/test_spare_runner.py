@@ -17,7 +17,7 @@ import time
 import pytest
 from bridge_calls import call
 from bridge_calls import wait_run as wait
-from test_local_backend import home, src, step, stream, write  # noqa: F401
+from test_local_backend import step, stream, write
 
 from amlr import api, procs
 

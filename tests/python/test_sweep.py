@@ -37,15 +37,10 @@ writeLines(as.character(length(readLines(f))), file.path(Sys.getenv("AMLR_OUTPUT
 '''
 
 
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
-
 
 @pytest.fixture
-def src(tmp_path):
-    d = tmp_path / "src"
-    d.mkdir()
+def src(src):
+    d = src
     (d / "train.R").write_text(TRAIN)
     (d / "report.R").write_text(REPORT)
     (d / "count.R").write_text(COUNT)

@@ -91,19 +91,14 @@ def spare_runner() -> int:
     import json
     import os
 
+    from . import procs
     from .backends.local.runner import run_runner  # the point of a spare: imported before it is needed
 
     line = sys.stdin.buffer.readline()
     if not line.strip():  # the R session that started us is gone
         return 0
     job = json.loads(line)
-    log = os.open(job["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    os.close(devnull)
+    procs.redirect_std(job["log_path"])
     os.environ.clear()  # the submitting session's environment, as a runner started then would have
     os.environ.update(job["env"])
     return run_runner(job["home"], job["run_id"], int(job["max_parallel"]), cwd=job["cwd"],

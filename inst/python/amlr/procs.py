@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 
 def python_executable() -> str:
@@ -282,6 +282,26 @@ def spawn_step(argv: Sequence[str], *, cwd: str, stdout: Any, env: dict) -> subp
 FORK_RUNNER = False
 
 
+def redirect_std(log_path: str) -> None:
+    """Make this process a detached runner's: stdin from /dev/null, stdout and stderr appended to ``log_path``."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(devnull)
+
+
+def runner_env(environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The environment of a runner started as a new interpreter: amlr importable, output unbuffered."""
+    env = dict(os.environ if environ is None else environ)
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def fork_detached(target: Callable[[], int], *, log_path: str) -> int:
     """Run ``target()`` in a detached grandchild; return its pid.
 
@@ -302,11 +322,7 @@ def fork_detached(target: Callable[[], int], *, log_path: str) -> int:
                 os.write(write_end, str(grandchild).encode("ascii"))
                 os._exit(0)
             os.close(write_end)
-            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
+            redirect_std(log_path)
             os.closerange(3, 1024)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
                 signal.signal(sig, signal.SIG_DFL)
@@ -385,14 +401,10 @@ class SpareRunner:
             return None
         if self.proc is not None and self.ready():
             return self.proc.pid
-        env = dict(os.environ)
-        parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
         try:
             self.proc = subprocess.Popen(
                 [python_executable(), "-S", "-m", "amlr", "spare-runner"], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=os.path.expanduser("~"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=runner_env(), cwd=os.path.expanduser("~"),
                 close_fds=True, start_new_session=True,
             )
         except OSError:

@@ -19,7 +19,6 @@ from ...spec import Pipeline
 from .plan import input_folder, prepare
 from .runner import run_runner
 
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def _remove_run_dir(path: str) -> None:
@@ -63,13 +62,10 @@ def _start_runner(home: str, run_id: str, max_parallel: int, run_dir: str, regen
                                        "env": dict(os.environ)})
         if pid is not None:
             return pid
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["PYTHONUNBUFFERED"] = "1"
     proc = procs.spawn_detached(
         [procs.python_executable(), "-S", "-m", "amlr", "runner", "--home", home, "--max-parallel",
          str(max_parallel), *(["--regenerate-outputs"] if regenerate else []), run_id],
-        cwd=run_dir, log_path=log_path, env=env,
+        cwd=run_dir, log_path=log_path, env=procs.runner_env(),
     )
     proc.returncode = 0  # it outlives us: no warning about an unreaped child
     return proc.pid
