@@ -20,7 +20,7 @@ from . import sqlitedb
 from .errors import HomeUnusable, RegistryDamaged, RunNotFound, StepNotFound
 from .runrecord import ACTIVE, RUN_FILE, TERMINAL, read_metrics_file, record_from_folder, write_run_file
 
-__all__ = ["ACTIVE", "SCHEMA_VERSION", "TERMINAL", "Registry", "default_home", "new_run_id", "read_metrics_file"]
+__all__ = ["ACTIVE", "SCHEMA_VERSION", "TERMINAL", "Registry", "default_home", "new_run_id"]
 
 SCHEMA_VERSION = 2  # 2: indexes on runs.remote_id and runs.experiment
 

@@ -21,7 +21,8 @@ from typing import Any, Optional
 
 from ... import procs, stepcontract, sweep
 from ...errors import AmlrError
-from ...registry import Registry, read_metrics_file
+from ...registry import Registry
+from ...runrecord import read_metrics_file
 from ...spec import Pipeline, Step
 from .env import step_base_env, step_environment
 
